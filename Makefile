@@ -1,0 +1,28 @@
+# The two commands a fresh machine needs (see README.md):
+#   make audit   set up, then audit the installed kvpress ChunkKVPress against the reference press
+#   make test    set up, then run the whole test suite (.ci/run calls this)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+# torch is pinned: its CPU wheel lies on every machine here; an unpinned torch pulls a CUDA build.
+TORCH   = torch==2.13.0
+
+.PHONY: setup audit test bench
+
+$(BIN)/kvaudit: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH)" -e ".[trace,plots,test]"
+	touch $@
+
+setup: $(BIN)/kvaudit
+
+# Exit code 1 means "findings": that is the audit's answer, not a failure of the job.
+audit: setup
+	$(BIN)/kvaudit check --trace --compare-reference || [ $$? -eq 1 ]
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py

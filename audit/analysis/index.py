@@ -1,0 +1,210 @@
+"""Press discovery: which classes inherit, directly or not, from kvpress's ``BasePress``.
+
+Bases are followed through the files of the run, through ``import`` statements, and
+into kvpress's own installed source (found on disk, never imported), so that a press
+deriving from ``ChunkKVPress`` is analysed together with the methods it inherits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libcst as cst
+
+from audit.source import SourceError, SourceFile, load_source
+from audit.targets import resolve_module
+
+ROOT_CLASS = "BasePress"
+ROOT_MODULE_SUFFIX = ("kvpress", "presses", "base_press.py")
+KVPRESS = "kvpress"
+_MAX_REEXPORT_HOPS = 4
+
+
+def dotted(expr: cst.BaseExpression) -> str | None:
+    """``a.b.C`` for a Name/Attribute chain, else None."""
+    if isinstance(expr, cst.Name):
+        return expr.value
+    if isinstance(expr, cst.Attribute):
+        head = dotted(expr.value)
+        return f"{head}.{expr.attr.value}" if head else None
+    return None
+
+
+def module_name_of(path: Path) -> str:
+    """Dotted module name of ``path``, climbing while parent folders are packages."""
+    parts = [] if path.stem == "__init__" else [path.stem]
+    folder = path.parent
+    while (folder / "__init__.py").exists() and folder.name.isidentifier():
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    return ".".join(parts)
+
+
+@dataclass
+class ClassInfo:
+    """A top-level class of one file."""
+
+    name: str
+    node: cst.ClassDef
+    source: SourceFile
+    bases: list[str]
+    is_target: bool  # defined in a file the user asked for (not an inherited base's file)
+    resolved_bases: list[ClassInfo | str] = field(default_factory=list)  # str: external press marker
+
+    @property
+    def line(self) -> int:
+        return self.source.class_line(self.node)
+
+    @property
+    def is_root(self) -> bool:
+        return self.name == ROOT_CLASS and self.source.path.parts[-3:] == ROOT_MODULE_SUFFIX
+
+
+@dataclass
+class ModuleInfo:
+    """Top-level classes and imported names of one file."""
+
+    source: SourceFile
+    name: str
+    classes: dict[str, ClassInfo]
+    imports: dict[str, tuple[str, str | None]]  # local name -> (module, imported name or None)
+
+
+def _absolute_module(module_name: str, is_package: bool, relative: int, target: str) -> str:
+    if not relative:
+        return target
+    package = module_name.split(".") if is_package else module_name.split(".")[:-1]
+    base = package[: len(package) - (relative - 1)] if relative > 1 else package
+    return ".".join([*base, target] if target else base)
+
+
+def _index_module(source: SourceFile, is_target: bool) -> ModuleInfo:
+    name = module_name_of(source.path)
+    is_package = source.path.stem == "__init__"
+    classes: dict[str, ClassInfo] = {}
+    imports: dict[str, tuple[str, str | None]] = {}
+    for statement in source.module.body:
+        if isinstance(statement, cst.ClassDef):
+            bases = [d for d in (dotted(arg.value) for arg in statement.bases if arg.keyword is None) if d]
+            classes[statement.name.value] = ClassInfo(statement.name.value, statement, source, bases, is_target)
+        elif isinstance(statement, cst.SimpleStatementLine):
+            for small in statement.body:
+                if isinstance(small, cst.ImportFrom) and not isinstance(small.names, cst.ImportStar):
+                    target = dotted(small.module) if small.module else ""
+                    module = _absolute_module(name, is_package, len(small.relative), target or "")
+                    for alias in small.names:
+                        local = alias.evaluated_alias or alias.evaluated_name
+                        imports[local] = (module, alias.evaluated_name)
+                elif isinstance(small, cst.Import):
+                    for alias in small.names:
+                        if alias.asname:
+                            imports[alias.evaluated_alias] = (alias.evaluated_name, None)
+                        else:  # `import a.b` binds `a`
+                            head = alias.evaluated_name.split(".")[0]
+                            imports[head] = (head, None)
+    return ModuleInfo(source, name, classes, imports)
+
+
+class ProjectIndex:
+    """All classes of the run, plus the files of the bases they import."""
+
+    def __init__(self, sources: list[SourceFile]) -> None:
+        self.modules: list[ModuleInfo] = [_index_module(s, is_target=True) for s in sources]
+        self._by_name: dict[str, ModuleInfo] = {}
+        for info in self.modules:
+            self._by_name.setdefault(info.name, info)
+        self._aux_failed: set[str] = set()
+        for info in list(self.modules):
+            for cls in info.classes.values():
+                cls.resolved_bases = [self._resolve_base(info, base) for base in cls.bases]
+                cls.resolved_bases = [b for b in cls.resolved_bases if b is not None]
+
+    # -- module lookup -------------------------------------------------------------------
+    def _module(self, name: str) -> ModuleInfo | None:
+        if name in self._by_name:
+            return self._by_name[name]
+        if name in self._aux_failed:
+            return None
+        path = resolve_module(name)
+        try:
+            if path is None:
+                raise SourceError("not found")
+            source = load_source(path)
+        except SourceError:
+            self._aux_failed.add(name)
+            return None
+        info = _index_module(source, is_target=False)
+        info.name = name
+        self._by_name[name] = info
+        for cls in info.classes.values():
+            cls.resolved_bases = [b for b in (self._resolve_base(info, base) for base in cls.bases) if b is not None]
+        return info
+
+    def _lookup(self, module_name: str, class_name: str, hops: int = 0) -> ClassInfo | None:
+        info = self._module(module_name)
+        if info is None or hops > _MAX_REEXPORT_HOPS:
+            return None
+        if class_name in info.classes:
+            return info.classes[class_name]
+        if class_name in info.imports:  # a re-export, e.g. `from kvpress import ChunkKVPress`
+            module, name = info.imports[class_name]
+            if name is not None:
+                return self._lookup(module, name, hops + 1)
+        return None
+
+    def _resolve_base(self, info: ModuleInfo, base: str) -> ClassInfo | str | None:
+        head, _, rest = base.partition(".")
+        if not rest and head in info.classes:
+            return info.classes[head]
+        if head not in info.imports:
+            return None
+        module, name = info.imports[head]
+        if name is not None and not rest:  # from m import C
+            found = self._lookup(module, name)
+            module_of_name = module
+            class_name = name
+        elif name is None and rest:  # import m; m.sub.C
+            module_of_name, _, class_name = f"{module}.{rest}".rpartition(".")
+            found = self._lookup(module_of_name, class_name)
+        else:  # from m import sub; sub.C
+            module_of_name, _, class_name = f"{module}.{name}.{rest}".rpartition(".")
+            found = self._lookup(module_of_name, class_name)
+        if found is not None:
+            return found
+        # kvpress is not installed here: trust kvpress press names imported from it.
+        if module_of_name.split(".")[0] == KVPRESS and class_name.endswith("Press"):
+            return f"{module_of_name}.{class_name}"
+        return None
+
+    # -- queries -------------------------------------------------------------------------
+    def is_press(self, cls: ClassInfo, seen: frozenset[int] = frozenset()) -> bool:
+        """True when ``cls`` inherits, directly or not, from kvpress's BasePress."""
+        if id(cls) in seen:
+            return False
+        for base in cls.resolved_bases:
+            if isinstance(base, str) or base.is_root or self.is_press(base, seen | {id(cls)}):
+                return True
+        return False
+
+    def presses(self) -> list[ClassInfo]:
+        """Press classes defined in the target files, in file then source order."""
+        return [cls for info in self.modules for cls in info.classes.values() if self.is_press(cls)]
+
+    def mro(self, cls: ClassInfo) -> list[ClassInfo]:
+        """Approximate method resolution order over the classes we have source for."""
+        order: list[ClassInfo] = []
+
+        def visit(node: ClassInfo) -> None:
+            if any(node is seen for seen in order):
+                return
+            order.append(node)
+            for base in node.resolved_bases:
+                if isinstance(base, ClassInfo):
+                    visit(base)
+
+        visit(cls)
+        return order
+
+    def presses_in(self, source: SourceFile) -> list[ClassInfo]:
+        return [cls for cls in self.presses() if cls.source is source]

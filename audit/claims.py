@@ -1,0 +1,138 @@
+"""Which mechanisms a press claims: the paper it cites, looked up in ``rules/papers.toml``.
+
+A citation is an arXiv id (bare or inside an arxiv.org URL) or one of the paper's names.
+It is looked for, in this order, in the class docstring, the module docstring, the
+module's comments and the class name; the first place that cites a registered paper
+decides, so a SnapKV press in a ChunkKV module stays quiet.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import libcst as cst
+
+import rules
+from audit.analysis.index import ClassInfo
+from audit.model import Claim
+
+REGISTRY_PATH = Path(rules.__file__).parent / "papers.toml"
+FORCED_SOURCE = "forced by --claim"
+
+
+@dataclass(frozen=True)
+class Paper:
+    """One registered paper: what it claims and the defaults it publishes."""
+
+    key: str
+    title: str
+    arxiv: str
+    names: tuple[str, ...]
+    claims: dict[str, str]  # claim id -> where in the paper
+    defaults: dict[str, object]
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        alternatives = [re.escape(self.arxiv)] + [rf"(?<![A-Za-z0-9]){re.escape(n)}" for n in self.names]
+        return re.compile("|".join(alternatives))
+
+    @property
+    def label(self) -> str:
+        return f"{self.names[0]} (arXiv {self.arxiv})"
+
+
+@cache
+def load_registry(path: Path = REGISTRY_PATH) -> tuple[Paper, ...]:
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    return tuple(
+        Paper(
+            key=key,
+            title=entry["title"],
+            arxiv=entry["arxiv"],
+            names=tuple(entry.get("names", ())),
+            claims=dict(entry.get("claims", {})),
+            defaults=dict(entry.get("defaults", {})),
+        )
+        for key, entry in data.items()
+    )
+
+
+def known_claims() -> set[str]:
+    return {claim for paper in load_registry() for claim in paper.claims}
+
+
+def paper_by_key(key: str) -> Paper | None:
+    return next((p for p in load_registry() if p.key == key), None)
+
+
+def _first_citation(text: str) -> tuple[Paper, int] | None:
+    hits = [(m.start(), paper) for paper in load_registry() if (m := paper.pattern.search(text))]
+    if not hits:
+        return None
+    offset, paper = min(hits, key=lambda hit: hit[0])
+    return paper, offset
+
+
+def _docstring_node(body: cst.BaseSuite | list) -> cst.BaseExpression | None:
+    statements = body.body if isinstance(body, cst.BaseSuite) else body
+    if statements and isinstance(statements[0], cst.SimpleStatementLine):
+        first = statements[0].body[0]
+        if isinstance(first, cst.Expr) and isinstance(first.value, (cst.SimpleString, cst.ConcatenatedString)):
+            return first.value
+    return None
+
+
+def _comment_lines(text: str) -> list[tuple[int, str]]:
+    comments = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        code, hash_sign, comment = line.partition("#")
+        # Skip a '#' that may sit inside a string literal.
+        if hash_sign and "'" not in code and '"' not in code:
+            comments.append((number, comment))
+    return comments
+
+
+def _line_offset(text: str, line: int) -> int:
+    offset = 0
+    for _ in range(line - 1):
+        offset = text.index("\n", offset) + 1
+    return offset
+
+
+def find_paper(press: ClassInfo) -> tuple[Paper, str, int] | None:
+    """The paper ``press`` cites, where, and on which line."""
+    source = press.source
+    for where, node in (("class docstring", _docstring_node(press.node.body)),
+                        ("module docstring", _docstring_node(source.module.body))):
+        if node is None:
+            continue
+        raw = source.module.code_for_node(node)
+        found = _first_citation(raw)
+        if found:
+            paper, offset = found
+            # Locate the docstring by text: resolving node positions costs a whole-file pass.
+            start = _line_offset(source.text, press.line) if where == "class docstring" else 0
+            at = source.text.find(raw, start)
+            return paper, where, source.text.count("\n", 0, at + offset) + 1
+    for number, comment in _comment_lines(source.text):
+        found = _first_citation(comment)
+        if found:
+            return found[0], "comment", number
+    found = _first_citation(press.name)
+    if found:
+        return found[0], "class name", press.line
+    return None
+
+
+def claims_for(press: ClassInfo, forced: list[str]) -> list[Claim]:
+    """The claims of ``press``: its paper's, or the ``--claim`` ones when it cites nothing."""
+    cited = find_paper(press)
+    if cited is not None:
+        paper, where, line = cited
+        return [Claim(id=claim, source=f"{where}: {paper.label}", line=line, paper=paper.key)
+                for claim in sorted(paper.claims)]
+    return [Claim(id=claim, source=FORCED_SOURCE, line=press.line, paper="") for claim in sorted(set(forced))]

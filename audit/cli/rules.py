@@ -1,0 +1,36 @@
+"""``kvaudit rules [ID]``: list the rules, or show one rule's documentation and examples."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.table import Table
+
+from audit.cli import app
+from audit.exitcodes import BAD_INPUT
+from audit.rule import all_rules, rule_by_id
+
+
+@app.command("rules")
+def rules_command(rule_id: str = typer.Argument(None, help="A rule id such as KVA101.")) -> None:
+    """List the rules, or print one rule's documentation and examples."""
+    console = Console()
+    if rule_id is None:
+        table = Table(title="kvaudit rules")
+        for column in ("id", "name", "severity", "claim", "summary"):
+            table.add_column(column)
+        for rule in all_rules():
+            table.add_row(rule.id, rule.name, rule.severity.value, rule.claim or "—", rule.message)
+        console.print(table)
+        return
+    rule = rule_by_id(rule_id)
+    if rule is None:
+        typer.echo(f"error: no rule {rule_id!r}; `kvaudit rules` lists them", err=True)
+        raise typer.Exit(BAD_INPUT)
+    console.print(f"[bold]{rule.id}[/bold] {rule.name} ({rule.severity.value})", highlight=False)
+    console.print(rule.documentation(), highlight=False)
+    for title, examples in (("Valid (no finding)", rule.VALID), ("Invalid (finding)", rule.INVALID)):
+        for number, code in enumerate(examples, start=1):
+            console.rule(f"{title} #{number}")
+            console.print(Syntax(code.strip("\n"), "python", theme="ansi_dark"))

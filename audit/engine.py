@@ -1,0 +1,109 @@
+"""The static audit: targets in, one :class:`AuditResult` out.
+
+Steps: expand targets into files, read and parse each (a bad file becomes an error
+status, never an exception), index classes across the run, then for each press find its
+claims, run the flow pass, judge the claimed mechanisms and apply the rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from audit.analysis.flow import FlowAnalyzer
+from audit.analysis.index import ClassInfo, ProjectIndex
+from audit.analysis.reuse import analyse_reuse
+from audit.claims import claims_for
+from audit.model import LAYER_INDEX_REUSE, AuditResult, FileStatus, PressReport
+from audit.rule import PressContext, Rule, all_rules
+from audit.source import SourceError, SourceFile, load_source
+from audit.targets import expand_targets
+
+
+@dataclass
+class CheckOptions:
+    """What the user asked for; the configuration file fills the same fields."""
+
+    forced_claims: list[str] = field(default_factory=list)
+    select: list[str] | None = None  # rule ids (or prefixes) to run; None means all
+    ignore: list[str] = field(default_factory=list)
+
+
+def _display(path: Path) -> str:
+    """A stable, readable path: relative to the working directory when inside it."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.resolve().as_posix()
+
+
+def _selected(rule: type[Rule], options: CheckOptions) -> bool:
+    def matches(prefixes: list[str]) -> bool:
+        return any(rule.id.startswith(prefix.upper()) for prefix in prefixes)
+
+    return (options.select is None or matches(options.select)) and not matches(options.ignore)
+
+
+def audit_press(index: ProjectIndex, press: ClassInfo, options: CheckOptions) -> PressReport:
+    """Claims, verdicts, evidence and findings of one press."""
+    report = PressReport(name=press.name, path=press.source.display, line=press.line)
+    report.claims = claims_for(press, options.forced_claims)
+    flow = FlowAnalyzer(index, press).run()
+    reuse = None
+    if any(c.id == LAYER_INDEX_REUSE for c in report.claims):
+        reuse = analyse_reuse(index, press, flow)
+        report.verdicts[LAYER_INDEX_REUSE] = reuse.verdict
+        report.evidence = list(reuse.evidence)
+    context = PressContext(press=press, index=index, claims=report.claims, flow=flow, reuse=reuse)
+    for rule in all_rules():
+        if _selected(rule, options):
+            report.findings.extend(rule().check(context))
+    return report
+
+
+def run_check(targets: list[str], options: CheckOptions | None = None) -> AuditResult:
+    """Audit ``targets`` statically. Never raises for bad input: it lands in ``files``."""
+    options = options or CheckOptions()
+    result = AuditResult()
+    paths, target_errors = expand_targets(targets)
+    result.files.extend(FileStatus(path=e.target, status="error", message=e.message) for e in target_errors)
+
+    sources: list[SourceFile] = []
+    for path in paths:
+        display = _display(path)
+        try:
+            sources.append(load_source(path, display))
+        except SourceError as err:
+            result.files.append(FileStatus(path=display, status="error", message=f"{display}: {err}"))
+
+    index = ProjectIndex(sources)
+    failed: set[str] = set()
+    for press in index.presses():
+        try:
+            result.presses.append(audit_press(index, press, options))
+        except RecursionError:
+            failed.add(press.source.display)
+            result.files.append(FileStatus(press.source.display, "error",
+                                           f"{press.source.display}: too deeply nested to analyse ({press.name})"))
+    pressed = {p.path for p in result.presses}
+    for source in sources:
+        if source.display in failed:
+            continue
+        message = None if source.display in pressed else f"{source.display}: no press classes"
+        result.files.append(FileStatus(path=source.display, status="ok", message=message))
+    _flag_directories_without_presses(targets, result)
+    result.sort()
+    return result
+
+
+def _flag_directories_without_presses(targets: list[str], result: AuditResult) -> None:
+    # A directory handed to `check` is expected to hold presses; say so when it holds none.
+    for target in targets:
+        directory = Path(target)
+        if not directory.is_dir():
+            continue
+        root = _display(directory)
+        prefix = "" if root == "." else root.rstrip("/") + "/"
+        if not any(p.path.startswith(prefix) for p in result.presses):
+            if not any(f.path == target for f in result.files):
+                result.files.append(FileStatus(path=target, status="error", message=f"{target}: no press classes found"))

@@ -1,0 +1,50 @@
+"""JSON output of ``kvaudit check``: the ``kvaudit.check/1`` contract, byte-stable."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from audit.model import AuditResult, Evidence, Finding, PressReport
+
+SCHEMA = "kvaudit.check/1"
+
+
+def evidence_dict(item: Evidence) -> dict[str, Any]:
+    data: dict[str, Any] = {"kind": item.kind, "line": item.line, "detail": item.detail}
+    if item.path:
+        data["path"] = item.path
+    return data
+
+
+def finding_dict(finding: Finding) -> dict[str, Any]:
+    return {"rule": finding.rule, "severity": finding.severity.value, "line": finding.line,
+            "message": finding.message}
+
+
+def press_dict(press: PressReport) -> dict[str, Any]:
+    return {
+        "name": press.name,
+        "path": press.path,
+        "line": press.line,
+        "claims": [{"id": c.id, "source": c.source, "line": c.line} for c in press.claims],
+        "verdicts": dict(sorted(press.verdicts.items())),
+        "evidence": [evidence_dict(e) for e in press.evidence],
+        "findings": [finding_dict(f) for f in press.findings],
+    }
+
+
+def check_payload(result: AuditResult) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "schema": SCHEMA,
+        "files": [{"path": f.path, "status": f.status, "message": f.message} for f in result.files],
+        "presses": [press_dict(p) for p in result.presses],
+    }
+    if result.extra_findings:
+        payload["other_findings"] = [{**finding_dict(f), "path": f.path} for f in result.extra_findings]
+    return payload
+
+
+def render_json(result: AuditResult) -> str:
+    """The JSON document, with a trailing newline; the same input gives the same bytes."""
+    return json.dumps(check_payload(result), indent=2, ensure_ascii=False) + "\n"

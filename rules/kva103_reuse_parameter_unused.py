@@ -1,0 +1,71 @@
+"""KVA103 reuse-parameter-unused: an integer field is declared and never read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from audit.model import LAYER_INDEX_REUSE, Finding, Severity
+from audit.rule import PressContext, Rule
+
+
+class ReuseParameterUnused(Rule):
+    """
+    A press that claims layer-wise index reuse declares an integer constructor field that
+    no method ever reads. A reuse parameter such as ``n_reuse`` that is only declared
+    gives users a knob that does nothing: setting it changes no layer's behaviour.
+
+    What to do: use the field in the layer-group arithmetic (``layer_idx % n``), or remove it.
+    """
+
+    id = "KVA103"
+    name = "reuse-parameter-unused"
+    severity = Severity.WARNING
+    claim = LAYER_INDEX_REUSE
+    message = "an integer field of a reuse-claiming press is declared but never used"
+
+    VALID = [
+        '''
+from dataclasses import dataclass
+from kvpress.presses.base_press import BasePress
+from kvpress.presses.scorer_press import ScorerPress
+
+
+@dataclass
+class ChunkKVReuse(BasePress):
+    """ChunkKV (arXiv 2502.00299)."""
+
+    press: ScorerPress = None
+    n_reuse: int = 2
+
+    def compress(self, module, hidden_states, keys, values, attentions, kwargs):
+        if module.layer_idx % self.n_reuse == 0:
+            self.indices = self.press.score(module, hidden_states, keys, values, attentions, kwargs).argsort()
+        return keys.gather(2, self.indices), values.gather(2, self.indices)
+''',
+    ]
+    INVALID = [
+        '''
+from dataclasses import dataclass
+from kvpress.presses.base_press import BasePress
+from kvpress.presses.scorer_press import ScorerPress
+
+
+@dataclass
+class ChunkKVDeclaresOnly(BasePress):
+    """ChunkKV (arXiv 2502.00299), with a reuse knob that does nothing."""
+
+    press: ScorerPress = None
+    n_reuse: int = 2
+
+    def compress(self, module, hidden_states, keys, values, attentions, kwargs):
+        indices = self.press.score(module, hidden_states, keys, values, attentions, kwargs).argsort()
+        return keys.gather(2, indices), values.gather(2, indices)
+''',
+    ]
+
+    def check(self, ctx: PressContext) -> Iterator[Finding]:
+        if ctx.reuse is None:
+            return
+        for decl in ctx.reuse.unused_int_fields:
+            yield self.finding(ctx, decl.source.line_of(decl.node),
+                               f"{ctx.press.name}.{decl.name} is declared but never used: it cannot set reuse groups")
