@@ -14,10 +14,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import libcst as cst
-
 import rules
-from audit.analysis.index import ClassInfo
+from audit.analysis.index import ClassInfo, docstring_constant
 from audit.model import Claim
 
 REGISTRY_PATH = Path(rules.__file__).parent / "papers.toml"
@@ -77,15 +75,6 @@ def _first_citation(text: str) -> tuple[Paper, int] | None:
     return paper, offset
 
 
-def _docstring_node(body: cst.BaseSuite | list) -> cst.BaseExpression | None:
-    statements = body.body if isinstance(body, cst.BaseSuite) else body
-    if statements and isinstance(statements[0], cst.SimpleStatementLine):
-        first = statements[0].body[0]
-        if isinstance(first, cst.Expr) and isinstance(first.value, (cst.SimpleString, cst.ConcatenatedString)):
-            return first.value
-    return None
-
-
 def _comment_lines(text: str) -> list[tuple[int, str]]:
     comments = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -96,28 +85,18 @@ def _comment_lines(text: str) -> list[tuple[int, str]]:
     return comments
 
 
-def _line_offset(text: str, line: int) -> int:
-    offset = 0
-    for _ in range(line - 1):
-        offset = text.index("\n", offset) + 1
-    return offset
-
-
 def find_paper(press: ClassInfo) -> tuple[Paper, str, int] | None:
-    """The paper ``press`` cites, where, and on which line."""
+    """The paper ``press`` cites, where, and on which line (read from the ``ast`` index)."""
     source = press.source
-    for where, node in (("class docstring", _docstring_node(press.node.body)),
-                        ("module docstring", _docstring_node(source.module.body))):
+    docstrings = (("class docstring", press.docstring_node()), ("module docstring", docstring_constant(source.tree.body)))
+    for where, node in docstrings:
         if node is None:
             continue
-        raw = source.module.code_for_node(node)
+        raw = source.segment(node.lineno, node.end_lineno or node.lineno)
         found = _first_citation(raw)
         if found:
             paper, offset = found
-            # Locate the docstring by text: resolving node positions costs a whole-file pass.
-            start = _line_offset(source.text, press.line) if where == "class docstring" else 0
-            at = source.text.find(raw, start)
-            return paper, where, source.text.count("\n", 0, at + offset) + 1
+            return paper, where, node.lineno + raw.count("\n", 0, offset)
     for number, comment in _comment_lines(source.text):
         found = _first_citation(comment)
         if found:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from audit.analysis.flow import FlowAnalyzer
 from audit.analysis.index import ClassInfo, ProjectIndex
 from audit.analysis.reuse import analyse_reuse
 from audit.claims import claims_for
@@ -48,13 +47,11 @@ def audit_press(index: ProjectIndex, press: ClassInfo, options: CheckOptions) ->
     """Claims, verdicts, evidence and findings of one press."""
     report = PressReport(name=press.name, path=press.source.display, line=press.line)
     report.claims = claims_for(press, options.forced_claims)
-    flow = FlowAnalyzer(index, press).run()
-    reuse = None
+    context = PressContext(press=press, index=index, claims=report.claims)
     if any(c.id == LAYER_INDEX_REUSE for c in report.claims):
-        reuse = analyse_reuse(index, press, flow)
-        report.verdicts[LAYER_INDEX_REUSE] = reuse.verdict
-        report.evidence = list(reuse.evidence)
-    context = PressContext(press=press, index=index, claims=report.claims, flow=flow, reuse=reuse)
+        context.reuse = analyse_reuse(index, press, context.flow)
+        report.verdicts[LAYER_INDEX_REUSE] = context.reuse.verdict
+        report.evidence = list(context.reuse.evidence)
     for rule in all_rules():
         if _selected(rule, options):
             report.findings.extend(rule().check(context))
@@ -85,6 +82,9 @@ def run_check(targets: list[str], options: CheckOptions | None = None) -> AuditR
             failed.add(press.source.display)
             result.files.append(FileStatus(press.source.display, "error",
                                            f"{press.source.display}: too deeply nested to analyse ({press.name})"))
+        except SourceError as err:  # libcst, parsing lazily, refused what CPython accepted
+            failed.add(press.source.display)
+            result.files.append(FileStatus(press.source.display, "error", f"{press.source.display}: {err}"))
     pressed = {p.path for p in result.presses}
     for source in sources:
         if source.display in failed:

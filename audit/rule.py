@@ -13,13 +13,13 @@ import inspect
 import pkgutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from typing import ClassVar
 
 import libcst as cst
 
 import rules as rules_package
-from audit.analysis.flow import FlowFacts
+from audit.analysis.flow import FlowAnalyzer, FlowFacts
 from audit.analysis.index import ClassInfo, ProjectIndex
 from audit.analysis.reuse import ReuseAnalysis
 from audit.model import Claim, Finding, Severity
@@ -36,8 +36,12 @@ class PressContext:
     press: ClassInfo
     index: ProjectIndex
     claims: list[Claim]
-    flow: FlowFacts
-    reuse: ReuseAnalysis | None  # None when the press does not claim layer-index-reuse
+    reuse: ReuseAnalysis | None = None  # None when the press does not claim layer-index-reuse
+
+    @cached_property
+    def flow(self) -> FlowFacts:
+        # The flow pass is the costly part of a check: run it once, and only when asked.
+        return FlowAnalyzer(self.index, self.press).run()
 
     @property
     def source(self) -> SourceFile:

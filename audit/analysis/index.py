@@ -7,7 +7,9 @@ deriving from ``ChunkKVPress`` is analysed together with the methods it inherits
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import libcst as cst
@@ -21,10 +23,15 @@ KVPRESS = "kvpress"
 _MAX_REEXPORT_HOPS = 4
 
 
-def dotted(expr: cst.BaseExpression) -> str | None:
-    """``a.b.C`` for a Name/Attribute chain, else None."""
+def dotted(expr: ast.expr | cst.BaseExpression) -> str | None:
+    """``a.b.C`` for a Name/Attribute chain (of either tree), else None."""
+    if isinstance(expr, ast.Name):
+        return expr.id
     if isinstance(expr, cst.Name):
         return expr.value
+    if isinstance(expr, ast.Attribute):
+        head = dotted(expr.value)
+        return f"{head}.{expr.attr}" if head else None
     if isinstance(expr, cst.Attribute):
         head = dotted(expr.value)
         return f"{head}.{expr.attr.value}" if head else None
@@ -41,24 +48,41 @@ def module_name_of(path: Path) -> str:
     return ".".join(parts)
 
 
-@dataclass
+@dataclass(eq=False)
 class ClassInfo:
-    """A top-level class of one file."""
+    """A top-level class of one file, indexed from the ``ast`` tree."""
 
     name: str
-    node: cst.ClassDef
+    tree: ast.ClassDef
     source: SourceFile
     bases: list[str]
     is_target: bool  # defined in a file the user asked for (not an inherited base's file)
+    occurrence: int = 0  # how many top-level classes of the same name come before it
     resolved_bases: list[ClassInfo | str] = field(default_factory=list)  # str: external press marker
 
     @property
     def line(self) -> int:
-        return self.source.class_line(self.node)
+        return self.tree.lineno
+
+    @cached_property
+    def node(self) -> cst.ClassDef:
+        """The libcst tree of this class (parses the file with libcst on first use)."""
+        same_name = [s for s in self.source.module.body if isinstance(s, cst.ClassDef) and s.name.value == self.name]
+        return same_name[self.occurrence]
 
     @property
     def is_root(self) -> bool:
         return self.name == ROOT_CLASS and self.source.path.parts[-3:] == ROOT_MODULE_SUFFIX
+
+    def docstring_node(self) -> ast.Constant | None:
+        return docstring_constant(self.tree.body)
+
+
+def docstring_constant(body: list[ast.stmt]) -> ast.Constant | None:
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        if isinstance(body[0].value.value, str):
+            return body[0].value
+    return None
 
 
 @dataclass
@@ -79,31 +103,39 @@ def _absolute_module(module_name: str, is_package: bool, relative: int, target: 
     return ".".join([*base, target] if target else base)
 
 
-def _index_module(source: SourceFile, is_target: bool) -> ModuleInfo:
-    name = module_name_of(source.path)
+def _index_module(source: SourceFile, is_target: bool, name: str | None = None) -> ModuleInfo:
+    name = name or module_name_of(source.path)
     is_package = source.path.stem == "__init__"
     classes: dict[str, ClassInfo] = {}
     imports: dict[str, tuple[str, str | None]] = {}
-    for statement in source.module.body:
-        if isinstance(statement, cst.ClassDef):
-            bases = [d for d in (dotted(arg.value) for arg in statement.bases if arg.keyword is None) if d]
-            classes[statement.name.value] = ClassInfo(statement.name.value, statement, source, bases, is_target)
-        elif isinstance(statement, cst.SimpleStatementLine):
-            for small in statement.body:
-                if isinstance(small, cst.ImportFrom) and not isinstance(small.names, cst.ImportStar):
-                    target = dotted(small.module) if small.module else ""
-                    module = _absolute_module(name, is_package, len(small.relative), target or "")
-                    for alias in small.names:
-                        local = alias.evaluated_alias or alias.evaluated_name
-                        imports[local] = (module, alias.evaluated_name)
-                elif isinstance(small, cst.Import):
-                    for alias in small.names:
-                        if alias.asname:
-                            imports[alias.evaluated_alias] = (alias.evaluated_name, None)
-                        else:  # `import a.b` binds `a`
-                            head = alias.evaluated_name.split(".")[0]
-                            imports[head] = (head, None)
+    seen: dict[str, int] = {}
+    for statement in source.tree.body:
+        if isinstance(statement, ast.ClassDef):
+            bases = [d for d in (dotted(b) for b in statement.bases) if d]
+            occurrence = seen.get(statement.name, 0)
+            seen[statement.name] = occurrence + 1
+            classes[statement.name] = ClassInfo(statement.name, statement, source, bases, is_target, occurrence)
+        elif isinstance(statement, ast.ImportFrom):
+            module = _absolute_module(name, is_package, statement.level, statement.module or "")
+            for alias in statement.names:
+                if alias.name != "*":
+                    imports[alias.asname or alias.name] = (module, alias.name)
+        elif isinstance(statement, ast.Import):
+            for alias in statement.names:
+                if alias.asname:
+                    imports[alias.asname] = (alias.name, None)
+                else:  # `import a.b` binds `a`
+                    head = alias.name.split(".")[0]
+                    imports[head] = (head, None)
     return ModuleInfo(source, name, classes, imports)
+
+
+def _source_root(info: ModuleInfo) -> Path:
+    """The folder that holds ``info``'s top-level package (or the file itself)."""
+    root = info.source.path.resolve().parent
+    for _ in range(info.name.count(".") + (info.source.path.stem == "__init__")):
+        root = root.parent
+    return root
 
 
 class ProjectIndex:
@@ -115,6 +147,10 @@ class ProjectIndex:
         for info in self.modules:
             self._by_name.setdefault(info.name, info)
         self._aux_failed: set[str] = set()
+        # Bases are followed into the run's own source trees and into kvpress, never into
+        # torch or transformers: a press cannot inherit BasePress from there, and parsing
+        # them would cost more than the whole audit.
+        self._roots = sorted({str(_source_root(info)) for info in self.modules})
         for info in list(self.modules):
             for cls in info.classes.values():
                 cls.resolved_bases = [self._resolve_base(info, base) for base in cls.bases]
@@ -126,7 +162,7 @@ class ProjectIndex:
             return self._by_name[name]
         if name in self._aux_failed:
             return None
-        path = resolve_module(name)
+        path = resolve_module(name) if name.split(".")[0] == KVPRESS else resolve_module(name, self._roots)
         try:
             if path is None:
                 raise SourceError("not found")
@@ -134,8 +170,7 @@ class ProjectIndex:
         except SourceError:
             self._aux_failed.add(name)
             return None
-        info = _index_module(source, is_target=False)
-        info.name = name
+        info = _index_module(source, is_target=False, name=name)
         self._by_name[name] = info
         for cls in info.classes.values():
             cls.resolved_bases = [b for b in (self._resolve_base(info, base) for base in cls.bases) if b is not None]

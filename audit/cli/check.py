@@ -49,6 +49,14 @@ def check(
     claim: list[str] = typer.Option([], "--claim", help="Force a claim (e.g. layer-index-reuse) onto presses that cite no paper."),
     select: list[str] = typer.Option(None, "--select", help="Run only these rule ids (or prefixes)."),
     ignore: list[str] = typer.Option([], "--ignore", help="Skip these rule ids (or prefixes)."),
+    trace: bool = typer.Option(False, "--trace", help="Also run each press on a tiny model and show both verdicts."),
+    compare_reference: bool = typer.Option(
+        False, "--compare-reference", help="With --trace: run the reference reuse press beside each press."
+    ),
+    arch: str = typer.Option("llama", "--arch", help="With --trace: tiny model architecture."),
+    layers: int = typer.Option(8, "--layers", help="With --trace: tiny model layers."),
+    tokens: int = typer.Option(256, "--tokens", help="With --trace: tokens of the longer prefill."),
+    timeout: float = typer.Option(120.0, "--timeout", help="With --trace: seconds allowed per press."),
 ) -> None:
     """Audit press source statically: claims, verdicts, line-level evidence and findings."""
     from audit.claims import known_claims
@@ -59,5 +67,11 @@ def check(
         raise typer.Exit(BAD_INPUT)
     options = CheckOptions(forced_claims=list(claim), select=list(select) if select else None, ignore=list(ignore))
     result = run_check(list(targets) if targets else [DEFAULT_TARGET], options)
+    if trace or compare_reference:
+        # Imported here: the tracer's worker imports torch, the static path never does.
+        from audit.tracer import TraceOptions, attach_traces
+
+        attach_traces(result, TraceOptions(arch=arch, layers=layers, tokens=tokens, timeout=timeout,
+                                           compare_reference=compare_reference))
     emit(result, output_format)
     raise typer.Exit(check_exit_code(result, fail_on.value))

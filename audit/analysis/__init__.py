@@ -1,0 +1,1 @@
+"""Static analysis of press source: indexing, flow facts and per-claim verdicts."""

@@ -1,0 +1,1 @@
+"""Reporters: plain functions from one AuditResult to one output format."""

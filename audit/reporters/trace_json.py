@@ -1,0 +1,41 @@
+"""``kvaudit trace --format json``: the ``kvaudit.trace/1`` document.
+
+Contract keys (stable): ``schema``, ``model.{arch,layers,source}``, and per press ``name``, ``path``,
+``status``, ``message``, ``runs[].{tokens,batch,score_calls,kept,reused_from}``, ``verdicts``,
+``defects[].{id,message}``. Extra keys may be added; timings only ever appear under
+``runs[].timings``, so everything else is deterministic for a given model and options.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from audit.tracer.serialize import trace_to_dict
+
+if TYPE_CHECKING:
+    from audit.tracer import TraceReport
+
+SCHEMA = "kvaudit.trace/1"
+
+
+def trace_document(report: TraceReport) -> dict[str, Any]:
+    """The JSON document as a dict."""
+    model = report.model or {}
+    return {
+        "schema": SCHEMA,
+        "model": {
+            "arch": model.get("arch"),
+            "layers": model.get("layers"),
+            "source": model.get("source"),
+            "offline": True,  # HF_HUB_OFFLINE=1 in the worker, always
+        },
+        "plan": list(report.plan),
+        "presses": [trace_to_dict(trace) for trace in report.traces],
+        "errors": list(report.input_errors),
+    }
+
+
+def render_trace_json(report: TraceReport) -> str:
+    """The document as text (sorted layout by construction, two-space indent, trailing newline)."""
+    return json.dumps(trace_document(report), indent=2, ensure_ascii=False) + "\n"
