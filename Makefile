@@ -11,7 +11,7 @@ TORCH   = torch==2.13.0
 
 $(BIN)/kvaudit: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --upgrade pip "setuptools>=68"
 	$(BIN)/pip install --quiet "$(TORCH)" -e ".[trace,plots,test]"
 	touch $@
 

@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 
 import rules
-from audit.analysis.index import ClassInfo, docstring_constant
+from audit.analysis.index import ClassInfo, ProjectIndex, docstring_constant
 from audit.model import Claim
 
 REGISTRY_PATH = Path(rules.__file__).parent / "papers.toml"
@@ -101,15 +101,29 @@ def find_paper(press: ClassInfo) -> tuple[Paper, str, int] | None:
         found = _first_citation(comment)
         if found:
             return found[0], "comment", number
-    found = _first_citation(press.name)
-    if found:
-        return found[0], "class name", press.line
+    # In an identifier a name may follow other words: `MyChunkKVPress` cites ChunkKV.
+    named = [paper for paper in load_registry() if any(name in press.name for name in paper.names)]
+    if named:
+        return named[0], "class name", press.line
     return None
 
 
-def claims_for(press: ClassInfo, forced: list[str]) -> list[Claim]:
-    """The claims of ``press``: its paper's, or the ``--claim`` ones when it cites nothing."""
+def find_paper_in_hierarchy(press: ClassInfo, index: ProjectIndex) -> tuple[Paper, str, int] | None:
+    """The paper ``press`` cites, or else the one its nearest base class cites."""
     cited = find_paper(press)
+    if cited is not None:
+        return cited
+    for base in index.mro(press)[1:]:
+        inherited = find_paper(base)
+        if inherited is not None:
+            paper, where, _ = inherited
+            return paper, f"inherited from {base.name} ({where})", press.line
+    return None
+
+
+def claims_for(press: ClassInfo, index: ProjectIndex, forced: list[str]) -> list[Claim]:
+    """The claims of ``press``: its paper's, or the ``--claim`` ones when it cites nothing."""
+    cited = find_paper_in_hierarchy(press, index)
     if cited is not None:
         paper, where, line = cited
         return [Claim(id=claim, source=f"{where}: {paper.label}", line=line, paper=paper.key)

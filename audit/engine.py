@@ -13,9 +13,11 @@ from pathlib import Path
 from audit.analysis.index import ClassInfo, ProjectIndex
 from audit.analysis.reuse import analyse_reuse
 from audit.claims import claims_for
+from audit.config import ClaimOverride, apply_claim_overrides, ignored_for_path
 from audit.model import LAYER_INDEX_REUSE, AuditResult, FileStatus, PressReport
 from audit.rule import PressContext, Rule, all_rules
 from audit.source import SourceError, SourceFile, load_source
+from audit.suppression import apply_suppressions
 from audit.targets import expand_targets
 
 
@@ -26,6 +28,11 @@ class CheckOptions:
     forced_claims: list[str] = field(default_factory=list)
     select: list[str] | None = None  # rule ids (or prefixes) to run; None means all
     ignore: list[str] = field(default_factory=list)
+    # From the configuration file (audit/config.py): glob -> rule ids (or prefixes) off for
+    # matching files; claim overrides; the folder globs are relative to (None: the cwd).
+    per_path_ignores: dict[str, list[str]] = field(default_factory=dict)
+    claim_overrides: list[ClaimOverride] = field(default_factory=list)
+    config_root: Path | None = None
 
 
 def _display(path: Path) -> str:
@@ -46,7 +53,9 @@ def _selected(rule: type[Rule], options: CheckOptions) -> bool:
 def audit_press(index: ProjectIndex, press: ClassInfo, options: CheckOptions) -> PressReport:
     """Claims, verdicts, evidence and findings of one press."""
     report = PressReport(name=press.name, path=press.source.display, line=press.line)
-    report.claims = claims_for(press, options.forced_claims)
+    report.claims = claims_for(press, index, options.forced_claims)
+    report.claims = apply_claim_overrides(press.name, report.path, press.line, report.claims,
+                                          options.claim_overrides, options.config_root)
     context = PressContext(press=press, index=index, claims=report.claims)
     if any(c.id == LAYER_INDEX_REUSE for c in report.claims):
         context.reuse = analyse_reuse(index, press, context.flow)
@@ -55,7 +64,17 @@ def audit_press(index: ProjectIndex, press: ClassInfo, options: CheckOptions) ->
     for rule in all_rules():
         if _selected(rule, options):
             report.findings.extend(rule().check(context))
+    if options.per_path_ignores:
+        report.findings = [f for f in report.findings
+                           if not ignored_for_path(f.rule, f.path, options.per_path_ignores, options.config_root)]
     return report
+
+
+def rule_active(rule_id: str, path: str, options: CheckOptions) -> bool:
+    """Whether rule ``rule_id`` runs on the file shown as ``path`` (selected, not ignored for it)."""
+    rule = next((r for r in all_rules() if r.id == rule_id.upper()), None)
+    return (rule is not None and _selected(rule, options)
+            and not ignored_for_path(rule.id, path, options.per_path_ignores, options.config_root))
 
 
 def run_check(targets: list[str], options: CheckOptions | None = None) -> AuditResult:
@@ -92,6 +111,10 @@ def run_check(targets: list[str], options: CheckOptions | None = None) -> AuditR
         message = None if source.display in pressed else f"{source.display}: no press classes"
         result.files.append(FileStatus(path=source.display, status="ok", message=message))
     _flag_directories_without_presses(targets, result)
+    # Inline `# kvaudit: ignore[...]` comments, once every rule has run (KVA001, KVA002).
+    apply_suppressions(result, {s.display: s.text for s in sources if s.display not in failed},
+                       lambda rule_id, path: rule_active(rule_id, path, options),
+                       lambda rule_id: any(r.id == rule_id for r in all_rules()))
     result.sort()
     return result
 

@@ -11,8 +11,13 @@ from audit.rule import PressContext, Rule
 class ReuseParameterUnused(Rule):
     """
     A press that claims layer-wise index reuse declares an integer constructor field that
-    no method ever reads. A reuse parameter such as ``n_reuse`` that is only declared
-    gives users a knob that does nothing: setting it changes no layer's behaviour.
+    no method ever reads, and whose name or docstring entry speaks of layers, groups,
+    sharing or reuse. A reuse parameter such as ``n_reuse`` that is only declared gives
+    users a knob that does nothing: setting it changes no layer's behaviour.
+
+    An unused field has no behaviour to analyse, so here (and only here) kvaudit reads
+    the name and the numpy-style docstring entry; a field that is used is judged by what
+    the code does with it, whatever its name.
 
     What to do: use the field in the layer-group arithmetic (``layer_idx % n``), or remove it.
     """

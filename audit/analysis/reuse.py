@@ -9,6 +9,8 @@ follower layers never reach it.
 
 from __future__ import annotations
 
+import ast
+import re
 from dataclasses import dataclass, field
 
 import libcst as cst
@@ -93,6 +95,19 @@ class _EvidenceBuilder:
         self.items.append(Evidence(kind=kind, line=source.line_of(node), detail=detail, path=path))
 
 
+# An unused field has no behaviour to analyse: only its name and documentation can say
+# that it was meant to set layer groups.
+_LAYER_KNOB_WORDS = re.compile(r"reuse|share|shar(ed|ing)|layer|group", re.IGNORECASE)
+
+
+def _described_as_layer_knob(press: ClassInfo, name: str) -> bool:
+    if _LAYER_KNOB_WORDS.search(name):
+        return True
+    docstring = ast.get_docstring(press.tree) or ""
+    entry = re.search(rf"^\s*{re.escape(name)}\s*:.*\n((?:\s{{2,}}.*\n?)*)", docstring, re.MULTILINE)
+    return bool(entry and _LAYER_KNOB_WORDS.search(entry.group(0)))
+
+
 def _guard_of(site: ScoreSite) -> Cond | None:
     """The innermost layer-group condition a score() call lies under, if any."""
     return next((c for c in reversed(site.context) if c.is_group_test), None)
@@ -122,7 +137,8 @@ def analyse_reuse(index: ProjectIndex, press: ClassInfo, facts: FlowFacts) -> Re
         reuse_fields.extend(n for n in used if n not in reuse_fields)
 
     read_attrs = {r.attr for r in facts.reads}
-    unused = [f for f in fields if f.is_int and f.name not in read_attrs and f.source is press.source]
+    unused = [f for f in fields if f.is_int and f.name not in read_attrs and f.source is press.source
+              and _described_as_layer_knob(press, f.name)]
     for decl in unused:
         evidence.add(REUSE_PARAMETER, decl.source, decl.node,
                      f"integer field `{decl.name}` is declared but never used")

@@ -36,7 +36,7 @@ def emit(result: AuditResult, output_format: CheckFormat) -> None:
     else:
         from audit.reporters.terminal import render_terminal
 
-        render_terminal(result, Console())
+        render_terminal(result, Console(), errors=Console(stderr=True))
 
 
 @app.command()

@@ -87,11 +87,13 @@ def summary_line(result: AuditResult) -> Text:
     return text
 
 
-def render_terminal(result: AuditResult, console: Console) -> None:
-    """Print the whole check result on ``console``."""
+def render_terminal(result: AuditResult, console: Console, errors: Console | None = None) -> None:
+    """Print the whole check result on ``console``; unauditable targets go to ``errors``."""
+    errors = errors or console
     for status in result.files:
         if status.status == "error":
-            console.print(Text(f"error: {status.message}", style="bold red"))
+            # One line each, never wrapped: people and scripts grep these.
+            errors.print(Text(f"error: {status.message}", style="bold red"), soft_wrap=True)
     if result.presses:
         console.print(press_table(result))
     for finding in result.findings:

@@ -1,0 +1,100 @@
+"""Bad input: a one-line message, exit code 2, no traceback, and the other files still audited."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpers import STATIC_PRESSES, run_cli
+
+GOOD = (STATIC_PRESSES / "alg2_modulo.py").read_text()
+
+BAD_FILES = {
+    "syntax.py": ("def compress(self:\n    pass\n", "syntax error at line 1"),
+    "latin1.py": ("# caf\xe9\n".encode("latin-1"), "not UTF-8"),
+    "binary.py": (b"\x7fELF\x00\x00\x01", "binary file"),
+    "empty.py": ("", "empty file"),
+    "nested_parens.py": ("x = " + "(" * 5000 + "1" + ")" * 5000 + "\n", "too deeply nested"),
+    "nested_blocks.py": ("".join(" " * i + "if x:\n" for i in range(120)) + " " * 120 + "pass\n", "too"),
+}
+
+
+def _write(path: Path, content: str | bytes) -> None:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_bad_file_is_reported_beside_a_good_one(tmp_path: Path, name: str) -> None:
+    content, expected = BAD_FILES[name]
+    _write(tmp_path / name, content)
+    (tmp_path / "good.py").write_text(GOOD)
+    result = run_cli("check", str(tmp_path / name), str(tmp_path / "good.py"), "-f", "json")
+    assert result.exception is None
+    assert result.exit_code == 2
+    payload = result.json()
+    [bad] = [f for f in payload["files"] if f["path"].endswith(name)]
+    assert bad["status"] == "error" and expected in bad["message"]
+    assert "\n" not in bad["message"]
+    assert [p["name"] for p in payload["presses"]] == ["Alg2ModuloPress"]  # the good file still audited
+
+
+def test_terminal_shows_one_line_error_and_no_traceback(tmp_path: Path) -> None:
+    (tmp_path / "broken.py").write_text("class A(:\n")
+    result = run_cli("check", str(tmp_path / "broken.py"))
+    assert result.exception is None and result.exit_code == 2
+    assert "Traceback" not in result.stdout + result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "syntax error at line 1" in error_lines[0]
+
+
+def test_missing_path_and_missing_module(tmp_path: Path) -> None:
+    result = run_cli("check", str(tmp_path / "nope.py"), "no_such_pkg.presses", str(STATIC_PRESSES / "alg2_modulo.py"),
+                     "-f", "json")
+    assert result.exit_code == 2
+    messages = {f["path"]: f["message"] for f in result.json()["files"] if f["status"] == "error"}
+    assert "no such file or directory" in messages[str(tmp_path / "nope.py")]
+    assert "no such file, directory or importable module" in messages["no_such_pkg.presses"]
+    assert len(result.json()["presses"]) == 1
+
+
+def test_directory_without_presses(tmp_path: Path) -> None:
+    (tmp_path / "util.py").write_text("def helper():\n    return 1\n")
+    result = run_cli("check", str(tmp_path), "-f", "json")
+    assert result.exit_code == 2
+    errors = [f["message"] for f in result.json()["files"] if f["status"] == "error"]
+    assert errors == [f"{tmp_path}: no press classes found"]
+
+
+def test_empty_directory(tmp_path: Path) -> None:
+    result = run_cli("check", str(tmp_path), "-f", "json")
+    assert result.exit_code == 2
+    assert "directory holds no Python files" in result.json()["files"][0]["message"]
+
+
+def test_file_without_presses_is_fine(tmp_path: Path) -> None:
+    (tmp_path / "util.py").write_text("X = 1\n")
+    result = run_cli("check", str(tmp_path / "util.py"), "-f", "json")
+    assert result.exit_code == 0
+    assert result.json()["files"][0]["message"].endswith("no press classes")
+
+
+def test_deeply_nested_function_bodies_do_not_crash_the_analyzer(tmp_path: Path) -> None:
+    # Valid Python (under CPython's limits) whose expressions nest deeply inside a press.
+    expression = "(" * 150 + "keys" + ")" * 150
+    source = GOOD.replace("return keys.gather(2, index), values.gather(2, index)",
+                          f"return {expression}.gather(2, index), values.gather(2, index)")
+    (tmp_path / "deep.py").write_text(source)
+    result = run_cli("check", str(tmp_path / "deep.py"), "-f", "json")
+    assert result.exception is None
+    assert result.exit_code in (0, 2)
+    if result.exit_code == 2:
+        assert "too deeply nested" in result.json()["files"][0]["message"]
+
+
+def test_unknown_claim_is_a_usage_error() -> None:
+    result = run_cli("check", "--claim", "teleportation", str(STATIC_PRESSES / "alg2_modulo.py"))
+    assert result.exit_code == 2 and "unknown claim teleportation" in result.stderr
