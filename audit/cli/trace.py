@@ -27,13 +27,13 @@ def trace(
         metavar="TARGET...",
         help="File path or dotted module name, optionally ::ClassName (e.g. kvpress.presses.chunkkv_press).",
     ),
-    press: str = typer.Option(
+    press: str | None = typer.Option(
         None, "--press", help='Build the press from this expression, e.g. "ChunkKVPress(SnapKVPress(0.5), 10)".'
     ),
     arch: str = typer.Option("llama", "--arch", help="Embedded tiny model: llama, qwen2, qwen3 or mistral."),
     layers: int = typer.Option(8, "--layers", help="Layers of the embedded tiny model."),
     tokens: int = typer.Option(DEFAULT_TOKENS, "--tokens", help="First prefill length (the second is 1.5× longer)."),
-    model: str = typer.Option(None, "--model", help="Local Hugging Face model folder (never downloads)."),
+    model: str | None = typer.Option(None, "--model", help="Local Hugging Face model folder (never downloads)."),
     device: str = typer.Option("cpu", "--device", help="Torch device."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16."),
     timeout: float = typer.Option(DEFAULT_TIMEOUT_S, "--timeout", help="Seconds allowed per press before it is killed."),

@@ -39,7 +39,8 @@ def _layer_table(run: TraceRun, reference: TraceRun | None) -> Table:
     table.add_column("reused from", justify="right")
     table.add_column("Jaccard l-1", justify="right")
     if reference is not None:
-        table.add_column("│ ref score()", justify="right")
+        table.add_column("│", justify="center", style="dim")
+        table.add_column("ref score()", justify="right")
         table.add_column("ref kept", justify="right")
         table.add_column("ref reused from", justify="right")
     for layer in range(len(run.score_calls)):
@@ -57,7 +58,8 @@ def _layer_table(run: TraceRun, reference: TraceRun | None) -> Table:
             has = layer < len(reference.score_calls)
             ref_reused = reference.reused_from[layer] if has else None
             row += [
-                "│ " + (str(reference.score_calls[layer]) if has else "–"),
+                "│",
+                str(reference.score_calls[layer]) if has else "–",
                 str(reference.kept[layer]) if has else "–",
                 "–" if ref_reused is None else str(ref_reused),
             ]
@@ -118,9 +120,11 @@ def press_section(trace: PressTrace, show_path: bool = True) -> RenderableType:
 
 
 def render_trace_report(report: TraceReport, console: Console) -> None:
-    """The ``kvaudit trace`` terminal view."""
-    for message in report.input_errors:
-        console.print(Text(f"error: {message}", style="bold red"))
+    """The ``kvaudit trace`` terminal view; on bad input, only one line per problem."""
+    if report.input_errors:
+        for message in report.input_errors:
+            console.print(Text(f"error: {message}", style="bold red"), soft_wrap=True)
+        return
     if report.model:
         model = report.model
         console.print(Text(f"model: {model['source']}", style="dim"))

@@ -1,0 +1,202 @@
+"""The dynamic tracer: run a press on a tiny model and watch what it really does, layer by layer.
+
+Importing this package is light (stdlib, rich on demand): torch, transformers, kvpress and the
+user's press code only ever run in the worker subprocess (:mod:`audit.tracer.worker`) and its
+forked children. ``kvaudit check`` imports this package, and must not pay for torch.
+
+Public API
+----------
+TraceOptions
+    Model, prefill and limit options.
+trace_targets(targets, options)
+    Trace every press of each target; returns a :class:`TraceReport` (used by ``kvaudit trace``).
+attach_traces(result, options)
+    Trace every press of a static :class:`audit.model.AuditResult` and set ``press.trace``
+    (used by ``kvaudit check --trace``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from audit.model import AuditResult, PressTrace
+from audit.tracer.options import TraceOptions, run_plan
+from audit.tracer.target import TraceInputError, TraceTarget, check_expression, resolve_target
+
+__all__ = [
+    "TraceInputError",
+    "TraceOptions",
+    "TraceReport",
+    "attach_traces",
+    "trace_targets",
+]
+
+EXIT_OK, EXIT_DEFECTS, EXIT_BAD_INPUT = 0, 1, 2
+
+
+@dataclass
+class TraceReport:
+    """Everything ``kvaudit trace`` prints: the model, the prefill plan, the traces, bad input."""
+
+    model: dict[str, Any] = field(default_factory=dict)
+    plan: list[str] = field(default_factory=list)
+    traces: list[PressTrace] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
+    input_errors: list[str] = field(default_factory=list)
+    worker_timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        """0: traced, no defects; 1: a defect (crash, stale-indices, batch-row-0); 2: bad input."""
+        if self.input_errors:
+            return EXIT_BAD_INPUT
+        if any(trace.defects for trace in self.traces):
+            return EXIT_DEFECTS
+        return EXIT_OK
+
+
+ProgressStep = Callable[[str], None]
+
+
+@contextmanager
+def _progress(total: int, enabled: bool) -> Iterator[ProgressStep]:
+    """A rich progress bar on stderr while several presses are traced; a no-op otherwise."""
+    if not enabled or total < 2:
+        yield lambda label: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("tracing {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("", total=total)
+        first = True
+
+        def step(label: str) -> None:
+            nonlocal first
+            if not first:
+                progress.advance(task)
+            first = False
+            progress.update(task, description=label)
+
+        yield step
+        progress.advance(task)
+
+
+@contextmanager
+def _status(message: str, enabled: bool) -> Iterator[None]:
+    """A spinner on stderr while the worker starts (its imports take seconds)."""
+    if not enabled:
+        yield
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status(message):
+        yield
+
+
+def trace_targets(targets: list[str], options: TraceOptions, progress: bool = True) -> TraceReport:
+    """Trace every press of every target.
+
+    Bad input is collected in ``TraceReport.input_errors`` (exit code 2), never raised. Targets
+    are checked in this process first (existence, syntax, ``::ClassName``), so bad input costs
+    no worker start.
+    """
+    from audit.tracer.client import WorkerError
+    from audit.tracer.session import TraceSession
+
+    report = TraceReport(targets=list(targets), plan=[spec.label for spec in run_plan(options)])
+    problem = options.validate()
+    if problem is None and options.press_expr is not None:
+        try:
+            check_expression(options.press_expr)
+        except TraceInputError as error:
+            problem = str(error)
+    if problem is not None:
+        report.input_errors.append(problem)
+        return report
+    resolved: list[TraceTarget] = []
+    for text in targets:
+        try:
+            resolved.append(resolve_target(text, options.press_expr))
+        except TraceInputError as error:
+            report.input_errors.append(str(error))
+    if report.input_errors:
+        return report
+
+    show = progress and sys.stderr.isatty()
+    with TraceSession(options) as session:
+        jobs: list[tuple[TraceTarget, str | None]] = []
+        try:
+            with _status("starting the trace worker (torch, transformers, kvpress, model)…", show):
+                for target in resolved:
+                    try:
+                        jobs.extend((target, name) for name in session.press_classes(target))
+                    except TraceInputError as error:
+                        report.input_errors.append(str(error))
+                report.model = session.model_info()
+        except WorkerError as error:
+            report.input_errors.append(f"the trace worker failed to start: {error}")
+            return report
+        report.worker_timings = dict(session.worker_timings)
+        with _progress(len(jobs), show) as step:
+            for target, name in jobs:
+                step(name or target.text)
+                traced = session.trace(target, name)
+                report.traces.append(traced.trace)
+                if traced.input_error:
+                    report.input_errors.append(traced.input_error)
+    return report
+
+
+def attach_traces(result: AuditResult, options: TraceOptions, progress: bool = True) -> None:
+    """Trace every press of ``result`` and set ``press.trace`` (with ``.reference`` if asked).
+
+    Presses are matched by file path and class name. One worker serves all files. A press that
+    cannot be traced gets a trace with ``status="error"`` and a one-line ``message``. With
+    ``options.press_expr``, the expression builds the press of the class it instantiates; the
+    other presses are built with defaults.
+    """
+    from audit.tracer.client import WorkerError
+    from audit.tracer.session import TraceSession
+
+    if not result.presses:
+        return
+    problem = options.validate()
+    if problem is None and options.press_expr is not None:
+        try:
+            check_expression(options.press_expr)
+        except TraceInputError as error:
+            problem = str(error)
+    if problem is not None:
+        for press in result.presses:
+            press.trace = PressTrace(press.name, press.path, "error", problem)
+        return
+
+    by_file: dict[Path, list[Any]] = {}
+    for press in result.presses:
+        by_file.setdefault(Path(press.path).resolve(), []).append(press)
+
+    with TraceSession(options) as session, _progress(len(result.presses), progress and sys.stderr.isatty()) as step:
+        for path, reports in by_file.items():
+            target = TraceTarget(text=str(path), path=path, module=None, class_name=None)
+            try:
+                classes = session.list_classes(target) if path.is_file() else []
+                known = {c["name"] for c in classes if c["is_press"]}
+                failure = None if path.is_file() else f"{path}: no such file"
+            except (TraceInputError, WorkerError) as error:
+                known, failure = set(), str(error)
+            for report in reports:
+                step(report.name)
+                if failure is not None or report.name not in known:
+                    message = failure or f"{report.name} is not a kvpress press at run time (no BasePress base)"
+                    report.trace = PressTrace(report.name, report.path, "error", message)
+                    continue
+                traced = session.trace(target, report.name, expr_class_only=True)
+                traced.trace.path = report.path  # matched by the static path, as the static report wrote it
+                report.trace = traced.trace

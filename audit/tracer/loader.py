@@ -1,0 +1,95 @@
+"""Import the target module and list its press classes (runs inside a forked worker child).
+
+This executes the user's code, so it only ever runs in a child process of the worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+
+@dataclass(frozen=True)
+class PressClassInfo:
+    """A class defined in the target module, and whether it is a kvpress press."""
+
+    name: str
+    line: int
+    is_press: bool
+
+
+def _package_name(file: Path) -> tuple[str | None, Path | None]:
+    """The dotted name of ``file`` inside its package tree, and the folder that holds the top package."""
+    parts = [file.stem] if file.name != "__init__.py" else []
+    folder = file.parent
+    if not (folder / "__init__.py").exists():
+        return None, None
+    while (folder / "__init__.py").exists():
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    if not all(part.isidentifier() for part in parts):
+        return None, None
+    return ".".join(parts), folder
+
+
+def _load_from_file(file: Path) -> ModuleType:
+    """Load a file as a stand-alone module under a private, collision-free name."""
+    digest = hashlib.sha1(str(file).encode()).hexdigest()[:10]
+    name = f"_kvaudit_target_{file.stem}_{digest}"
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {file}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses looks the module up while building the class
+    spec.loader.exec_module(module)
+    return module
+
+
+def import_target(path: str, module_name: str | None) -> ModuleType:
+    """Import the target: by its dotted name when known, else by path.
+
+    A file inside a package is imported under its package name (relative imports work and its
+    classes subclass the one installed ``BasePress``); a loose file is loaded on its own.
+    """
+    if module_name:
+        return importlib.import_module(module_name)
+    file = Path(path).resolve()
+    dotted, root = _package_name(file)
+    if dotted and root is not None:
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+        try:
+            module = importlib.import_module(dotted)
+        except ModuleNotFoundError as error:
+            # The package name is shadowed or not importable from here: load the file itself.
+            if error.name and dotted.startswith(error.name):
+                return _load_from_file(file)
+            raise
+        if getattr(module, "__file__", None) and Path(module.__file__).resolve() == file:
+            return module
+    return _load_from_file(file)
+
+
+def _line_of(cls: type) -> int:
+    try:
+        return inspect.getsourcelines(cls)[1]
+    except (OSError, TypeError):
+        return 0
+
+
+def list_classes(module: ModuleType) -> list[PressClassInfo]:
+    """Classes defined in ``module`` (not imported into it), in source order."""
+    from kvpress import BasePress
+
+    found = [
+        PressClassInfo(name=name, line=_line_of(obj), is_press=issubclass(obj, BasePress))
+        for name, obj in vars(module).items()
+        if isinstance(obj, type) and obj.__module__ == module.__name__
+    ]
+    return sorted(found, key=lambda info: (info.line, info.name))

@@ -1,0 +1,88 @@
+"""PressTrace ⇄ JSON-safe dicts: the worker's wire format and the ``kvaudit.trace/1`` press entries.
+
+Timings live under a separate ``timings`` key of each run, so everything else is deterministic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from audit.model import Defect, PressTrace, TraceRun
+
+
+def _seconds(value: float) -> float:
+    return round(value, 6)
+
+
+def run_to_dict(run: TraceRun) -> dict[str, Any]:
+    """One prefill: the contract keys first, then extras (compressed, Jaccard, timings)."""
+    return {
+        "tokens": run.tokens,
+        "batch": run.batch,
+        "score_calls": list(run.score_calls),
+        "kept": list(run.kept),
+        "reused_from": list(run.reused_from),
+        "compressed": list(run.compressed),
+        "jaccard": list(run.jaccard),
+        "jaccard_matrix": [list(row) for row in run.jaccard_matrix],
+        "timings": {
+            "prefill_s": _seconds(run.prefill_time_s),
+            "score_s": _seconds(run.score_time_s),
+            "compress_s": _seconds(run.compress_time_s),
+            "layer_score_s": [_seconds(t) for t in run.layer_score_time_s],
+            "layer_compress_s": [_seconds(t) for t in run.layer_compress_time_s],
+        },
+    }
+
+
+def run_from_dict(data: dict[str, Any]) -> TraceRun:
+    timings = data.get("timings", {})
+    return TraceRun(
+        tokens=data["tokens"],
+        batch=data["batch"],
+        score_calls=list(data["score_calls"]),
+        kept=list(data["kept"]),
+        reused_from=list(data["reused_from"]),
+        compressed=list(data.get("compressed", [])),
+        jaccard=list(data.get("jaccard", [])),
+        score_time_s=timings.get("score_s", 0.0),
+        compress_time_s=timings.get("compress_s", 0.0),
+        prefill_time_s=timings.get("prefill_s", 0.0),
+        jaccard_matrix=[list(row) for row in data.get("jaccard_matrix", [])],
+        layer_score_time_s=list(timings.get("layer_score_s", [])),
+        layer_compress_time_s=list(timings.get("layer_compress_s", [])),
+    )
+
+
+def trace_to_dict(trace: PressTrace) -> dict[str, Any]:
+    """One press entry of ``kvaudit.trace/1`` (``reference`` only when the reference was traced)."""
+    data: dict[str, Any] = {
+        "name": trace.name,
+        "path": trace.path,
+        "status": trace.status,
+        "message": trace.message,
+        "config": trace.config,
+        "runs": [run_to_dict(run) for run in trace.runs],
+        "verdicts": dict(sorted(trace.verdicts.items())),
+        "reasons": dict(sorted(trace.reasons.items())),
+        "defects": [{"id": d.id, "message": d.message} for d in trace.defects],
+    }
+    if trace.reference is not None:
+        data["reference"] = trace_to_dict(trace.reference)
+    return data
+
+
+def trace_from_dict(data: dict[str, Any]) -> PressTrace:
+    reference = data.get("reference")
+    return PressTrace(
+        name=data["name"],
+        path=data["path"],
+        status=data["status"],
+        message=data.get("message"),
+        runs=[run_from_dict(run) for run in data.get("runs", [])],
+        verdicts=dict(data.get("verdicts", {})),
+        defects=[Defect(d["id"], d["message"]) for d in data.get("defects", [])],
+        reference=trace_from_dict(reference) if reference else None,
+        config=data.get("config"),
+        reasons=dict(data.get("reasons", {})),
+    )

@@ -1,0 +1,141 @@
+"""A trace session: one worker, one model, any number of targets and presses.
+
+Used by ``kvaudit trace`` and by :func:`audit.tracer.attach_traces`. Stdlib only on this side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from audit.model import Defect, PressTrace
+from audit.tracer.client import INIT_TIMEOUT_S, REPLY_SLACK_S, WorkerClient, WorkerError
+from audit.tracer.options import TraceOptions
+from audit.tracer.serialize import trace_from_dict
+from audit.tracer.target import TraceInputError, TraceTarget
+from audit.tracer.verdicts import CRASH
+
+
+@dataclass
+class TracedPress:
+    """One press's trace, and the one-line bad-input reason when the input (not the press) was wrong."""
+
+    target: TraceTarget
+    trace: PressTrace
+    input_error: str | None = None
+
+
+class TraceSession:
+    """Owns the worker process; start it early so that its imports overlap the parent's work."""
+
+    def __init__(self, options: TraceOptions) -> None:
+        self.options = options
+        self._client: WorkerClient | None = None
+        self.model: dict[str, Any] | None = None
+        self.worker_timings: dict[str, float] = {}
+
+    def __enter__(self) -> TraceSession:
+        self.start()
+        return self
+
+    def __exit__(self, kind: type | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        self.close(kill=value is not None)  # on Ctrl-C or an error, do not wait for the worker
+
+    def close(self, kill: bool = False) -> None:
+        """Stop the worker (it exits when its stdin closes; ``kill`` does not wait)."""
+        if self._client is not None:
+            self._client.close(kill=kill)
+            self._client = None
+
+    def start(self) -> None:
+        """Spawn the worker (it starts importing torch at once)."""
+        if self._client is None:
+            self._client = WorkerClient(env=self.options.worker_env)
+
+    def _ready_client(self) -> WorkerClient:
+        self.start()
+        assert self._client is not None
+        if self.model is None:
+            reply = self._client.request({"op": "init", "options": self.options.to_wire()}, INIT_TIMEOUT_S)
+            if not reply.get("ok"):
+                raise WorkerError(reply.get("error", "trace worker failed to start"))
+            self.model = reply["model"]
+            self.worker_timings = {"import_s": reply.get("import_s", 0.0), "build_s": reply.get("build_s", 0.0)}
+        return self._client
+
+    def _restart(self) -> None:
+        if self._client is not None:
+            self._client.close(kill=True)
+        self._client, self.model = None, None
+
+    def model_info(self) -> dict[str, Any]:
+        """Arch, layers and source of the model (starts the worker if needed)."""
+        self._ready_client()
+        assert self.model is not None
+        return self.model
+
+    def list_classes(self, target: TraceTarget) -> list[dict[str, Any]]:
+        """Classes defined by ``target``'s module: ``{"name", "line", "is_press"}`` each, in source order.
+
+        Raises
+        ------
+        TraceInputError
+            The module cannot be imported (or its import hangs past the timeout).
+        """
+        client = self._ready_client()
+        request = {"op": "list", "path": str(target.path), "module": target.module, "timeout": self.options.timeout}
+        try:
+            reply = client.request(request, self.options.timeout + REPLY_SLACK_S)
+        except WorkerError as error:
+            self._restart()
+            raise TraceInputError(f"{target.text}: {error}") from None
+        if not reply.get("ok"):
+            raise TraceInputError(reply.get("error", f"{target.text}: cannot be imported"))
+        return list(reply["classes"])
+
+    def press_classes(self, target: TraceTarget) -> list[str | None]:
+        """Names of the presses to trace in ``target`` (``[None]``: the one ``--press`` builds).
+
+        Raises
+        ------
+        TraceInputError
+            The module cannot be imported, holds no press, or ``::ClassName`` is not a press.
+        """
+        classes = self.list_classes(target)
+        presses = [c["name"] for c in classes if c["is_press"]]
+        if target.class_name is not None:
+            if target.class_name not in presses:
+                raise TraceInputError(f"{target.text}: {target.class_name} is not a kvpress press (no BasePress base)")
+            return [target.class_name]
+        if self.options.press_expr:
+            return [None]
+        if not presses:
+            names = ", ".join(c["name"] for c in classes) or "none"
+            raise TraceInputError(f"{target.path}: no kvpress press classes (classes defined there: {names})")
+        return presses
+
+    def trace(self, target: TraceTarget, class_name: str | None, expr_class_only: bool = False) -> TracedPress:
+        """Trace one press of ``target`` (and the reference when the options ask for it)."""
+        request = {
+            "op": "trace",
+            "path": str(target.path),
+            "module": target.module,
+            "class_name": class_name,
+            "press_expr": self.options.press_expr,
+            "expr_class_only": expr_class_only,
+            "reference": self.options.compare_reference,
+            "timeout": self.options.timeout,
+        }
+        # The worker enforces the timeout per child; the reference run is a second child.
+        reply_timeout = self.options.timeout * (2 if self.options.compare_reference else 1) + REPLY_SLACK_S
+        name = class_name or "press"
+        try:
+            reply = self._ready_client().request(request, reply_timeout)
+        except WorkerError as error:
+            self._restart()
+            message = f"tracer failure: {error}"
+            return TracedPress(target, PressTrace(name, str(target.path), "error", message, defects=[Defect(CRASH, message)]))
+        if not reply.get("ok"):
+            return TracedPress(target, PressTrace(name, str(target.path), "error", reply.get("error")))
+        return TracedPress(target, trace_from_dict(reply["trace"]), reply.get("input_error"))

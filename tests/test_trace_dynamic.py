@@ -1,0 +1,339 @@
+"""kvaudit trace end to end: kvpress's ChunkKVPress, the reference press, and the dynamic variants.
+
+Every worker start costs the torch/transformers/kvpress imports (≈5 s here), so the traces are
+module-scoped and shared: one CLI run for ChunkKVPress with the reference, one in-process session
+for all variants, one for a local model folder, one for bad input, one for ``attach_traces``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+try:  # `make setup` installs kvaudit in editable mode; a bare venv runs from the checkout
+    import audit  # noqa: F401
+except ImportError:  # pragma: no cover
+    sys.path.insert(0, str(ROOT))
+
+pytest.importorskip("torch")
+pytest.importorskip("kvpress")
+
+from rich.console import Console  # noqa: E402
+
+from audit.model import IMPLEMENTED, LAYER_INDEX_REUSE, NOT_OBSERVED, OBSERVED, PARTIAL, AuditResult, PressReport  # noqa: E402
+from audit.reporters.trace_terminal import render_trace_panel, render_trace_report  # noqa: E402
+from audit.targets import resolve_module  # noqa: E402
+from audit.tracer import TraceOptions, attach_traces, trace_targets  # noqa: E402
+from audit.tracer.compare import disagreements  # noqa: E402
+from audit.tracer.serialize import trace_to_dict  # noqa: E402
+
+DYNAMIC = ROOT / "tests" / "presses" / "dynamic"
+CHUNKKV = "kvpress.presses.chunkkv_press"
+HANG_TIMEOUT_S = 4.0
+LAYERS = 8
+
+SCHEMA = {
+    "type": "object",
+    "required": ["schema", "model", "presses"],
+    "properties": {
+        "schema": {"const": "kvaudit.trace/1"},
+        "model": {
+            "type": "object",
+            "required": ["arch", "layers", "source"],
+            "properties": {"arch": {"type": "string"}, "layers": {"type": "integer"}, "source": {"type": "string"}},
+        },
+        "presses": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "path", "status", "message", "runs", "verdicts", "defects"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "path": {"type": "string"},
+                    "status": {"enum": ["ok", "error"]},
+                    "message": {"type": ["string", "null"]},
+                    "runs": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["tokens", "batch", "score_calls", "kept", "reused_from"],
+                            "properties": {
+                                "tokens": {"type": "integer"},
+                                "batch": {"type": "integer"},
+                                "score_calls": {"type": "array", "items": {"type": "integer"}},
+                                "kept": {"type": "array", "items": {"type": "integer"}},
+                                "reused_from": {"type": "array", "items": {"type": ["integer", "null"]}},
+                            },
+                        },
+                    },
+                    "verdicts": {
+                        "type": "object",
+                        "properties": {"layer-index-reuse": {"enum": ["observed", "partial", "not-observed"]}},
+                    },
+                    "defects": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["id", "message"],
+                            "properties": {
+                                "id": {"enum": ["stale-indices", "batch-row-0", "crash"]},
+                                "message": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def kvaudit(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run(
+        [sys.executable, "-m", "audit", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout
+    )
+
+
+def without_timings(data):
+    """The document minus every ``timings`` key (the only non-deterministic part)."""
+    if isinstance(data, dict):
+        return {k: without_timings(v) for k, v in data.items() if k != "timings"}
+    if isinstance(data, list):
+        return [without_timings(v) for v in data]
+    return data
+
+
+def layers_with_calls(run: dict) -> list[int]:
+    return [layer for layer, calls in enumerate(run["score_calls"]) if calls]
+
+
+# ---------------------------------------------------------------------------------------------
+# kvaudit trace kvpress.presses.chunkkv_press --compare-reference --format json (the CLI, cold)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chunkkv_cli() -> tuple[int, dict]:
+    out = kvaudit("trace", CHUNKKV, "--compare-reference", "--format", "json")
+    assert "Traceback" not in out.stderr, out.stderr
+    return out.returncode, json.loads(out.stdout)
+
+
+def test_chunkkv_json_matches_the_schema(chunkkv_cli) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    _, doc = chunkkv_cli
+    jsonschema.validate(doc, SCHEMA)
+    assert doc["model"] == {
+        "arch": "llama",
+        "layers": LAYERS,
+        "source": doc["model"]["source"],
+        "offline": True,
+    }
+    assert "HF_HUB_OFFLINE=1" in doc["model"]["source"]
+
+
+def test_chunkkv_scores_every_layer_and_reads_row_0(chunkkv_cli) -> None:
+    code, doc = chunkkv_cli
+    assert code == 1  # a defect
+    (press,) = doc["presses"]
+    assert press["name"] == "ChunkKVPress" and press["status"] == "ok"
+    assert press["path"] == str(resolve_module(CHUNKKV))
+    runs = press["runs"]
+    assert (runs[0]["batch"], runs[1]["batch"]) == (1, 1) and runs[1]["tokens"] > runs[0]["tokens"]
+    assert any(run["batch"] == 2 for run in runs)
+    for run in runs:
+        assert run["score_calls"] == [1] * LAYERS
+        assert run["reused_from"] == [None] * LAYERS
+        assert all(0 < kept < run["tokens"] for kept in run["kept"])
+    assert press["verdicts"] == {LAYER_INDEX_REUSE: NOT_OBSERVED}
+    assert [d["id"] for d in press["defects"]] == ["batch-row-0"]
+
+
+def test_reference_reuses_on_odd_layers(chunkkv_cli) -> None:
+    _, doc = chunkkv_cli
+    reference = doc["presses"][0]["reference"]
+    assert reference["name"] == "ChunkKVReusePress" and reference["status"] == "ok"
+    assert reference["verdicts"] == {LAYER_INDEX_REUSE: OBSERVED}
+    assert reference["defects"] == []
+    assert "chunk_length=20" in reference["config"]  # same chunk length as the traced press
+    for run in reference["runs"]:
+        assert layers_with_calls(run) == [0, 2, 4, 6]
+        assert run["reused_from"] == [None, 0, None, 2, None, 4, None, 6]
+        assert run["timings"]["score_s"] > 0 and run["timings"]["compress_s"] >= run["timings"]["score_s"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Every dynamic variant, plus two non-press targets, in one session
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory):
+    not_a_press = tmp_path_factory.mktemp("nopress") / "not_a_press.py"
+    not_a_press.write_text("class Helper:\n    pass\n")
+    targets = sorted(str(p) for p in DYNAMIC.glob("*.py")) + [CHUNKKV, str(not_a_press), f"{not_a_press}::Helper"]
+    report = trace_targets(targets, TraceOptions(timeout=HANG_TIMEOUT_S), progress=False)
+    return report, {trace.name: trace for trace in report.traces}
+
+
+def test_algorithm_2_press_is_observed(variants) -> None:
+    _, traces = variants
+    trace = traces["Algorithm2ChunkPress"]
+    assert trace.status == "ok" and trace.defects == []
+    assert trace.verdicts[LAYER_INDEX_REUSE] == OBSERVED
+    assert trace.runs[0].score_calls == [1, 0] * (LAYERS // 2)
+    assert trace.runs[0].reused_from == [None, 0, None, 2, None, 4, None, 6]
+
+
+def test_never_refreshed_cache_is_stale(variants) -> None:
+    _, traces = variants
+    trace = traces["StaleReusePress"]
+    assert {d.id for d in trace.defects} == {"stale-indices"}
+    assert "prefill 2" in trace.defects[0].message
+    assert trace.runs[1].score_calls == [0] * LAYERS  # nothing was scored for the second prompt
+
+
+def test_stale_mask_that_fails_is_stale_not_crash(variants) -> None:
+    _, traces = variants
+    trace = traces["StaleMaskPress"]
+    assert trace.status == "error" and "IndexError" in trace.message
+    assert [d.id for d in trace.defects] == ["stale-indices"]
+    assert "a fresh press passes it" in trace.defects[0].message
+
+
+def test_uncompressed_first_layers_are_not_reuse(variants) -> None:
+    _, traces = variants
+    trace = traces["LateStartPress"]
+    assert trace.verdicts[LAYER_INDEX_REUSE] == NOT_OBSERVED and trace.defects == []
+    assert trace.runs[0].compressed == [False] * 4 + [True] * 4
+    assert trace.runs[0].score_calls == [0] * 4 + [1] * 4
+    assert trace.runs[0].kept[:4] == [trace.runs[0].tokens] * 4
+
+
+def test_cache_and_reuse_with_score_everywhere_is_partial(variants) -> None:
+    _, traces = variants
+    trace = traces["ScoreEveryLayerReusePress"]
+    assert trace.verdicts[LAYER_INDEX_REUSE] == PARTIAL and trace.defects == []
+    assert trace.runs[0].score_calls == [1] * LAYERS
+    assert trace.runs[0].reused_from == [None, 0, None, 2, None, 4, None, 6]
+
+
+def test_skipping_score_without_sharing_is_partial(variants) -> None:
+    _, traces = variants
+    trace = traces["SkipScoreOddLayersPress"]
+    assert trace.verdicts[LAYER_INDEX_REUSE] == PARTIAL and trace.defects == []
+    assert "no sharing" in trace.reasons[LAYER_INDEX_REUSE]
+    assert trace.runs[0].reused_from == [None] * LAYERS
+
+
+def test_raising_press_is_a_crash_with_the_last_line(variants) -> None:
+    _, traces = variants
+    trace = traces["RaisingPress"]
+    assert trace.status == "error"
+    assert [(d.id, d.message) for d in trace.defects] == [("crash", "prefill 1 (512×1) raised: RuntimeError: boom on layer 0")]
+
+
+def test_hanging_press_times_out_and_the_next_press_still_runs(variants) -> None:
+    report, traces = variants
+    hang = traces["HangingPress"]
+    assert hang.status == "error" and hang.message.startswith("timeout")
+    assert [d.id for d in hang.defects] == ["crash"]
+    names = [trace.name for trace in report.traces]
+    assert names.index("WellBehavedKnormPress") > names.index("HangingPress")
+    assert traces["WellBehavedKnormPress"].status == "ok"
+    assert traces["WellBehavedKnormPress"].verdicts[LAYER_INDEX_REUSE] == NOT_OBSERVED
+
+
+def test_non_press_targets_are_bad_input(variants) -> None:
+    report, _ = variants
+    assert report.exit_code == 2
+    assert any("no kvpress press classes (classes defined there: Helper)" in e for e in report.input_errors)
+    assert any("Helper is not a kvpress press" in e for e in report.input_errors)
+
+
+def test_trace_output_is_deterministic_across_processes(variants, chunkkv_cli) -> None:
+    _, traces = variants
+    _, doc = chunkkv_cli
+    cli = {k: v for k, v in doc["presses"][0].items() if k != "reference"}
+    assert without_timings(trace_to_dict(traces["ChunkKVPress"])) == without_timings(cli)
+
+
+def test_terminal_view_says_what_happened(variants) -> None:
+    report, _ = variants
+    report.input_errors = []  # render the traces, not the one-line bad-input view
+    console = Console(record=True, width=200)
+    render_trace_report(report, console)
+    text = console.export_text()
+    assert "HF_HUB_OFFLINE=1" in text and "8 layers" in text
+    assert "defect batch-row-0" in text and "defect stale-indices" in text
+    assert "layer-index-reuse: not-observed" in text and "layer-index-reuse: observed" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Model options and bad --press expressions (one worker each)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_local_model_folder(tmp_path: Path) -> None:
+    from audit.tinymodel import build_tiny_model
+
+    folder = tmp_path / "tiny-mistral"
+    build_tiny_model("mistral", layers=4, seed=1).save_pretrained(folder)
+    out = kvaudit("trace", "kvpress.presses.knorm_press", "--model", str(folder), "--tokens", "64", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["model"]["arch"] == "mistral" and doc["model"]["layers"] == 4
+    assert str(folder) in doc["model"]["source"]
+    (press,) = doc["presses"]
+    assert press["runs"][0]["tokens"] == 64 and press["runs"][0]["score_calls"] == [1] * 4
+
+
+def test_bad_press_expression_is_one_line_exit_2_and_arch_option() -> None:
+    out = kvaudit(
+        "trace", str(DYNAMIC / "algorithm2_press.py"), "--press", "NoSuchPress(1)",
+        "--arch", "qwen3", "--layers", "4", "--tokens", "96", "--format", "json",
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "error: bad --press expression 'NoSuchPress(1)': NameError: name 'NoSuchPress' is not defined"
+    ]
+    doc = json.loads(out.stdout)
+    assert doc["model"]["arch"] == "qwen3" and doc["model"]["layers"] == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# kvaudit check --trace: attach_traces and the side-by-side panel
+# ---------------------------------------------------------------------------------------------
+
+
+def test_attach_traces_sets_traces_and_flags_disagreements() -> None:
+    chunkkv_path = str(resolve_module(CHUNKKV))
+    algorithm2 = str(DYNAMIC / "algorithm2_press.py")
+    result = AuditResult(
+        presses=[
+            # Deliberately wrong static verdict: the tracer must contradict it.
+            PressReport("ChunkKVPress", chunkkv_path, 15, verdicts={LAYER_INDEX_REUSE: IMPLEMENTED}),
+            PressReport("Algorithm2ChunkPress", algorithm2, 40, verdicts={LAYER_INDEX_REUSE: IMPLEMENTED}),
+            PressReport("chunk_select", algorithm2, 20),  # not a press at run time
+        ]
+    )
+    attach_traces(result, TraceOptions(compare_reference=True, tokens=256), progress=False)
+    chunkkv, algo2, bogus = result.presses
+    assert chunkkv.trace.verdicts[LAYER_INDEX_REUSE] == NOT_OBSERVED
+    assert chunkkv.trace.reference.verdicts[LAYER_INDEX_REUSE] == OBSERVED
+    assert chunkkv.trace.path == chunkkv_path
+    assert algo2.trace.verdicts[LAYER_INDEX_REUSE] == OBSERVED
+    assert bogus.trace.status == "error" and "not a kvpress press" in bogus.trace.message
+    assert [pair.press for pair in disagreements(result)] == ["ChunkKVPress"]
+    console = Console(record=True, width=200)
+    render_trace_panel(console, result)
+    text = console.export_text()
+    assert "DISAGREE: static implemented expects dynamic observed, saw not-observed" in text
+    assert "1 disagreement(s)" in text and "ref score()" in text

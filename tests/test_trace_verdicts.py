@@ -1,0 +1,201 @@
+"""The tracer's verdict and defect logic on hand-made observations (pure Python, no torch, fast)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+try:  # `make setup` installs kvaudit in editable mode; a bare venv runs from the checkout
+    import audit  # noqa: F401
+except ImportError:  # pragma: no cover
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from audit.model import (  # noqa: E402
+    IMPLEMENTED,
+    LAYER_INDEX_REUSE,
+    MISSING,
+    NOT_OBSERVED,
+    OBSERVED,
+    PARTIAL,
+    AuditResult,
+    Defect,
+    PressReport,
+    PressTrace,
+    TraceRun,
+)
+from audit.tracer import verdicts  # noqa: E402
+from audit.tracer.compare import STATIC_TO_DYNAMIC, disagreements, verdict_pairs  # noqa: E402
+from audit.tracer.observations import LayerObservation, RunObservation  # noqa: E402
+from audit.tracer.serialize import trace_from_dict, trace_to_dict  # noqa: E402
+
+LENGTH = 20
+
+
+def layer(positions, calls: int = 1, rows: int = 1, heads: int = 2, row_positions=None) -> LayerObservation:
+    """A layer that kept ``positions`` on every head of every row (or ``row_positions[r]`` on row r)."""
+    per_row = row_positions or [positions] * rows
+    kept = tuple(tuple(tuple(sorted(p)) for _ in range(heads)) for p in per_row)
+    return LayerObservation(score_calls=calls, kept=kept, original_length=LENGTH)
+
+
+def run(layers, tokens: int = LENGTH, batch: int = 1, seed: int = 0) -> RunObservation:
+    return RunObservation(tokens=tokens, batch=batch, seed=seed, layers=list(layers))
+
+
+ALL = range(LENGTH)
+A, B, C, D = (0, 1, 2, 18, 19), (3, 4, 5, 18, 19), (6, 7, 8, 18, 19), (9, 10, 11, 18, 19)
+
+
+def test_format_layers_compacts_runs() -> None:
+    assert verdicts.format_layers([0, 1, 2, 3, 5]) == "0–3, 5"
+    assert verdicts.format_layers([1, 3, 5, 7]) == "1, 3, 5, 7"
+    assert verdicts.format_layers([4, 5]) == "4, 5"
+    assert verdicts.format_layers([]) == ""
+
+
+def test_uncompressed_layer_is_not_compressed_and_keeps_everything() -> None:
+    full = layer(ALL, calls=0)
+    assert not full.compressed
+    assert full.kept_count == LENGTH
+    assert layer(A).compressed and layer(A).kept_count == len(A)
+
+
+def test_reused_from_points_at_the_earliest_identical_compressed_layer() -> None:
+    observation = run([layer(ALL, 0), layer(ALL, 0), layer(A), layer(A, 0), layer(B), layer(A, 0)])
+    assert verdicts.reused_from(observation) == [None, None, None, 2, None, 2]
+
+
+def test_algorithm_2_pattern_is_observed() -> None:
+    runs = [run([layer(A), layer(A, 0), layer(B), layer(B, 0)]), run([layer(C), layer(C, 0), layer(D), layer(D, 0)])]
+    verdict, reason = verdicts.reuse_verdict(runs)
+    assert verdict == OBSERVED
+    assert "layers 1, 3" in reason and "0, 2" in reason
+
+
+def test_skipping_score_on_uncompressed_layers_is_not_reuse() -> None:
+    # The "leaves its first layers uncompressed" press: layers 0-1 skip score() and keep everything.
+    runs = [run([layer(ALL, 0), layer(ALL, 0), layer(A), layer(B)]), run([layer(ALL, 0), layer(ALL, 0), layer(C), layer(D)])]
+    verdict, reason = verdicts.reuse_verdict(runs)
+    assert verdict == NOT_OBSERVED
+    assert "uncompressed" in reason
+
+
+def test_sharing_with_score_on_every_layer_is_partial() -> None:
+    runs = [run([layer(A), layer(A), layer(B), layer(B)]), run([layer(C), layer(C), layer(D), layer(D)])]
+    verdict, reason = verdicts.reuse_verdict(runs)
+    assert verdict == PARTIAL
+    assert "although score() also runs" in reason
+
+
+def test_one_coincidence_is_not_sharing() -> None:
+    # Layers 0 and 1 match in the first prefill only: random weights, not a mechanism.
+    runs = [run([layer(A), layer(A), layer(B)]), run([layer(C), layer(D), layer(B)])]
+    assert verdicts.reuse_verdict(runs)[0] == NOT_OBSERVED
+
+
+def test_skipping_score_without_sharing_is_partial() -> None:
+    runs = [run([layer(A), layer(B, 0), layer(C), layer(D, 0)])]
+    verdict, reason = verdicts.reuse_verdict(runs)
+    assert verdict == PARTIAL
+    assert "no sharing" in reason
+
+
+def test_position_only_selection_is_not_sharing() -> None:
+    # StreamingLLM-like: every layer keeps the same positions, for every prompt.
+    same = [layer(A) for _ in range(3)]
+    runs = [run(same), run([layer(A, rows=2) for _ in range(3)], batch=2, seed=2)]
+    verdict, reason = verdicts.reuse_verdict(runs)
+    assert verdict == NOT_OBSERVED
+    assert "whatever the prompt" in reason
+
+
+def test_no_completed_prefill_is_not_observed() -> None:
+    failed = RunObservation(tokens=LENGTH, batch=1, seed=0, error="RuntimeError: boom")
+    assert verdicts.reuse_verdict([failed])[0] == NOT_OBSERVED
+
+
+def test_batch_row_0_when_rows_match_but_selection_reads_the_prompt() -> None:
+    single = run([layer(A), layer(B)])
+    batch = run([layer(C, rows=2), layer(D, rows=2)], batch=2, seed=2)
+    defect = verdicts.batch_row_0([single, batch])
+    assert defect is not None and defect.id == verdicts.BATCH_ROW_0
+    assert "all 2 compressed layers" in defect.message
+
+
+def test_no_batch_row_0_when_rows_differ_on_one_layer() -> None:
+    single = run([layer(A), layer(B)])
+    batch = run([layer(C, rows=2), layer(None, row_positions=[C, D])], batch=2, seed=2)
+    assert verdicts.batch_row_0([single, batch]) is None
+
+
+def test_no_batch_row_0_for_prompt_independent_selection() -> None:
+    single = run([layer(A), layer(B)])
+    batch = run([layer(A, rows=2), layer(B, rows=2)], batch=2, seed=2)
+    assert verdicts.batch_row_0([single, batch]) is None
+
+
+def test_stale_indices_when_a_fresh_press_keeps_others() -> None:
+    first = run([layer(A), layer(A, 0)])
+    # The longer second prompt keeps exactly the first prompt's positions, without scoring.
+    second = run([LayerObservation(0, layer(A).kept, 30), LayerObservation(0, layer(A).kept, 30)], tokens=30)
+    matches = verdicts.layers_matching_earlier(second, [first])
+    assert matches == {0: f"1 ({first.label})", 1: f"1 ({first.label})"}
+    fresh = run([LayerObservation(1, layer(C).kept, 30), LayerObservation(0, layer(C).kept, 30)], tokens=30)
+    defect = verdicts.stale_defect(2, second, matches, fresh)
+    assert defect is not None and defect.id == verdicts.STALE_INDICES and "layers 0, 1" in defect.message
+    # A fresh press that keeps the very same indices: nothing stale.
+    assert verdicts.stale_defect(2, second, matches, second) is None
+
+
+def test_stale_failure_only_when_the_fresh_press_passes() -> None:
+    failed = RunObservation(tokens=30, batch=1, seed=1, error="IndexError: mask")
+    passes = run([layer(A)], tokens=30)
+    assert verdicts.stale_failure_defect(2, failed, passes).id == verdicts.STALE_INDICES
+    also_failed = RunObservation(tokens=30, batch=1, seed=1, error="IndexError: mask")
+    assert verdicts.stale_failure_defect(2, failed, also_failed) is None
+
+
+def test_jaccard_adjacent_and_matrix() -> None:
+    observation = run([layer((0, 1, 2, 3)), layer((2, 3, 4, 5)), layer((2, 3, 4, 5))])
+    assert verdicts.adjacent_jaccard(observation) == [None, 2 / 6, 1.0]
+    matrix = verdicts.jaccard_matrix(observation)
+    assert matrix[0][0] == 1.0 and matrix[0][1] == round(2 / 6, 4) and matrix[1][2] == 1.0
+
+
+def _report(static: str | None, dynamic: str | None) -> PressReport:
+    report = PressReport(name="P", path="p.py", line=1, verdicts={LAYER_INDEX_REUSE: static} if static else {})
+    if dynamic is not None:
+        report.trace = PressTrace("P", "p.py", "ok", verdicts={LAYER_INDEX_REUSE: dynamic})
+    return report
+
+
+def test_static_dynamic_mapping_and_disagreements() -> None:
+    assert STATIC_TO_DYNAMIC == {IMPLEMENTED: OBSERVED, PARTIAL: PARTIAL, MISSING: NOT_OBSERVED}
+    result = AuditResult(
+        presses=[
+            _report(IMPLEMENTED, OBSERVED),
+            _report(IMPLEMENTED, NOT_OBSERVED),
+            _report(MISSING, OBSERVED),
+            _report(PARTIAL, PARTIAL),
+            _report(MISSING, None),
+        ]
+    )
+    result.presses[4].trace = PressTrace("P", "p.py", "error", "could not build")
+    pairs = verdict_pairs(result)
+    assert [pair.agrees for pair in pairs] == [True, False, False, True, True]
+    assert len(disagreements(result)) == 2
+    assert "DISAGREE" in pairs[1].explanation and pairs[4].explanation == "not traced"
+
+
+def test_serialize_round_trip_keeps_contract_and_reference() -> None:
+    trace = PressTrace(
+        "P", "p.py", "ok",
+        runs=[TraceRun(tokens=8, batch=1, score_calls=[1, 0], kept=[4, 4], reused_from=[None, 0], prefill_time_s=0.1)],
+        verdicts={LAYER_INDEX_REUSE: OBSERVED},
+        defects=[Defect("crash", "x")],
+        reference=PressTrace("R", "r.py", "ok"),
+    )
+    data = trace_to_dict(trace)
+    assert set(data) >= {"name", "path", "status", "message", "runs", "verdicts", "defects", "reference"}
+    assert "prefill_s" in data["runs"][0]["timings"] and "prefill_time_s" not in data["runs"][0]
+    assert trace_from_dict(data) == trace
