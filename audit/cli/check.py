@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from enum import Enum
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -18,6 +19,8 @@ from audit.targets import DEFAULT_TARGET
 class CheckFormat(str, Enum):
     terminal = "terminal"
     json = "json"
+    sarif = "sarif"
+    github = "github"
 
 
 class FailOn(str, Enum):
@@ -27,12 +30,27 @@ class FailOn(str, Enum):
     never = "never"
 
 
-def emit(result: AuditResult, output_format: CheckFormat) -> None:
-    """Write ``result`` to stdout in ``output_format``."""
+def render(result: AuditResult, output_format: CheckFormat) -> str:
+    """``result`` as text in one of the machine formats (json, sarif, github)."""
     if output_format is CheckFormat.json:
         from audit.reporters.json_report import render_json
 
-        sys.stdout.write(render_json(result))
+        return render_json(result)
+    if output_format is CheckFormat.sarif:
+        from audit.reporters.sarif import render_sarif
+
+        return render_sarif(result)
+    if output_format is CheckFormat.github:
+        from audit.reporters.github import render_github
+
+        return render_github(result)
+    raise ValueError(f"{output_format.value} is not a text format")
+
+
+def emit(result: AuditResult, output_format: CheckFormat) -> None:
+    """Write ``result`` to stdout in ``output_format``."""
+    if output_format is not CheckFormat.terminal:
+        sys.stdout.write(render(result, output_format))
     else:
         from audit.reporters.terminal import render_terminal
 
@@ -45,10 +63,22 @@ def check(
         None, help=f"Files, directories or dotted module names. Default: {DEFAULT_TARGET}."
     ),
     output_format: CheckFormat = typer.Option(CheckFormat.terminal, "--format", "-f", help="Output format."),
-    fail_on: FailOn = typer.Option(FailOn.error, "--fail-on", help="Lowest severity that makes the exit code 1."),
+    fail_on: FailOn = typer.Option(
+        None, "--fail-on", help="Lowest severity that makes the exit code 1 (default: the config's, else error)."
+    ),
     claim: list[str] = typer.Option([], "--claim", help="Force a claim (e.g. layer-index-reuse) onto presses that cite no paper."),
-    select: list[str] = typer.Option(None, "--select", help="Run only these rule ids (or prefixes)."),
-    ignore: list[str] = typer.Option([], "--ignore", help="Skip these rule ids (or prefixes)."),
+    select: list[str] = typer.Option(None, "--select", help="Run only these rule ids (or prefixes); replaces the config's."),
+    ignore: list[str] = typer.Option(None, "--ignore", help="Skip these rule ids (or prefixes); replaces the config's."),
+    config: Path = typer.Option(
+        None, "--config", help="Configuration file (kvaudit.toml, or pyproject.toml with [tool.kvaudit]). "
+        "Default: the nearest one from the working directory up.", dir_okay=False,
+    ),
+    no_config: bool = typer.Option(False, "--no-config", help="Ignore every configuration file."),
+    output_json: Path = typer.Option(None, "--output-json", help="Also write the JSON report to this file.", dir_okay=False),
+    output_sarif: Path = typer.Option(None, "--output-sarif", help="Also write SARIF 2.1.0 to this file.", dir_okay=False),
+    output_github: Path = typer.Option(
+        None, "--output-github", help="Also write GitHub annotations to this file.", dir_okay=False
+    ),
     trace: bool = typer.Option(False, "--trace", help="Also run each press on a tiny model and show both verdicts."),
     compare_reference: bool = typer.Option(
         False, "--compare-reference", help="With --trace: run the reference reuse press beside each press."
@@ -65,7 +95,23 @@ def check(
     if unknown:
         typer.echo(f"error: unknown claim {', '.join(unknown)}; known: {', '.join(sorted(known_claims()))}", err=True)
         raise typer.Exit(BAD_INPUT)
-    options = CheckOptions(forced_claims=list(claim), select=list(select) if select else None, ignore=list(ignore))
+    from audit.config import Config, ConfigError, discover
+
+    try:
+        settings = Config() if no_config else discover(config)
+    except ConfigError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(BAD_INPUT) from None
+    # Command-line flags override the file.
+    options = CheckOptions(
+        forced_claims=list(claim),
+        select=list(select) if select else settings.select,
+        ignore=list(ignore) if ignore else list(settings.ignore or []),
+        per_path_ignores=dict(settings.per_path_ignores),
+        claim_overrides=list(settings.claim_overrides),
+        config_root=settings.root,
+    )
+    threshold = fail_on.value if fail_on is not None else settings.fail_on or FailOn.error.value
     result = run_check(list(targets) if targets else [DEFAULT_TARGET], options)
     if trace or compare_reference:
         # Imported here: the tracer's worker imports torch, the static path never does.
@@ -74,4 +120,12 @@ def check(
         attach_traces(result, TraceOptions(arch=arch, layers=layers, tokens=tokens, timeout=timeout,
                                            compare_reference=compare_reference))
     emit(result, output_format)
-    raise typer.Exit(check_exit_code(result, fail_on.value))
+    for path, file_format in ((output_json, CheckFormat.json), (output_sarif, CheckFormat.sarif),
+                              (output_github, CheckFormat.github)):
+        if path is not None:
+            try:
+                path.write_text(render(result, file_format), encoding="utf-8")
+            except OSError as err:
+                typer.echo(f"error: cannot write {path}: {err.strerror or err}", err=True)
+                raise typer.Exit(BAD_INPUT) from None
+    raise typer.Exit(check_exit_code(result, threshold))

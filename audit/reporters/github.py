@@ -1,0 +1,45 @@
+"""GitHub Actions workflow annotations: one ``::error``/``::warning``/``::notice`` line per finding.
+
+Format (GitHub's workflow commands)::
+
+    ::error file=audit/x.py,line=12,col=5,title=KVA101 reuse-missing::message
+
+Escaping follows GitHub's toolkit: in the message ``%``, ``\\r`` and ``\\n`` become ``%25``,
+``%0D`` and ``%0A``; property values also escape ``:`` and ``,`` (``%3A``, ``%2C``).
+Files that could not be audited become ``::error`` lines too.
+"""
+
+from __future__ import annotations
+
+from audit.model import AuditResult, Severity
+from audit.rule import rule_by_id
+
+COMMANDS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
+
+
+def escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(text: str) -> str:
+    return escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def annotation(command: str, message: str, **properties: object) -> str:
+    props = ",".join(f"{key}={escape_property(str(value))}" for key, value in properties.items() if value is not None)
+    return f"::{command}{' ' + props if props else ''}::{escape_data(message)}"
+
+
+def render_github(result: AuditResult) -> str:
+    """One annotation per line, with a trailing newline; empty output when there is nothing to say."""
+    lines = []
+    for status in result.files:
+        if status.status == "error":
+            lines.append(annotation("error", status.message or "could not be audited", file=status.path,
+                                    title="kvaudit: could not audit"))
+    for finding in result.findings:
+        rule = rule_by_id(finding.rule)
+        title = f"{finding.rule} {rule.name}" if rule is not None else finding.rule
+        lines.append(annotation(COMMANDS[finding.severity], finding.message, file=finding.path, line=finding.line,
+                                col=finding.column, title=title))
+    return "".join(line + "\n" for line in lines)

@@ -1,0 +1,237 @@
+"""KVA201 batch-row-0: indices chosen from batch row 0 are applied to every row."""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+
+from audit.analysis.tensors import (
+    BROADCAST_CALLS,
+    PAIR_CALLS,
+    Method,
+    bindings,
+    call_name,
+    call_receiver,
+    derived_from,
+    first_index,
+    function_form,
+    index_names,
+    is_full_slice,
+    is_index_tensor,
+    is_int,
+    is_zero,
+    press_methods,
+    propagate,
+    snippet,
+    subscript_elements,
+    walk_all,
+)
+from audit.model import Finding, Severity
+from audit.rule import PressContext, Rule
+
+_SCORE_METHOD = "score"
+_ROW_ZERO_TEXT = re.compile(r"\[\s*0\s*[\],]")
+_SINK_TEXT = re.compile(r"expand|repeat|broadcast_to|gather|\[\s*:|\[\s*\.\.\.")
+
+
+def _is_score_call(node: ast.AST) -> bool:
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == _SCORE_METHOD
+
+
+class BatchRowZero(Rule):
+    """
+    A press picks the positions to keep from batch row 0 (``top_chunks.indices[0]``,
+    ``scores.sum(dim=1)[0]``) and then applies them to every row of the batch, by
+    broadcasting (``indices.expand(keys.shape[0], ...)``), by ``gather`` or by indexing
+    ``keys[:, :, indices]``. With a batch of one this is harmless; with a batch of several
+    prompts every row is compressed with row 0's selection, so rows 1.. keep tokens chosen
+    for a different text.
+
+    kvpress's ``ChunkKVPress`` (0.5.5) does this: its loop runs over
+    ``top_chunks.indices[0]`` and the result is expanded to ``keys.shape[0]`` rows. The
+    ChunkKV paper selects per sequence.
+
+    The rule follows values inside one method (assignments, ``for`` targets, ``append``,
+    item assignment); it fires at the ``[0]`` that takes the row, and names the line that
+    spreads it over the batch. Taking row 0 without spreading it (say, for logging) is fine.
+
+    What to do: select per row (``topk`` over the last dimension keeps the batch
+    dimension), build the positions for the whole batch at once and ``gather`` with them;
+    or assert ``keys.shape[0] == 1`` and document the limit.
+    """
+
+    id = "KVA201"
+    name = "batch-row-0"
+    severity = Severity.ERROR
+    message = "positions selected from batch row 0 are applied to every row of the batch"
+
+    VALID = [
+        '''
+from dataclasses import dataclass
+
+import torch
+from kvpress.presses.base_press import BasePress
+from kvpress.presses.scorer_press import ScorerPress
+
+
+@dataclass
+class PerRowChunks(BasePress):
+    """Chunk selection done independently for each row of the batch."""
+
+    press: ScorerPress = None
+    chunk_length: int = 10
+
+    def compress(self, module, hidden_states, keys, values, attentions, kwargs):
+        scores = self.press.score(module, hidden_states, keys, values, attentions, kwargs)
+        n_chunks = keys.shape[2] // self.chunk_length
+        chunk_scores = scores.sum(dim=1)[..., : n_chunks * self.chunk_length].view(-1, n_chunks, self.chunk_length)
+        top = chunk_scores.mean(-1).topk(n_chunks // 2, dim=-1).indices  # (batch, k): one set per row
+        offsets = torch.arange(self.chunk_length, device=keys.device)
+        positions = (top.unsqueeze(-1) * self.chunk_length + offsets).flatten(1).sort(dim=-1).values
+        positions = positions[:, None, :, None].expand(-1, keys.shape[1], -1, keys.shape[-1])
+        return keys.gather(2, positions), values.gather(2, positions)
+''',
+        '''
+import logging
+from dataclasses import dataclass
+
+from kvpress.presses.scorer_press import ScorerPress
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LogsFirstRow(ScorerPress):
+    """Looks at row 0 only to log it; compresses every row with its own scores."""
+
+    def score(self, module, hidden_states, keys, values, attentions, kwargs):
+        scores = -keys.norm(dim=-1)
+        first = scores.argsort(dim=-1)[0]
+        logger.debug("row 0 keeps %s", first[:8].tolist())
+        return scores
+''',
+    ]
+    INVALID = [
+        '''
+from dataclasses import dataclass
+
+import torch
+from kvpress.presses.base_press import BasePress
+from kvpress.presses.scorer_press import ScorerPress
+
+
+@dataclass
+class RowZeroChunks(BasePress):
+    """Chunks picked from the first row, then used for the whole batch."""
+
+    press: ScorerPress = None
+    chunk_length: int = 10
+
+    def compress(self, module, hidden_states, keys, values, attentions, kwargs):
+        scores = self.press.score(module, hidden_states, keys, values, attentions, kwargs)
+        n_chunks = keys.shape[2] // self.chunk_length
+        chunk_scores = scores.sum(dim=1)[..., : n_chunks * self.chunk_length].view(-1, n_chunks, self.chunk_length)
+        top = chunk_scores.mean(-1).topk(n_chunks // 2, dim=-1)
+        starts = top.indices[0] * self.chunk_length
+        positions = (starts[:, None] + torch.arange(self.chunk_length, device=keys.device)).flatten().sort().values
+        positions = positions.view(1, 1, -1, 1).expand(keys.shape[0], keys.shape[1], -1, keys.shape[-1])
+        return keys.gather(2, positions), values.gather(2, positions)
+''',
+        '''
+from dataclasses import dataclass
+
+from kvpress.presses.base_press import BasePress
+from kvpress.presses.scorer_press import ScorerPress
+
+
+@dataclass
+class RowZeroScores(BasePress):
+    """Scores of the first row decide for every row (indexing, no expand)."""
+
+    press: ScorerPress = None
+
+    def compress(self, module, hidden_states, keys, values, attentions, kwargs):
+        scores = self.press.score(module, hidden_states, keys, values, attentions, kwargs)
+        first = scores.mean(dim=1)[0]
+        kept = first.topk(keys.shape[2] // 2).indices.sort().values
+        return keys[:, :, kept], values[:, :, kept]
+''',
+    ]
+
+    def check(self, ctx: PressContext) -> Iterator[Finding]:
+        for method in press_methods(ctx.index, ctx.press):
+            yield from self._check_method(ctx, method)
+
+    def _check_method(self, ctx: PressContext, method: Method) -> Iterator[Finding]:
+        function = method.function
+        text = method.text
+        if not _ROW_ZERO_TEXT.search(text) or not _SINK_TEXT.search(text):
+            return  # no `[0` or nothing that spreads over rows: the common case, decided by text
+        binds = bindings(function)
+        indices = index_names(function)
+        scored = propagate(binds, _is_score_call)
+        pairs = {name for b in binds if b.kind == "assign" and isinstance(b.values[0], ast.Call)
+                 and call_name(b.values[0]) in PAIR_CALLS for name in b.targets}
+
+        def takes_row_zero(node: ast.AST) -> bool:
+            if not isinstance(node, ast.Subscript) or not is_zero(first_index(node)):
+                return False
+            value = node.value
+            if isinstance(value, ast.Attribute) and value.attr in {"shape", "device", "dtype"}:
+                return False
+            if isinstance(value, ast.Call) and call_name(value) in PAIR_CALLS | {"size"}:
+                return False  # sort(...)[0] is the values of a pair, size()[0] a number
+            if isinstance(value, ast.Name) and value.id in pairs:
+                return False
+            return is_index_tensor(value, indices) or derived_from(value, scored, _is_score_call)
+
+        reported: set[int] = set()
+        for source in (node for node in walk_all(function.body) if takes_row_zero(node)):
+            if source.lineno in reported:
+                continue
+            sink = self._first_sink(method, binds, source)
+            if sink is None:
+                continue
+            reported.add(source.lineno)
+            yield self.finding(
+                ctx, source.lineno,
+                f"`{snippet(method.source, source)}` takes batch row 0, and line {sink.lineno} applies the selection "
+                f"made from it to every row (`{snippet(method.source, sink)}`): with a batch of several prompts, "
+                f"rows 1.. are compressed with row 0's selection",
+                path=None if method.source is ctx.source else method.source.display,
+            )
+
+    @staticmethod
+    def _first_sink(method: Method, binds, source: ast.AST) -> ast.AST | None:
+        def is_source(node: ast.AST) -> bool:
+            return node is source
+
+        derived = propagate(binds, is_source)
+        params = method.params
+
+        def carries(expr: ast.AST) -> bool:
+            return derived_from(expr, derived, is_source)
+
+        sinks: list[ast.AST] = []
+        for node in walk_all(method.function.body):
+            if isinstance(node, ast.Call):
+                name = call_name(node)
+                receiver = call_receiver(node)
+                if receiver is None:
+                    continue
+                if name in BROADCAST_CALLS and carries(receiver):
+                    sizes = node.args[1:] if function_form(node) else node.args
+                    # expand(-1, ...) / repeat(1, ...) add no rows; expand_as always matches the other tensor.
+                    if name == "expand_as" or (sizes and not (is_int(sizes[0], 1) or is_int(sizes[0], -1))):
+                        sinks.append(node)
+                elif name == "gather" and not carries(receiver):
+                    keyword = [k.value for k in node.keywords if k.arg == "index"]
+                    index = keyword or node.args[2 if function_form(node) else 1:][:1]
+                    if index and carries(index[0]):
+                        sinks.append(node)
+            elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id in params:
+                parts = subscript_elements(node)
+                if len(parts) > 1 and is_full_slice(parts[0]) and any(carries(e) for e in parts[1:]):
+                    sinks.append(node)
+        return min(sinks, key=lambda n: (n.lineno, n.col_offset)) if sinks else None
