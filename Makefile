@@ -7,7 +7,7 @@ BIN     = $(VENV)/bin
 # torch is pinned: its CPU wheel lies on every machine here; an unpinned torch pulls a CUDA build.
 TORCH   = torch==2.13.0
 
-.PHONY: setup audit test bench
+.PHONY: setup audit test bench kvpress-report
 
 $(BIN)/kvaudit: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,3 +26,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
+
+# The committed audit of every kvpress press (static for all, a trace for each that runs offline).
+kvpress-report: setup
+	$(BIN)/kvaudit report kvpress.presses --compare-reference -o reports/kvpress-0.5.5.md

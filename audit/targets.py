@@ -82,6 +82,8 @@ def expand_targets(targets: list[str]) -> tuple[list[Path], list[TargetError]]:
             resolved = resolve_module(target)
             if resolved is None:
                 errors.append(TargetError(target, f"{target}: no such file, directory or importable module"))
+            elif resolved.name == "__init__.py":  # a package names all of its modules
+                files.update(dict.fromkeys(_python_files(resolved.parent)))
             else:
                 files[resolved] = None
         else:

@@ -40,3 +40,10 @@ def test_directories_are_searched_recursively_and_sorted(tmp_path: Path) -> None
 def test_class_selector() -> None:
     assert split_class_selector("pkg.mod::Press") == ("pkg.mod", "Press")
     assert split_class_selector("path/to/file.py") == ("path/to/file.py", None)
+
+
+def test_package_name_expands_to_its_modules() -> None:
+    files, errors = expand_targets(["kvpress.presses"])
+    assert errors == []
+    names = {path.name for path in files}
+    assert {"__init__.py", "chunkkv_press.py", "snapkv_press.py"} <= names and len(names) >= 46

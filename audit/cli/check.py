@@ -10,6 +10,20 @@ import typer
 from rich.console import Console
 
 from audit.cli import app
+from audit.cli.trace_options import (
+    DEFAULTS,
+    Arch,
+    CompareReference,
+    Device,
+    Dtype,
+    Layers,
+    ModelPath,
+    PressExpr,
+    Timeout,
+    Tokens,
+    trace_options,
+)
+from audit.config import Config, ConfigError, discover
 from audit.engine import CheckOptions, run_check
 from audit.exitcodes import BAD_INPUT, check_exit_code
 from audit.model import AuditResult
@@ -57,6 +71,33 @@ def emit(result: AuditResult, output_format: CheckFormat) -> None:
         render_terminal(result, Console(), errors=Console(stderr=True))
 
 
+def static_options(
+    claim: list[str], select: list[str] | None, ignore: list[str] | None, config: Path | None, no_config: bool
+) -> tuple[CheckOptions, Config]:
+    """Merge the command-line flags over the configuration file; exit 2 on a bad claim or file."""
+    from audit.claims import known_claims
+
+    unknown = sorted(set(claim) - known_claims())
+    if unknown:
+        typer.echo(f"error: unknown claim {', '.join(unknown)}; known: {', '.join(sorted(known_claims()))}", err=True)
+        raise typer.Exit(BAD_INPUT)
+    try:
+        settings = Config() if no_config else discover(config)
+    except ConfigError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(BAD_INPUT) from None
+    # Command-line flags override the file.
+    options = CheckOptions(
+        forced_claims=list(claim),
+        select=list(select) if select else settings.select,
+        ignore=list(ignore) if ignore else list(settings.ignore or []),
+        per_path_ignores=dict(settings.per_path_ignores),
+        claim_overrides=list(settings.claim_overrides),
+        config_root=settings.root,
+    )
+    return options, settings
+
+
 @app.command()
 def check(
     targets: list[str] = typer.Argument(
@@ -80,45 +121,27 @@ def check(
         None, "--output-github", help="Also write GitHub annotations to this file.", dir_okay=False
     ),
     trace: bool = typer.Option(False, "--trace", help="Also run each press on a tiny model and show both verdicts."),
-    compare_reference: bool = typer.Option(
-        False, "--compare-reference", help="With --trace: run the reference reuse press beside each press."
-    ),
-    arch: str = typer.Option("llama", "--arch", help="With --trace: tiny model architecture."),
-    layers: int = typer.Option(8, "--layers", help="With --trace: tiny model layers."),
-    tokens: int = typer.Option(256, "--tokens", help="With --trace: tokens of the longer prefill."),
-    timeout: float = typer.Option(120.0, "--timeout", help="With --trace: seconds allowed per press."),
+    press: PressExpr = None,
+    arch: Arch = DEFAULTS["arch"],
+    layers: Layers = DEFAULTS["layers"],
+    tokens: Tokens = DEFAULTS["tokens"],
+    model: ModelPath = None,
+    device: Device = DEFAULTS["device"],
+    dtype: Dtype = DEFAULTS["dtype"],
+    timeout: Timeout = DEFAULTS["timeout"],
+    compare_reference: CompareReference = False,
 ) -> None:
     """Audit press source statically: claims, verdicts, line-level evidence and findings."""
-    from audit.claims import known_claims
-
-    unknown = sorted(set(claim) - known_claims())
-    if unknown:
-        typer.echo(f"error: unknown claim {', '.join(unknown)}; known: {', '.join(sorted(known_claims()))}", err=True)
-        raise typer.Exit(BAD_INPUT)
-    from audit.config import Config, ConfigError, discover
-
-    try:
-        settings = Config() if no_config else discover(config)
-    except ConfigError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(BAD_INPUT) from None
-    # Command-line flags override the file.
-    options = CheckOptions(
-        forced_claims=list(claim),
-        select=list(select) if select else settings.select,
-        ignore=list(ignore) if ignore else list(settings.ignore or []),
-        per_path_ignores=dict(settings.per_path_ignores),
-        claim_overrides=list(settings.claim_overrides),
-        config_root=settings.root,
-    )
+    options, settings = static_options(claim, select, ignore, config, no_config)
     threshold = fail_on.value if fail_on is not None else settings.fail_on or FailOn.error.value
     result = run_check(list(targets) if targets else [DEFAULT_TARGET], options)
     if trace or compare_reference:
         # Imported here: the tracer's worker imports torch, the static path never does.
-        from audit.tracer import TraceOptions, attach_traces
+        from audit.tracer import attach_traces
 
-        attach_traces(result, TraceOptions(arch=arch, layers=layers, tokens=tokens, timeout=timeout,
-                                           compare_reference=compare_reference))
+        attach_traces(result, trace_options(arch=arch, layers=layers, tokens=tokens, model=model, device=device,
+                                            dtype=dtype, timeout=timeout, press=press,
+                                            compare_reference=compare_reference))
     emit(result, output_format)
     for path, file_format in ((output_json, CheckFormat.json), (output_sarif, CheckFormat.sarif),
                               (output_github, CheckFormat.github)):

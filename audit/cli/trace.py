@@ -12,7 +12,19 @@ from enum import Enum
 import typer
 
 from audit.cli import app
-from audit.tracer.options import DEFAULT_TIMEOUT_S, DEFAULT_TOKENS
+from audit.cli.trace_options import (
+    DEFAULTS,
+    Arch,
+    CompareReference,
+    Device,
+    Dtype,
+    Layers,
+    ModelPath,
+    PressExpr,
+    Timeout,
+    Tokens,
+    trace_options,
+)
 
 
 class TraceFormat(str, Enum):
@@ -27,35 +39,22 @@ def trace(
         metavar="TARGET...",
         help="File path or dotted module name, optionally ::ClassName (e.g. kvpress.presses.chunkkv_press).",
     ),
-    press: str | None = typer.Option(
-        None, "--press", help='Build the press from this expression, e.g. "ChunkKVPress(SnapKVPress(0.5), 10)".'
-    ),
-    arch: str = typer.Option("llama", "--arch", help="Embedded tiny model: llama, qwen2, qwen3 or mistral."),
-    layers: int = typer.Option(8, "--layers", help="Layers of the embedded tiny model."),
-    tokens: int = typer.Option(DEFAULT_TOKENS, "--tokens", help="First prefill length (the second is 1.5× longer)."),
-    model: str | None = typer.Option(None, "--model", help="Local Hugging Face model folder (never downloads)."),
-    device: str = typer.Option("cpu", "--device", help="Torch device."),
-    dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16."),
-    timeout: float = typer.Option(DEFAULT_TIMEOUT_S, "--timeout", help="Seconds allowed per press before it is killed."),
-    compare_reference: bool = typer.Option(
-        False, "--compare-reference", help="Also run the reference ChunkKVReusePress with the same scorer."
-    ),
+    press: PressExpr = None,
+    arch: Arch = DEFAULTS["arch"],
+    layers: Layers = DEFAULTS["layers"],
+    tokens: Tokens = DEFAULTS["tokens"],
+    model: ModelPath = None,
+    device: Device = DEFAULTS["device"],
+    dtype: Dtype = DEFAULTS["dtype"],
+    timeout: Timeout = DEFAULTS["timeout"],
+    compare_reference: CompareReference = False,
     output_format: TraceFormat = typer.Option(TraceFormat.text, "--format", "-f", help="Output format."),
 ) -> None:
     """Trace presses on a tiny model: score() calls, kept indices, reuse, defects — layer by layer."""
-    from audit.tracer import TraceOptions, trace_targets
+    from audit.tracer import trace_targets
 
-    options = TraceOptions(
-        arch=arch,
-        layers=layers,
-        tokens=tokens,
-        model_path=model,
-        device=device,
-        dtype=dtype,
-        timeout=timeout,
-        press_expr=press,
-        compare_reference=compare_reference,
-    )
+    options = trace_options(arch=arch, layers=layers, tokens=tokens, model=model, device=device, dtype=dtype,
+                            timeout=timeout, press=press, compare_reference=compare_reference)
     report = trace_targets(list(targets), options)
     if output_format is TraceFormat.json:
         from audit.reporters.trace_json import render_trace_json

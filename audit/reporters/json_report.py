@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from audit.model import AuditResult, Evidence, Finding, PressReport
+from audit.tracer.serialize import trace_to_dict
 
 SCHEMA = "kvaudit.check/1"
 
@@ -31,6 +32,7 @@ def press_dict(press: PressReport) -> dict[str, Any]:
         "verdicts": dict(sorted(press.verdicts.items())),
         "evidence": [evidence_dict(e) for e in press.evidence],
         "findings": [finding_dict(f) for f in press.findings],
+        **({"trace": trace_to_dict(press.trace)} if press.trace is not None else {}),
     }
 
 

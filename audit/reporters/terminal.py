@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from audit.model import AuditResult, Finding, PressReport, Severity
+from audit.reporters.trace_terminal import render_trace_panel
 
 VERDICT_STYLES = {
     "implemented": "bold green", "observed": "bold green",
@@ -98,4 +99,6 @@ def render_terminal(result: AuditResult, console: Console, errors: Console | Non
         console.print(press_table(result))
     for finding in result.findings:
         console.print(finding_panel(finding))
+    if any(press.trace is not None for press in result.presses):
+        render_trace_panel(console, result)
     console.print(summary_line(result))

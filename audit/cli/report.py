@@ -1,0 +1,116 @@
+"""``kvaudit report TARGET... -o FILE.md``: a Markdown report a reviewer reads without running anything.
+
+Exit codes: 0 the report was written; 2 a target could not be audited (the report is still
+written, and says which) or the output cannot be written. Findings do not fail a report:
+use ``kvaudit check`` as the CI gate.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import typer
+
+from audit import __version__
+from audit.cli import app
+from audit.cli.check import static_options
+from audit.cli.trace_options import (
+    DEFAULTS,
+    Arch,
+    CompareReference,
+    Device,
+    Dtype,
+    Layers,
+    ModelPath,
+    PressExpr,
+    Timeout,
+    Tokens,
+    trace_options,
+)
+from audit.engine import run_check
+from audit.exitcodes import BAD_INPUT, OK
+from audit.model import AuditResult
+from audit.targets import DEFAULT_TARGET
+from audit.tracer.options import TraceOptions
+
+
+def _installed(package: str) -> str:
+    try:
+        return metadata.version(package)  # reads the dist-info, imports nothing
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def header_lines(options: TraceOptions | None, timestamp: bool) -> list[str]:
+    lines = [f"kvaudit {__version__}; kvpress {_installed('kvpress')}; transformers {_installed('transformers')}; "
+             f"torch {_installed('torch')}"]
+    if options is not None:
+        model = options.model_path or (f"embedded tiny {options.arch}, {options.layers} layers, random weights, "
+                                       f"seed {options.seed}, built locally (HF_HUB_OFFLINE=1)")
+        lines.append(f"trace: {model}; prefills of {options.tokens} and {int(options.tokens * 1.5)} tokens and a "
+                     f"batch of 2 × {options.tokens}; {options.device}, {options.dtype}")
+    else:
+        lines.append("trace: not run (--no-trace): static audit only")
+    if timestamp:
+        lines.append(f"generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
+    return lines
+
+
+def write_report(result: AuditResult, output: Path, targets: list[str], options: TraceOptions | None,
+                 timestamp: bool) -> None:
+    """Render the report (and its figures) next to ``output``."""
+    from audit.reporters.figures import write_figures
+    from audit.reporters.markdown import ReportContext, key_statements, render_markdown
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    figures, note = write_figures(result, output.parent, output.stem)
+    context = ReportContext(
+        targets=targets, report_dir=output.parent, figures=figures, figures_note=note,
+        header_lines=header_lines(options, timestamp), summary_lines=key_statements(result),
+    )
+    output.write_text(render_markdown(result, context), encoding="utf-8")
+
+
+@app.command("report")
+def report(
+    targets: list[str] = typer.Argument(None, help=f"Files, directories or module names. Default: {DEFAULT_TARGET}."),
+    output: Path = typer.Option(..., "--output", "-o", help="The Markdown file to write; figures go beside it.",
+                                dir_okay=False),
+    trace: bool = typer.Option(True, "--trace/--no-trace", help="Trace each press (default) or audit statically only."),
+    compare_reference: CompareReference = True,
+    timestamp: bool = typer.Option(False, "--timestamp", help="Add the generation time (the report is then not byte-stable)."),
+    claim: list[str] = typer.Option([], "--claim", help="Force a claim onto presses that cite no paper."),
+    config: Path = typer.Option(None, "--config", help="Configuration file.", dir_okay=False),
+    no_config: bool = typer.Option(False, "--no-config", help="Ignore every configuration file."),
+    press: PressExpr = None,
+    arch: Arch = DEFAULTS["arch"],
+    layers: Layers = DEFAULTS["layers"],
+    tokens: Tokens = DEFAULTS["tokens"],
+    model: ModelPath = None,
+    device: Device = DEFAULTS["device"],
+    dtype: Dtype = DEFAULTS["dtype"],
+    timeout: Timeout = DEFAULTS["timeout"],
+) -> None:
+    """Write a Markdown report: summary, static evidence, per-layer traces, reference comparison, figures."""
+    options, _ = static_options(claim, None, None, config, no_config)
+    chosen = list(targets) if targets else [DEFAULT_TARGET]
+    result = run_check(chosen, options)
+    trace_settings = None
+    if trace:
+        from audit.tracer import attach_traces
+
+        trace_settings = trace_options(arch=arch, layers=layers, tokens=tokens, model=model, device=device,
+                                       dtype=dtype, timeout=timeout, press=press, compare_reference=compare_reference)
+        attach_traces(result, trace_settings)
+    try:
+        write_report(result, output, chosen, trace_settings, timestamp)
+    except OSError as err:
+        typer.echo(f"error: cannot write {output}: {err.strerror or err}", err=True)
+        raise typer.Exit(BAD_INPUT) from None
+    for status in result.files:
+        if status.status == "error":
+            typer.echo(f"error: {status.message}", err=True)
+    typer.echo(f"wrote {output}")
+    raise typer.Exit(BAD_INPUT if result.has_errors else OK)

@@ -1,0 +1,91 @@
+"""`kvaudit report`: the Markdown report, its figures, its determinism, and the committed kvpress audit."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from audit.engine import run_check
+from audit.reporters import figures
+from audit.reporters.markdown import ReportContext, render_markdown, static_blocks
+from audit.tracer import TraceOptions, attach_traces
+from helpers import STATIC_PRESSES, run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = ROOT / "reports" / "kvpress-0.5.5.md"
+
+
+@pytest.fixture(scope="module")
+def traced_chunkkv():
+    """One traced audit of kvpress's ChunkKVPress beside the reference, shared by the tests."""
+    result = run_check(["kvpress.presses.chunkkv_press"])
+    attach_traces(result, TraceOptions(tokens=256, compare_reference=True), progress=False)
+    return result
+
+
+def test_static_report_is_byte_stable_and_complete(tmp_path: Path) -> None:
+    for name in ("a.md", "b.md"):
+        result = run_cli("report", str(STATIC_PRESSES), "--no-trace", "-o", str(tmp_path / name))
+        assert result.exit_code == 0, result.stdout + result.stderr
+    text = (tmp_path / "a.md").read_text()
+    assert text == (tmp_path / "b.md").read_text()
+    assert "| press | claim | static verdict | dynamic verdict | reference comparison | findings |" in text
+    assert "**Alg2ModuloPress implements layer-wise index reuse**" in text
+    assert "**LogsLayerPress has no layer-wise index reuse**" in text
+    blocks = static_blocks(text)
+    assert "StaleGroupDictPress" in blocks and "KVA104" in blocks["StaleGroupDictPress"]
+    assert "*What to do:*" in blocks["StaleGroupDictPress"]
+    # line links are relative to the report's folder and point at the exact line
+    assert "alg2_modulo.py#L18" in blocks["Alg2ModuloPress"]
+    assert not list(tmp_path.glob("*.png"))  # no traces: no figures
+
+
+def test_traced_report_has_trace_reference_and_two_figures(traced_chunkkv, tmp_path: Path) -> None:
+    figures_by_press, note = figures.write_figures(traced_chunkkv, tmp_path, "r")
+    assert note is None
+    files = [name for _, name in figures_by_press["ChunkKVPress"]]
+    assert files == ["r-chunkkvpress-score-calls.png", "r-chunkkvpress-jaccard.png"]
+    for name in files:
+        assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
+    text = render_markdown(traced_chunkkv, ReportContext(report_dir=tmp_path, figures=figures_by_press))
+    assert "![score() calls per layer" in text and "(r-chunkkvpress-jaccard.png)" in text
+    assert "**Dynamic verdict:** not-observed." in text and "batch-row-0" in text
+    # layer 1: scored by ChunkKVPress; skipped by the reference, which keeps layer 0's indices
+    assert re.search(r"\| 1 \| 1 \| (\d+) \| — \| 0 \| \1 \| 0 \|", text)
+    assert "**Comparison with the reference press**" in text
+
+
+def test_report_without_matplotlib_keeps_its_tables(traced_chunkkv, tmp_path: Path, monkeypatch) -> None:
+    def no_matplotlib():
+        raise ImportError("No module named 'matplotlib'")
+
+    monkeypatch.setattr(figures, "_pyplot", no_matplotlib)
+    figures_by_press, note = figures.write_figures(traced_chunkkv, tmp_path, "r")
+    assert figures_by_press == {} and "matplotlib is not installed" in note
+    text = render_markdown(traced_chunkkv, ReportContext(figures_note=note))
+    assert "*Figures:* left out" in text and "**Trace per layer**" in text
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_report_bad_target_exits_2_but_writes(tmp_path: Path) -> None:
+    result = run_cli("report", str(tmp_path / "missing.py"), str(STATIC_PRESSES / "alg2_modulo.py"), "--no-trace",
+                     "-o", str(tmp_path / "r.md"))
+    assert result.exit_code == 2 and result.exception is None
+    assert "missing.py: no such file or directory" in (tmp_path / "r.md").read_text()
+
+
+def test_committed_kvpress_audit_static_part_regenerates_identically(kvpress_presses_dir: Path) -> None:
+    committed = static_blocks(COMMITTED.read_text(encoding="utf-8"))
+    fresh = static_blocks(render_markdown(run_check(["kvpress.presses"]), ReportContext(report_dir=COMMITTED.parent)))
+    assert len(fresh) >= 45
+    assert fresh == committed
+
+
+def test_committed_kvpress_audit_answers_the_seed_question() -> None:
+    text = COMMITTED.read_text(encoding="utf-8")
+    summary = text.split("## Summary", 1)[1].split("\n## ", 1)[0]
+    assert "**ChunkKVPress has no layer-wise index reuse**" in summary
+    assert "`score()` ran on 8 of 8 layers" in summary and "less (" in summary
+    assert "needs a download from the Hugging Face Hub" in summary
