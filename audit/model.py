@@ -66,9 +66,14 @@ class Claim:
     """A mechanism a press claims through the paper it cites."""
 
     id: str
-    source: str  # where the citation was found, e.g. "class docstring: arXiv 2502.00299"
+    source: str  # where the citation was found, e.g. "class docstring: ChunkKV (arXiv 2502.00299)"
     line: int
-    paper: str  # registry key of the paper, e.g. "chunkkv"
+    paper: str  # registry key of the paper, e.g. "chunkkv"; "" for a forced claim
+
+    @property
+    def origin(self) -> str:
+        """Who makes the claim: the cited paper, or the option or configuration that forced it."""
+        return self.source.split(": ", 1)[-1] if self.paper else self.source
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,6 @@ class ChunkKVLogsLayer(BasePress):
         sites = ctx.reuse.unguarded_scores
         line = ctx.line_in_press_file(sites[0].source, sites[0].node) if sites else ctx.press.line
         where = f"`{sites[0].call}` runs on every layer" if sites else "no score() call is guarded by layer position"
-        yield self.finding(ctx, line, f"{ctx.press.name} cites {claim.source.split(': ', 1)[-1]}, which claims "
-                           f"layer-wise index reuse, but has none: {where}; no layer-group check, reuse parameter "
-                           f"or index cache")
+        who = f"cites {claim.origin}, which claims" if claim.paper else f"is held ({claim.origin}) to"
+        yield self.finding(ctx, line, f"{ctx.press.name} {who} layer-wise index reuse, but has none: {where}; "
+                           "no layer-group check, reuse parameter or index cache")

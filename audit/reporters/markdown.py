@@ -243,7 +243,7 @@ def key_statements(result: AuditResult) -> list[str]:
             continue
         claim = next(c for c in press.claims if c.id == LAYER_INDEX_REUSE)
         has = {"implemented": "implements", "partial": "only partly implements", "missing": "has no"}[verdict]
-        sentence = (f"**{press.name} {has} layer-wise index reuse** (claimed by {claim.source.split(': ', 1)[-1]}): "
+        sentence = (f"**{press.name} {has} layer-wise index reuse** (claimed by {claim.origin}): "
                     f"static verdict `{verdict}`")
         trace = press.trace
         if trace is not None and trace.status == "ok" and trace.runs:

@@ -100,6 +100,17 @@ def _status(message: str, enabled: bool) -> Iterator[None]:
         yield
 
 
+def _options_problem(options: TraceOptions) -> str | None:
+    """A one-line reason when the options or the --press expression are unusable."""
+    problem = options.validate()
+    if problem is None and options.press_expr is not None:
+        try:
+            check_expression(options.press_expr)
+        except TraceInputError as error:
+            problem = str(error)
+    return problem
+
+
 def trace_targets(targets: list[str], options: TraceOptions, progress: bool = True) -> TraceReport:
     """Trace every press of every target.
 
@@ -111,12 +122,7 @@ def trace_targets(targets: list[str], options: TraceOptions, progress: bool = Tr
     from audit.tracer.session import TraceSession
 
     report = TraceReport(targets=list(targets), plan=[spec.label for spec in run_plan(options)])
-    problem = options.validate()
-    if problem is None and options.press_expr is not None:
-        try:
-            check_expression(options.press_expr)
-        except TraceInputError as error:
-            problem = str(error)
+    problem = _options_problem(options)
     if problem is not None:
         report.input_errors.append(problem)
         return report
@@ -167,12 +173,7 @@ def attach_traces(result: AuditResult, options: TraceOptions, progress: bool = T
 
     if not result.presses:
         return
-    problem = options.validate()
-    if problem is None and options.press_expr is not None:
-        try:
-            check_expression(options.press_expr)
-        except TraceInputError as error:
-            problem = str(error)
+    problem = _options_problem(options)
     if problem is not None:
         for press in result.presses:
             press.trace = PressTrace(press.name, press.path, "error", problem)
