@@ -15,7 +15,7 @@ from audit.analysis.reuse import analyse_reuse
 from audit.claims import claims_for
 from audit.config import ClaimOverride, apply_claim_overrides, ignored_for_path
 from audit.model import LAYER_INDEX_REUSE, AuditResult, FileStatus, PressReport
-from audit.rule import PressContext, Rule, all_rules
+from audit.rule import PressContext, Rule, all_rules, rule_by_id
 from audit.source import SourceError, SourceFile, load_source
 from audit.suppression import apply_suppressions
 from audit.targets import expand_targets
@@ -72,7 +72,7 @@ def audit_press(index: ProjectIndex, press: ClassInfo, options: CheckOptions) ->
 
 def rule_active(rule_id: str, path: str, options: CheckOptions) -> bool:
     """Whether rule ``rule_id`` runs on the file shown as ``path`` (selected, not ignored for it)."""
-    rule = next((r for r in all_rules() if r.id == rule_id.upper()), None)
+    rule = rule_by_id(rule_id)
     return (rule is not None and _selected(rule, options)
             and not ignored_for_path(rule.id, path, options.per_path_ignores, options.config_root))
 
@@ -114,7 +114,7 @@ def run_check(targets: list[str], options: CheckOptions | None = None) -> AuditR
     # Inline `# kvaudit: ignore[...]` comments, once every rule has run (KVA001, KVA002).
     apply_suppressions(result, {s.display: s.text for s in sources if s.display not in failed},
                        lambda rule_id, path: rule_active(rule_id, path, options),
-                       lambda rule_id: any(r.id == rule_id for r in all_rules()))
+                       lambda rule_id: rule_by_id(rule_id) is not None)
     result.sort()
     return result
 

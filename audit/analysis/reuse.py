@@ -187,10 +187,10 @@ def analyse_reuse(index: ProjectIndex, press: ClassInfo, facts: FlowFacts) -> Re
         gaps.append("no score() call was found on the compression path")
     elif unguarded:
         lines = ", ".join(str(s.source.line_of(s.node)) for s in unguarded)
-        gaps.append(f"score() still runs on every layer (line {lines})")
+        gaps.append(f"score() at line {lines} is not behind a layer-group test, so follower layers still score")
     if not caches:
         gaps.append("no selected indices are kept on the press for later layers")
-    elif not follower_reads:
+    elif guarded and not follower_reads:
         gaps.append("follower layers never read the cached indices")
 
     has_machinery = bool(reuse_fields or unused or caches or group_branches)

@@ -25,7 +25,7 @@ CONTEXT_LINES = 2
 def _claims_cell(press: PressReport) -> Text:
     if not press.claims:
         return Text("none", style="dim")
-    return Text("\n".join(f"{c.id}\n  ({c.source}, line {c.line})" for c in press.claims))
+    return Text("\n".join(f"{c.id}\n{c.origin}, L{c.line}" for c in press.claims))
 
 
 def _verdict_cell(press: PressReport) -> Text:
@@ -50,7 +50,7 @@ def press_table(result: AuditResult) -> Table:
     table = Table(title="kvaudit check", show_lines=True, expand=True)
     table.add_column("press", style="bold", ratio=2)
     table.add_column("claim", ratio=2)
-    table.add_column("verdict", ratio=1)
+    table.add_column("verdict", ratio=1, min_width=len("implemented"))
     table.add_column("evidence", ratio=4)
     for press in result.presses:
         table.add_row(f"{press.name}\n{press.path}:{press.line}", _claims_cell(press), _verdict_cell(press),
