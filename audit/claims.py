@@ -63,10 +63,6 @@ def known_claims() -> set[str]:
     return {claim for paper in load_registry() for claim in paper.claims}
 
 
-def paper_by_key(key: str) -> Paper | None:
-    return next((p for p in load_registry() if p.key == key), None)
-
-
 def _first_citation(text: str) -> tuple[Paper, int] | None:
     hits = [(m.start(), paper) for paper in load_registry() if (m := paper.pattern.search(text))]
     if not hits:

@@ -35,11 +35,12 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from audit.exitcodes import FAIL_ON_CHOICES
 from audit.model import Claim
+from audit.source import display_path
 
 KVAUDIT_TOML = "kvaudit.toml"
 PYPROJECT = "pyproject.toml"
-FAIL_ON_CHOICES = ("error", "warning", "info", "never")
 KEYS = ("select", "ignore", "fail-on", "per-path-ignores", "claim-overrides")
 OVERRIDE_KEYS = ("path", "class", "add", "drop")
 
@@ -86,9 +87,14 @@ class Config:
 
 def _has_tool_table(path: Path) -> bool:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return False  # a broken pyproject.toml without our table is not ours to judge
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
+    except (OSError, UnicodeDecodeError):
+        return False
+    except tomllib.TOMLDecodeError:
+        # A broken pyproject.toml is not ours to judge, unless it holds our table: then
+        # load_config reports it instead of the run silently dropping the settings.
+        return "[tool.kvaudit" in text
     return isinstance(data.get("tool"), dict) and "kvaudit" in data["tool"]
 
 
@@ -104,16 +110,9 @@ def find_config(start: Path) -> Path | None:
     return None
 
 
-def _shown(path: Path) -> str:
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()
-
-
 def load_config(path: Path) -> Config:
     """Read and validate ``path``; raises :class:`ConfigError`."""
-    shown = _shown(path)
+    shown = display_path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -192,6 +191,11 @@ def _validate(table: dict, path: Path, shown: str, prefix: str) -> Config:
         for number, entry in enumerate(value):
             config.claim_overrides.append(_claim_override(entry, f"claim-overrides[{number}]", fail, shown))
     return config
+
+
+def rule_ids_option(values: list[str], option: str) -> list[str]:
+    """Validate rule ids given on the command line (``--select``/``--ignore``) as the file's are."""
+    return _rule_list(list(values), lambda problem: ConfigError(f"{option}: {problem}"))
 
 
 def _rule_list(value: object, fail) -> list[str]:
@@ -273,10 +277,10 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out) + r"\Z")
 
 
-def path_matches(pattern: str, display_path: str, root: Path | None) -> bool:
-    """Whether ``pattern`` matches the file shown as ``display_path`` (a run's display path)."""
-    candidates = [display_path]
-    path = Path(display_path)
+def path_matches(pattern: str, shown: str, root: Path | None) -> bool:
+    """Whether ``pattern`` matches the file shown as ``shown`` (a run's display path)."""
+    candidates = [shown]
+    path = Path(shown)
     absolute = path if path.is_absolute() else Path.cwd() / path
     base = root if root is not None else Path.cwd().resolve()
     try:
@@ -314,8 +318,8 @@ def apply_claim_overrides(press_name: str, press_path: str, press_line: int, cla
     return sorted(claims, key=lambda c: c.id)
 
 
-def ignored_for_path(rule_id: str, display_path: str, per_path_ignores: dict[str, list[str]],
+def ignored_for_path(rule_id: str, shown: str, per_path_ignores: dict[str, list[str]],
                      root: Path | None) -> bool:
     """Whether ``per-path-ignores`` turns ``rule_id`` off for this file."""
-    return any(any(rule_id.startswith(code) for code in codes) and path_matches(glob, display_path, root)
+    return any(any(rule_id.startswith(code) for code in codes) and path_matches(glob, shown, root)
                for glob, codes in per_path_ignores.items())

@@ -16,9 +16,9 @@ from audit.claims import claims_for
 from audit.config import ClaimOverride, apply_claim_overrides, ignored_for_path
 from audit.model import LAYER_INDEX_REUSE, AuditResult, FileStatus, PressReport
 from audit.rule import PressContext, Rule, all_rules, rule_by_id
-from audit.source import SourceError, SourceFile, load_source
+from audit.source import EmptySourceError, SourceError, SourceFile, display_path, load_source
 from audit.suppression import apply_suppressions
-from audit.targets import expand_targets
+from audit.targets import expand_targets, named_files
 
 
 @dataclass
@@ -33,14 +33,6 @@ class CheckOptions:
     per_path_ignores: dict[str, list[str]] = field(default_factory=dict)
     claim_overrides: list[ClaimOverride] = field(default_factory=list)
     config_root: Path | None = None
-
-
-def _display(path: Path) -> str:
-    """A stable, readable path: relative to the working directory when inside it."""
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return path.resolve().as_posix()
 
 
 def _selected(rule: type[Rule], options: CheckOptions) -> bool:
@@ -85,10 +77,15 @@ def run_check(targets: list[str], options: CheckOptions | None = None) -> AuditR
     result.files.extend(FileStatus(path=e.target, status="error", message=e.message) for e in target_errors)
 
     sources: list[SourceFile] = []
+    named = named_files(targets)
     for path in paths:
-        display = _display(path)
+        display = display_path(path)
         try:
             sources.append(load_source(path, display))
+        except EmptySourceError:
+            # An empty `__init__.py` found in a package is normal; an empty file named on purpose is not.
+            status = "error" if path in named else "ok"
+            result.files.append(FileStatus(path=display, status=status, message=f"{display}: empty file"))
         except SourceError as err:
             result.files.append(FileStatus(path=display, status="error", message=f"{display}: {err}"))
 
@@ -125,7 +122,7 @@ def _flag_directories_without_presses(targets: list[str], result: AuditResult) -
         directory = Path(target)
         if not directory.is_dir():
             continue
-        root = _display(directory)
+        root = display_path(directory)
         prefix = "" if root == "." else root.rstrip("/") + "/"
         if not any(p.path.startswith(prefix) for p in result.presses):
             if not any(f.path == target for f in result.files):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+from pathlib import Path
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache, cached_property
@@ -25,8 +26,6 @@ from audit.analysis.reuse import ReuseAnalysis
 from audit.model import Claim, Finding, Severity
 from audit.source import SourceFile
 
-# Rule docs live next to the code; reporters turn this into a link (SARIF helpUri, Markdown).
-DOCS_URL = "rules/{module}.py"
 
 
 @dataclass
@@ -46,9 +45,6 @@ class PressContext:
     @property
     def source(self) -> SourceFile:
         return self.press.source
-
-    def claims_id(self, claim: str) -> bool:
-        return any(c.id == claim for c in self.claims)
 
     def line_in_press_file(self, source: SourceFile, node: cst.CSTNode) -> int:
         """Line of ``node`` when it lies in the press's file, else the class line."""
@@ -79,7 +75,12 @@ class Rule:
 
     @classmethod
     def help_uri(cls) -> str:
-        return DOCS_URL.format(module=cls.__module__.rsplit(".", 1)[-1])
+        """An absolute URI of the rule's file, which holds its documentation and examples.
+
+        SARIF wants an absolute URI; kvaudit has no hosted docs, so this points at the
+        installed rule file (the full text also travels in SARIF's ``help``).
+        """
+        return Path(inspect.getfile(cls)).resolve().as_uri()
 
 
 @cache

@@ -25,6 +25,10 @@ class SourceError(Exception):
     """A file that cannot be audited; ``str(err)`` is the one-line reason."""
 
 
+class EmptySourceError(SourceError):
+    """A file with nothing in it: bad input when named, a normal sight inside a package."""
+
+
 @dataclass(eq=False)
 class SourceFile:
     """One file: its text, its ``ast`` tree, and (lazily) its libcst module and positions."""
@@ -64,6 +68,24 @@ class SourceFile:
         return "\n".join(self.lines[first_line - 1 : last_line])
 
 
+SNIPPET_WIDTH = 72
+
+
+def one_line(code: str, width: int = SNIPPET_WIDTH) -> str:
+    """Source text on one line, shortened for messages."""
+    code = " ".join(code.split())
+    return code if len(code) <= width else code[: width - 1] + "…"
+
+
+def display_path(path: Path) -> str:
+    """How every output names a file: relative to the working directory when inside it, else absolute."""
+    resolved = path.resolve()
+    try:
+        return resolved.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return resolved.as_posix()
+
+
 def read_text(path: Path) -> str:
     """Read ``path`` as UTF-8 text or raise :class:`SourceError` with the reason."""
     try:
@@ -88,7 +110,7 @@ def parse_source(path: Path, display: str, text: str) -> SourceFile:
     exhaust the C stack; a file that passes here is safe to hand to libcst later.
     """
     if not text.strip():
-        raise SourceError("empty file")
+        raise EmptySourceError("empty file")
     try:
         tree = ast.parse(text, filename=display)
     except SyntaxError as err:
@@ -104,4 +126,4 @@ def parse_source(path: Path, display: str, text: str) -> SourceFile:
 
 def load_source(path: Path, display: str | None = None) -> SourceFile:
     """Read and parse ``path``; raises :class:`SourceError` on any bad input."""
-    return parse_source(path, display or str(path), read_text(path))
+    return parse_source(path, display or display_path(path), read_text(path))

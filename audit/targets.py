@@ -67,28 +67,44 @@ def expand_targets(targets: list[str]) -> tuple[list[Path], list[TargetError]]:
 
     A missing target is an error; the others are still returned.
     """
-    files: dict[Path, None] = {}
+    files: dict[Path, None] = {}  # keyed by resolved path: a file named twice is audited once
     errors: list[TargetError] = []
     for target in targets:
         path = Path(target)
-        if path.is_dir():
+        if not target.strip():
+            errors.append(TargetError(target, "empty target name"))
+        elif path.is_dir():
             found = _python_files(path)
             if not found:
                 errors.append(TargetError(target, f"{target}: directory holds no Python files"))
-            files.update(dict.fromkeys(found))
+            files.update(dict.fromkeys(p.resolve() for p in found))
         elif path.exists():
-            files[path] = None
+            files[path.resolve()] = None
         elif _looks_like_module(target):
             resolved = resolve_module(target)
             if resolved is None:
                 errors.append(TargetError(target, f"{target}: no such file, directory or importable module"))
             elif resolved.name == "__init__.py":  # a package names all of its modules
-                files.update(dict.fromkeys(_python_files(resolved.parent)))
+                files.update(dict.fromkeys(p.resolve() for p in _python_files(resolved.parent)))
             else:
-                files[resolved] = None
+                files[resolved.resolve()] = None
         else:
             errors.append(TargetError(target, f"{target}: no such file or directory"))
     return list(files), errors
+
+
+def named_files(targets: list[str]) -> set[Path]:
+    """The files a target names one by one (not found by searching a directory or package)."""
+    named = set()
+    for target in targets:
+        path = Path(target)
+        if target.strip() and path.is_file():
+            named.add(path.resolve())
+        elif target.strip() and not path.exists() and _looks_like_module(target):
+            resolved = resolve_module(target)
+            if resolved is not None and resolved.name != "__init__.py":
+                named.add(resolved.resolve())
+    return named
 
 
 def split_class_selector(target: str) -> tuple[str, str | None]:

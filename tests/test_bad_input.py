@@ -16,7 +16,8 @@ BAD_FILES = {
     "binary.py": (b"\x7fELF\x00\x00\x01", "binary file"),
     "empty.py": ("", "empty file"),
     "nested_parens.py": ("x = " + "(" * 5000 + "1" + ")" * 5000 + "\n", "too deeply nested"),
-    "nested_blocks.py": ("".join(" " * i + "if x:\n" for i in range(120)) + " " * 120 + "pass\n", "too"),
+    "nested_blocks.py": ("".join(" " * i + "if x:\n" for i in range(120)) + " " * 120 + "pass\n",
+                         "too many levels of indentation"),
 }
 
 
@@ -82,17 +83,59 @@ def test_file_without_presses_is_fine(tmp_path: Path) -> None:
     assert result.json()["files"][0]["message"].endswith("no press classes")
 
 
-def test_deeply_nested_function_bodies_do_not_crash_the_analyzer(tmp_path: Path) -> None:
-    # Valid Python (under CPython's limits) whose expressions nest deeply inside a press.
-    expression = "(" * 150 + "keys" + ")" * 150
+def test_nesting_at_cpythons_limit_is_analysed(tmp_path: Path) -> None:
+    # 199 nested brackets: valid Python, right under CPython's limit, inside a press method.
+    expression = "(" * 199 + "keys" + ")" * 199
     source = GOOD.replace("return keys.gather(2, index), values.gather(2, index)",
                           f"return {expression}.gather(2, index), values.gather(2, index)")
     (tmp_path / "deep.py").write_text(source)
     result = run_cli("check", str(tmp_path / "deep.py"), "-f", "json")
-    assert result.exception is None
-    assert result.exit_code in (0, 2)
-    if result.exit_code == 2:
-        assert "too deeply nested" in result.json()["files"][0]["message"]
+    assert result.exception is None and result.exit_code == 0
+    assert result.json()["presses"][0]["verdicts"] == {"layer-index-reuse": "implemented"}
+
+
+def test_expression_too_deep_for_the_parser_is_one_error(tmp_path: Path) -> None:
+    chain = "+".join(["1"] * 3000)  # CPython's parser recurses once per operator
+    (tmp_path / "chain.py").write_text(GOOD.replace("        n_kept = int(", f"        junk = {chain}\n        n_kept = int("))
+    (tmp_path / "good.py").write_text(GOOD.replace("Alg2ModuloPress", "OtherPress"))
+    result = run_cli("check", str(tmp_path), "-f", "json")
+    assert result.exception is None and result.exit_code == 2
+    [bad] = [f for f in result.json()["files"] if f["status"] == "error"]
+    assert bad["path"].endswith("chain.py") and "too deeply nested" in bad["message"]
+    assert [p["name"] for p in result.json()["presses"]] == ["OtherPress"]
+
+
+def test_empty_init_inside_a_package_is_not_an_error(tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "press.py").write_text(GOOD)
+    result = run_cli("check", str(package), "-f", "json")
+    assert result.exit_code == 0, result.stdout
+    statuses = {Path(f["path"]).name: (f["status"], f["message"]) for f in result.json()["files"]}
+    assert statuses["__init__.py"][0] == "ok" and statuses["__init__.py"][1].endswith("empty file")
+    # ...but the same empty file named on purpose is bad input
+    assert run_cli("check", str(package / "__init__.py")).exit_code == 2
+
+
+def test_a_file_named_twice_is_audited_once(tmp_path: Path) -> None:
+    path = tmp_path / "press.py"
+    path.write_text(GOOD)
+    result = run_cli("check", str(path), str(tmp_path / "." / "press.py"), "-f", "json")
+    assert len(result.json()["presses"]) == 1 and len(result.json()["files"]) == 1
+
+
+@pytest.mark.parametrize("flag", ["--select", "--ignore"])
+def test_unknown_rule_ids_on_the_command_line_are_usage_errors(flag: str) -> None:
+    for value in ("KVA999", ""):
+        result = run_cli("check", flag, value, str(STATIC_PRESSES / "decoy_logs_layer.py"))
+        assert result.exit_code == 2 and result.exception is None
+        assert f"error: {flag}: unknown rule id" in result.stderr
+
+
+def test_empty_target_name_is_an_error() -> None:
+    result = run_cli("check", "", "-f", "json")
+    assert result.exit_code == 2 and result.json()["files"][0]["message"] == "empty target name"
 
 
 def test_unknown_claim_is_a_usage_error() -> None:

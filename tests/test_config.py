@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from audit.config import Config, ConfigError, discover, find_config, load_config, path_matches
-from helpers import run_cli
+from helpers import STATIC_PRESSES, run_cli
 
 NO_REUSE = '''
 from dataclasses import dataclass
@@ -232,3 +232,10 @@ def test_the_documented_example_is_valid(tmp_path: Path) -> None:
     assert config.per_path_ignores == {"tests/**": ["KVA201"], "legacy_*.py": ["KVA1"]}
     assert [(o.cls, o.add, o.drop) for o in config.claim_overrides] == [
         ("*ReusePress", ("layer-index-reuse",), ()), ("ExperimentalChunkPress", (), ("layer-index-reuse",))]
+
+
+def test_broken_pyproject_with_our_table_is_reported_not_skipped(tmp_path, monkeypatch) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.kvaudit\nfail-on = "never"\n')
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("check", str(STATIC_PRESSES / "decoy_logs_layer.py"))
+    assert result.exit_code == 2 and "pyproject.toml: invalid TOML" in result.stderr

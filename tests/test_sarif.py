@@ -146,3 +146,15 @@ def test_unwritable_output_is_exit_2(tmp_path: Path) -> None:
     result = run_cli("check", CHUNKKV, "-f", "json", "--output-sarif", str(tmp_path / "no" / "such" / "dir.sarif"))
     assert result.exit_code == 2
     assert "cannot write" in result.stderr
+
+
+def test_help_uris_are_absolute_and_point_at_the_rule_docs() -> None:
+    """jsonschema skips the `uri` format check without rfc3987, so check it here."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    driver = sarif_log(run_check([str(STATIC_PRESSES)]))["runs"][0]["tool"]["driver"]
+    for rule in driver["rules"]:
+        uri = urlparse(rule["helpUri"])
+        assert uri.scheme == "file" and uri.path.endswith(".py")
+        assert rule["id"] in Path(url2pathname(uri.path)).read_text(encoding="utf-8")

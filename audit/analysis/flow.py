@@ -30,7 +30,6 @@ LAYER_ATTRIBUTE = "layer_idx"
 SCORE_METHOD = "score"
 NESTED_COMPRESS = "compress"
 ENTRY_METHODS = ("forward_hook", "compress")
-CONSTRUCTION_METHODS = frozenset({"__init__", "__post_init__"})
 _MAX_DEPTH = 12
 _MUTATORS = frozenset({"append", "add", "update", "setdefault", "insert", "extend", "__setitem__"})
 _RESETTERS = frozenset({"clear", "pop", "popitem"})

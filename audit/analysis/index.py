@@ -240,6 +240,3 @@ class ProjectIndex:
 
         visit(cls)
         return order
-
-    def presses_in(self, source: SourceFile) -> list[ClassInfo]:
-        return [cls for cls in self.presses() if cls.source is source]

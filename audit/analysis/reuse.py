@@ -27,17 +27,15 @@ from audit.model import (
     REUSE_PARAMETER,
     Evidence,
 )
-from audit.source import SourceFile
+from audit.source import SourceFile, one_line
 
-_SNIPPET_WIDTH = 72
 # Stores here happen once per press object, not once per sequence: they refresh nothing.
 _CONSTRUCTION = ("__init__", "__post_init__")
 
 
 def snippet(source: SourceFile, node: cst.CSTNode) -> str:
     """One line of source for ``node``, shortened for messages."""
-    code = " ".join(source.module.code_for_node(node).split())
-    return code if len(code) <= _SNIPPET_WIDTH else code[: _SNIPPET_WIDTH - 1] + "…"
+    return one_line(source.module.code_for_node(node))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from audit.analysis.index import ClassInfo, ProjectIndex
-from audit.source import SourceFile
+from audit.source import SourceFile, one_line
 
 # Calls that return a tensor of positions.
 INDEX_CALLS = frozenset({"argsort", "argmax", "argmin", "argwhere", "nonzero"})
@@ -38,7 +38,6 @@ _METADATA_ATTRS = frozenset({"shape", "device", "dtype", "ndim", "is_cuda", "lay
 _METADATA_CALLS = frozenset({"size", "dim", "numel", "len", "isinstance", "type", "nelement", "get_device"})
 # Mutating methods: ``x.append(v)`` makes ``x`` carry ``v``.
 _MUTATORS = frozenset({"append", "extend", "insert", "add", "update", "appendleft", "extendleft"})
-_SNIPPET_WIDTH = 72
 
 FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
 
@@ -142,9 +141,7 @@ def target_names(target: ast.AST) -> set[str]:
 
 def snippet(source: SourceFile, node: ast.AST) -> str:
     """One line of source for ``node``, shortened for messages."""
-    text = ast.get_source_segment(source.text, node) or ast.unparse(node)
-    code = " ".join(text.split())
-    return code if len(code) <= _SNIPPET_WIDTH else code[: _SNIPPET_WIDTH - 1] + "…"
+    return one_line(ast.get_source_segment(source.text, node) or ast.unparse(node))
 
 
 # -- bindings and propagation --------------------------------------------------------------

@@ -23,7 +23,7 @@ from audit.cli.trace_options import (
     Tokens,
     trace_options,
 )
-from audit.config import Config, ConfigError, discover
+from audit.config import Config, ConfigError, discover, rule_ids_option
 from audit.engine import CheckOptions, run_check
 from audit.exitcodes import BAD_INPUT, check_exit_code
 from audit.model import AuditResult
@@ -83,14 +83,17 @@ def static_options(
         raise typer.Exit(BAD_INPUT)
     try:
         settings = Config() if no_config else discover(config)
+        # A typo in --select or --ignore must not quietly switch rules off and open the gate.
+        select = rule_ids_option(select, "--select") if select else None
+        ignore = rule_ids_option(ignore, "--ignore") if ignore else None
     except ConfigError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(BAD_INPUT) from None
     # Command-line flags override the file.
     options = CheckOptions(
         forced_claims=list(claim),
-        select=list(select) if select else settings.select,
-        ignore=list(ignore) if ignore else list(settings.ignore or []),
+        select=select or settings.select,
+        ignore=ignore or list(settings.ignore or []),
         per_path_ignores=dict(settings.per_path_ignores),
         claim_overrides=list(settings.claim_overrides),
         config_root=settings.root,
