@@ -26,7 +26,8 @@ class TargetError:
     message: str
 
 
-def _looks_like_module(target: str) -> bool:
+def looks_like_module(target: str) -> bool:
+    """Whether ``target`` reads as a dotted module name (and not as a ``.py`` path)."""
     parts = target.split(".")
     return all(part.isidentifier() for part in parts) and not target.endswith(".py")
 
@@ -80,7 +81,7 @@ def expand_targets(targets: list[str]) -> tuple[list[Path], list[TargetError]]:
             files.update(dict.fromkeys(p.resolve() for p in found))
         elif path.exists():
             files[path.resolve()] = None
-        elif _looks_like_module(target):
+        elif looks_like_module(target):
             resolved = resolve_module(target)
             if resolved is None:
                 errors.append(TargetError(target, f"{target}: no such file, directory or importable module"))
@@ -100,7 +101,7 @@ def named_files(targets: list[str]) -> set[Path]:
         path = Path(target)
         if target.strip() and path.is_file():
             named.add(path.resolve())
-        elif target.strip() and not path.exists() and _looks_like_module(target):
+        elif target.strip() and not path.exists() and looks_like_module(target):
             resolved = resolve_module(target)
             if resolved is not None and resolved.name != "__init__.py":
                 named.add(resolved.resolve())

@@ -28,6 +28,7 @@ from rich.console import Console  # noqa: E402
 
 from audit.model import IMPLEMENTED, LAYER_INDEX_REUSE, NOT_OBSERVED, OBSERVED, PARTIAL, AuditResult, PressReport  # noqa: E402
 from audit.reporters.trace_terminal import render_trace_panel, render_trace_report  # noqa: E402
+from audit.source import display_path  # noqa: E402
 from audit.targets import resolve_module  # noqa: E402
 from audit.tracer import TraceOptions, attach_traces, trace_targets  # noqa: E402
 from audit.tracer.compare import disagreements  # noqa: E402
@@ -144,7 +145,7 @@ def test_chunkkv_scores_every_layer_and_reads_row_0(chunkkv_cli) -> None:
     assert code == 1  # a defect
     (press,) = doc["presses"]
     assert press["name"] == "ChunkKVPress" and press["status"] == "ok"
-    assert press["path"] == str(resolve_module(CHUNKKV))
+    assert press["path"] == display_path(resolve_module(CHUNKKV))  # shown as `kvaudit check` shows it
     runs = press["runs"]
     assert (runs[0]["batch"], runs[1]["batch"]) == (1, 1) and runs[1]["tokens"] > runs[0]["tokens"]
     assert any(run["batch"] == 2 for run in runs)
@@ -337,3 +338,67 @@ def test_attach_traces_sets_traces_and_flags_disagreements() -> None:
     text = console.export_text()
     assert "DISAGREE: static implemented expects dynamic observed, saw not-observed" in text
     assert "1 disagreement(s)" in text and "ref score()" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Review fixes: nothing traced, bad targets beside good ones, paths as `check` shows them,
+# and traces attached by `check --trace` and `report` (one cold worker each)
+# ---------------------------------------------------------------------------------------------
+
+SMALL = ("--layers", "4", "--tokens", "96")  # the smallest prompt SnapKV's 64-token window accepts
+ALGORITHM2 = "tests/presses/dynamic/algorithm2_press.py"
+
+
+def test_nothing_traced_because_of_the_device_exits_2() -> None:
+    # No machine here has a 100th GPU: the model cannot be built, so no press can run.
+    out = kvaudit("trace", ALGORITHM2, "--device", "cuda:99", *SMALL, "--format", "json")
+    assert out.returncode == 2, out.stdout + out.stderr
+    doc = json.loads(out.stdout)
+    (press,) = doc["presses"]
+    assert press["status"] == "error" and press["defects"] == []
+    assert press["message"].startswith("cannot build the model on cuda:99: ")
+    assert doc["errors"] == [f"no press could be traced: {press['message']}"]
+    assert out.stderr.strip().splitlines() == [f"error: {doc['errors'][0]}"]
+    assert "Traceback" not in out.stderr
+
+
+def test_unknown_device_name_is_bad_input_before_any_press() -> None:
+    out = kvaudit("trace", ALGORITHM2, "--device", "banana", *SMALL)
+    assert out.returncode == 2
+    (line,) = out.stdout.strip().splitlines()
+    assert line.startswith("error: the trace worker failed to start: --device banana: RuntimeError: ")
+
+
+def test_bad_target_does_not_stop_the_good_ones_and_paths_are_relative() -> None:
+    out = kvaudit("trace", ALGORITHM2, "tests/presses/dynamic/nonexist.py", *SMALL, "--format", "json")
+    assert out.returncode == 2, out.stdout + out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["errors"] == ["tests/presses/dynamic/nonexist.py: no such file or directory"]
+    (press,) = doc["presses"]
+    assert press["name"] == "Algorithm2ChunkPress" and press["status"] == "ok"
+    assert press["path"] == ALGORITHM2  # relative to the working directory, as `kvaudit check` shows it
+    assert press["verdicts"] == {LAYER_INDEX_REUSE: OBSERVED}
+    # the terminal view shows the trace and the error line
+    out = kvaudit("trace", ALGORITHM2, "nonexist.py", *SMALL, "--format", "terminal")
+    assert out.returncode == 2
+    assert f"Algorithm2ChunkPress  {ALGORITHM2}" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "error: nonexist.py: no such file or directory"
+
+
+def test_check_trace_attaches_traces_by_display_path() -> None:
+    out = kvaudit("check", ALGORITHM2, "--trace", *SMALL, "--format", "json")
+    assert "Traceback" not in out.stderr, out.stderr
+    doc = json.loads(out.stdout)
+    (press,) = [p for p in doc["presses"] if p["name"] == "Algorithm2ChunkPress"]
+    assert press["path"] == ALGORITHM2
+    assert press["trace"]["status"] == "ok", press["trace"]
+    assert press["trace"]["path"] == ALGORITHM2
+    assert press["trace"]["verdicts"] == {LAYER_INDEX_REUSE: OBSERVED}
+
+
+def test_report_attaches_traces(tmp_path: Path) -> None:
+    out = kvaudit("report", ALGORITHM2, "-o", str(tmp_path / "r.md"), *SMALL)
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = (tmp_path / "r.md").read_text(encoding="utf-8")
+    assert "**Dynamic verdict:** observed." in text
+    assert "not traced" not in text

@@ -33,7 +33,7 @@ from audit.engine import run_check
 from audit.exitcodes import BAD_INPUT, OK
 from audit.model import AuditResult
 from audit.targets import DEFAULT_TARGET
-from audit.tracer.options import TraceOptions
+from audit.tracer.options import TraceOptions, run_plan
 
 
 def _installed(package: str) -> str:
@@ -49,8 +49,8 @@ def header_lines(options: TraceOptions | None, timestamp: bool) -> list[str]:
     if options is not None:
         model = options.model_path or (f"embedded tiny {options.arch}, {options.layers} layers, random weights, "
                                        f"seed {options.seed}, built locally (HF_HUB_OFFLINE=1)")
-        lines.append(f"trace: {model}; prefills of {options.tokens} and {int(options.tokens * 1.5)} tokens and a "
-                     f"batch of 2 × {options.tokens}; {options.device}, {options.dtype}")
+        prefills = ", ".join(spec.label for spec in run_plan(options))
+        lines.append(f"trace: {model}; prefills (tokens×rows) {prefills}; {options.device}, {options.dtype}")
     else:
         lines.append("trace: not run (--no-trace): static audit only")
     if timestamp:

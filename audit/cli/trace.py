@@ -1,6 +1,7 @@
 """``kvaudit trace``: run presses on a tiny model and report what each layer really did.
 
-Exit codes: 0 traced, no defect; 1 a defect (crash, stale-indices, batch-row-0); 2 bad input.
+Exit codes (audit.exitcodes): 0 traced, no defect; 1 a defect (crash, stale-indices, batch-row-0);
+2 bad input, or no press could be traced at all because of the options or the machine.
 This module must stay light: the tracer's worker subprocess imports torch, never this process.
 """
 
@@ -28,7 +29,7 @@ from audit.cli.trace_options import (
 
 
 class TraceFormat(str, Enum):
-    text = "text"
+    terminal = "terminal"  # the name `kvaudit check --format` uses for the same kind of view
     json = "json"
 
 
@@ -48,7 +49,7 @@ def trace(
     dtype: Dtype = DEFAULTS["dtype"],
     timeout: Timeout = DEFAULTS["timeout"],
     compare_reference: CompareReference = False,
-    output_format: TraceFormat = typer.Option(TraceFormat.text, "--format", "-f", help="Output format."),
+    output_format: TraceFormat = typer.Option(TraceFormat.terminal, "--format", "-f", help="Output format."),
 ) -> None:
     """Trace presses on a tiny model: score() calls, kept indices, reuse, defects — layer by layer."""
     from audit.tracer import trace_targets

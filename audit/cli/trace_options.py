@@ -14,7 +14,8 @@ from audit.tracer.options import DEFAULT_TIMEOUT_S, DEFAULT_TOKENS, TraceOptions
 PANEL = "Tracing (tiny local model, never downloads)"
 
 PressExpr = Annotated[Optional[str], typer.Option(
-    "--press", help='Build the press from this expression, e.g. "ChunkKVPress(SnapKVPress(0.5), 10)".',
+    "--press", help='Build the press from this Python expression, e.g. "ChunkKVPress(SnapKVPress(0.5), 10)". '
+    "It is evaluated (eval) in the tracer's worker: pass only trusted expressions.",
     rich_help_panel=PANEL)]
 Arch = Annotated[str, typer.Option("--arch", help="Embedded tiny model: llama, qwen2, qwen3 or mistral.",
                                    rich_help_panel=PANEL)]

@@ -120,11 +120,17 @@ def press_section(trace: PressTrace, show_path: bool = True) -> RenderableType:
 
 
 def render_trace_report(report: TraceReport, console: Console) -> None:
-    """The ``kvaudit trace`` terminal view; on bad input, only one line per problem."""
-    if report.input_errors:
-        for message in report.input_errors:
-            console.print(Text(f"error: {message}", style="bold red"), soft_wrap=True)
-        return
+    """The ``kvaudit trace`` terminal view: the traces, then one ``error: …`` line per problem.
+
+    With nothing traced (bad input only), the error lines are all there is.
+    """
+    if report.traces:
+        _render_traces(report, console)
+    for message in report.input_errors:
+        console.print(Text(f"error: {message}", style="bold red"), soft_wrap=True)
+
+
+def _render_traces(report: TraceReport, console: Console) -> None:
     if report.model:
         model = report.model
         console.print(Text(f"model: {model['source']}", style="dim"))
@@ -138,12 +144,13 @@ def render_trace_report(report: TraceReport, console: Console) -> None:
     for trace in report.traces:
         console.print()
         console.print(press_section(trace))
-    if report.traces:
-        defects = sum(len(t.defects) for t in report.traces)
-        console.print()
-        console.print(
-            Text(f"{len(report.traces)} press(es) traced, {defects} defect(s)", style="bold red" if defects else "bold")
-        )
+    defects = sum(len(t.defects) for t in report.traces)
+    untraced = sum(1 for t in report.traces if t.status != "ok" and not t.defects)
+    summary = f"{len(report.traces)} press(es) traced, {defects} defect(s)"
+    if untraced:
+        summary = f"{len(report.traces)} press(es), {untraced} not traced, {defects} defect(s)"
+    console.print()
+    console.print(Text(summary, style="bold red" if defects else "bold"))
 
 
 def render_trace_panel(console: Console, result: AuditResult) -> None:

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from audit.exitcodes import BAD_INPUT, FINDINGS, OK
 from audit.model import AuditResult, PressTrace
+from audit.source import display_path
 from audit.tracer.options import TraceOptions, run_plan
 from audit.tracer.target import TraceInputError, TraceTarget, check_expression, resolve_target
 
@@ -36,12 +38,15 @@ __all__ = [
     "trace_targets",
 ]
 
-EXIT_OK, EXIT_DEFECTS, EXIT_BAD_INPUT = 0, 1, 2
-
-
 @dataclass
 class TraceReport:
-    """Everything ``kvaudit trace`` prints: the model, the prefill plan, the traces, bad input."""
+    """Everything ``kvaudit trace`` prints: the model, the prefill plan, the traces, bad input.
+
+    ``setup_errors`` holds one line per press that never ran because of the options or the machine
+    (the model cannot be built on ``--device``) or a tracer failure; such a press also has a trace
+    with ``status="error"``. A press that is abstract, needs constructor arguments, or raised in a
+    prefill is the press's own doing and never lands there.
+    """
 
     model: dict[str, Any] = field(default_factory=dict)
     plan: list[str] = field(default_factory=list)
@@ -49,15 +54,28 @@ class TraceReport:
     targets: list[str] = field(default_factory=list)
     input_errors: list[str] = field(default_factory=list)
     worker_timings: dict[str, float] = field(default_factory=dict)
+    setup_errors: list[str] = field(default_factory=list)
+
+    @property
+    def nothing_traced(self) -> str | None:
+        """Why nothing was traced at all, when the options or the machine are to blame; else None.
+
+        The rule: no press traced successfully, none has a defect, and at least one press never
+        ran because of the options or the machine (:attr:`setup_errors`). Presses that are
+        abstract or need arguments do not count either way.
+        """
+        if not self.setup_errors or any(t.status == "ok" or t.defects for t in self.traces):
+            return None
+        return f"no press could be traced: {self.setup_errors[0]}"
 
     @property
     def exit_code(self) -> int:
-        """0: traced, no defects; 1: a defect (crash, stale-indices, batch-row-0); 2: bad input."""
-        if self.input_errors:
-            return EXIT_BAD_INPUT
+        """0: traced, no defects; 1: a defect (crash, stale-indices, batch-row-0); 2: bad input or nothing traced."""
+        if self.input_errors or self.nothing_traced:
+            return BAD_INPUT
         if any(trace.defects for trace in self.traces):
-            return EXIT_DEFECTS
-        return EXIT_OK
+            return FINDINGS
+        return OK
 
 
 ProgressStep = Callable[[str], None]
@@ -114,9 +132,11 @@ def _options_problem(options: TraceOptions) -> str | None:
 def trace_targets(targets: list[str], options: TraceOptions, progress: bool = True) -> TraceReport:
     """Trace every press of every target.
 
-    Bad input is collected in ``TraceReport.input_errors`` (exit code 2), never raised. Targets
-    are checked in this process first (existence, syntax, ``::ClassName``), so bad input costs
-    no worker start.
+    Bad input is collected in ``TraceReport.input_errors`` (exit code 2), never raised, and the
+    good targets are still traced, as ``kvaudit check`` does. Targets are checked in this process
+    first (existence, syntax, ``::ClassName``), so bad input alone costs no worker start. When no
+    press could be traced because of the options or the machine, a line saying so is added to
+    ``input_errors`` too (exit code 2).
     """
     from audit.tracer.client import WorkerError
     from audit.tracer.session import TraceSession
@@ -132,7 +152,7 @@ def trace_targets(targets: list[str], options: TraceOptions, progress: bool = Tr
             resolved.append(resolve_target(text, options.press_expr))
         except TraceInputError as error:
             report.input_errors.append(str(error))
-    if report.input_errors:
+    if not resolved:
         return report
 
     show = progress and sys.stderr.isatty()
@@ -157,6 +177,11 @@ def trace_targets(targets: list[str], options: TraceOptions, progress: bool = Tr
                 report.traces.append(traced.trace)
                 if traced.input_error:
                     report.input_errors.append(traced.input_error)
+                if traced.setup_error:
+                    report.setup_errors.append(traced.setup_error)
+    reason = report.nothing_traced
+    if reason is not None:
+        report.input_errors.append(reason)
     return report
 
 
@@ -185,11 +210,11 @@ def attach_traces(result: AuditResult, options: TraceOptions, progress: bool = T
 
     with TraceSession(options) as session, _progress(len(result.presses), progress and sys.stderr.isatty()) as step:
         for path, reports in by_file.items():
-            target = TraceTarget(text=str(path), path=path, module=None, class_name=None)
+            target = TraceTarget(text=display_path(path), path=path, module=None, class_name=None)
             try:
                 classes = session.list_classes(target) if path.is_file() else []
                 known = {c["name"] for c in classes if c["is_press"]}
-                failure = None if path.is_file() else f"{path}: no such file"
+                failure = None if path.is_file() else f"{display_path(path)}: no such file or directory"
             except (TraceInputError, WorkerError) as error:
                 known, failure = set(), str(error)
             for report in reports:

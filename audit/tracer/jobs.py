@@ -25,12 +25,16 @@ class ImportFailure(ReportedError):
     """The target module could not be imported (a bad target: exit code 2)."""
 
 
+class ModelFailure(ReportedError):
+    """The model could not be built in the child (``--device``, ``--dtype``, ``--model``): no press can run."""
+
+
 def import_or_explain(request: dict[str, Any]) -> Any:
     """Import the request's target module, or raise :class:`ImportFailure` with one line."""
     try:
         return import_target(request["path"], request.get("module"))
     except BaseException as error:  # noqa: BLE001 - any failure of the user's module is one line
-        target = request.get("module") or request["path"]
+        target = request.get("module") or request.get("display") or request["path"]
         raise ImportFailure(f"cannot import {target}: {build.one_line(error)}") from None
 
 
@@ -73,7 +77,7 @@ def trace_job(model: Any, options: TraceOptions, request: dict[str, Any], refere
     factory, name, input_error = _press_factory(module, request)
     plan = run_plan(options)
     if not reference:
-        trace = trace_press(model, factory, plan, name, request["path"])
+        trace = trace_press(model, factory, plan, name, request.get("display") or request["path"])
         return {"trace": trace_to_dict(trace), "input_error": input_error}
 
     def reference_factory() -> Any:

@@ -6,6 +6,7 @@ Plain stdlib so that the CLI and ``kvaudit check`` can build options without imp
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 ARCHES = ("llama", "qwen2", "qwen3", "mistral")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -61,6 +62,10 @@ class TraceOptions:
 
     def validate(self) -> str | None:
         """Return a one-line reason when the options are unusable, else None."""
+        if self.model_path is not None and not Path(self.model_path).is_dir():
+            # Checked here: transformers would take a missing folder for a Hub repo id and fail obscurely.
+            problem = "not a folder" if Path(self.model_path).exists() else "no such folder"
+            return f"--model {self.model_path}: {problem} (give a local Hugging Face model folder)"
         if self.model_path is None and self.arch not in ARCHES:
             return f"unknown --arch {self.arch!r}; choose one of {', '.join(ARCHES)}"
         if self.dtype not in DTYPES:

@@ -117,7 +117,10 @@ def trace_press(
     except BuildError as error:
         trace.status, trace.message = "error", str(error)
         return trace
-    trace.config = " ".join(repr(press).split())
+    try:
+        trace.config = " ".join(repr(press).split())
+    except Exception as error:  # the press's own __repr__: its fault, not a tracer failure
+        trace.config = f"<{type(press).__name__}: repr() raised {one_line(error)}>"
 
     observations: list[RunObservation] = []
     for number, spec in enumerate(plan, start=1):

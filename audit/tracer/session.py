@@ -6,10 +6,12 @@ Used by ``kvaudit trace`` and by :func:`audit.tracer.attach_traces`. Stdlib only
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from audit.model import Defect, PressTrace
+from audit.source import display_path
 from audit.tracer.client import INIT_TIMEOUT_S, REPLY_SLACK_S, WorkerClient, WorkerError
 from audit.tracer.options import TraceOptions
 from audit.tracer.serialize import trace_from_dict
@@ -19,11 +21,17 @@ from audit.tracer.verdicts import CRASH
 
 @dataclass
 class TracedPress:
-    """One press's trace, and the one-line bad-input reason when the input (not the press) was wrong."""
+    """One press's trace, with one-line reasons when it was not the press's doing.
+
+    ``input_error``: the input was wrong (the module does not import, a bad ``--press``).
+    ``setup_error``: the press never ran because of the options or the machine (the model cannot
+    be built on ``--device``) or because the tracer itself failed.
+    """
 
     target: TraceTarget
     trace: PressTrace
     input_error: str | None = None
+    setup_error: str | None = None
 
 
 class TraceSession:
@@ -84,7 +92,8 @@ class TraceSession:
             The module cannot be imported (or its import hangs past the timeout).
         """
         client = self._ready_client()
-        request = {"op": "list", "path": str(target.path), "module": target.module, "timeout": self.options.timeout}
+        request = {"op": "list", "path": str(target.path), "display": display_path(target.path), "module": target.module,
+                   "timeout": self.options.timeout}
         try:
             reply = client.request(request, self.options.timeout + REPLY_SLACK_S)
         except WorkerError as error:
@@ -112,14 +121,15 @@ class TraceSession:
             return [None]
         if not presses:
             names = ", ".join(c["name"] for c in classes) or "none"
-            raise TraceInputError(f"{target.path}: no kvpress press classes (classes defined there: {names})")
+            raise TraceInputError(f"{display_path(target.path)}: no kvpress press classes (classes defined there: {names})")
         return presses
 
     def trace(self, target: TraceTarget, class_name: str | None, expr_class_only: bool = False) -> TracedPress:
         """Trace one press of ``target`` (and the reference when the options ask for it)."""
         request = {
             "op": "trace",
-            "path": str(target.path),
+            "path": str(target.path),  # where the worker imports from
+            "display": display_path(target.path),  # how the user sees it (as `kvaudit check` shows it)
             "module": target.module,
             "class_name": class_name,
             "press_expr": self.options.press_expr,
@@ -129,13 +139,18 @@ class TraceSession:
         }
         # The worker enforces the timeout per child; the reference run is a second child.
         reply_timeout = self.options.timeout * (2 if self.options.compare_reference else 1) + REPLY_SLACK_S
-        name = class_name or "press"
+        name, shown = class_name or "press", display_path(target.path)
         try:
             reply = self._ready_client().request(request, reply_timeout)
         except WorkerError as error:
             self._restart()
             message = f"tracer failure: {error}"
-            return TracedPress(target, PressTrace(name, str(target.path), "error", message, defects=[Defect(CRASH, message)]))
+            return TracedPress(target, PressTrace(name, shown, "error", message, defects=[Defect(CRASH, message)]))
         if not reply.get("ok"):
-            return TracedPress(target, PressTrace(name, str(target.path), "error", reply.get("error")))
-        return TracedPress(target, trace_from_dict(reply["trace"]), reply.get("input_error"))
+            message = reply.get("error") or "trace worker failed"
+            return TracedPress(target, PressTrace(name, shown, "error", message), setup_error=message)
+        trace = trace_from_dict(reply["trace"])
+        trace.path = shown
+        if trace.reference is not None and Path(trace.reference.path).is_absolute():
+            trace.reference.path = display_path(Path(trace.reference.path))
+        return TracedPress(target, trace, reply.get("input_error"), reply.get("setup_error"))

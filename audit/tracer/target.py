@@ -1,8 +1,9 @@
 """``kvaudit trace TARGET``: a path or a dotted module name, with an optional ``::ClassName``.
 
 Resolved in the parent without importing anything (``audit.targets.resolve_module`` walks the
-file system), and pre-checked with :mod:`ast` so that a missing file, a syntax error or an unknown
-class is reported at once, before the worker pays for torch.
+file system), and pre-checked with :func:`audit.source.load_source` (the reader and parser of
+``kvaudit check``) so that a missing, unreadable or unparsable file or an unknown class is reported
+at once, in the words ``check`` uses, before the worker pays for torch.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-from audit.targets import resolve_module, split_class_selector
+from audit.source import SourceError, display_path, load_source
+from audit.targets import looks_like_module, resolve_module, split_class_selector
 
 
 class TraceInputError(Exception):
@@ -42,25 +44,23 @@ class TraceTarget:
     class_name: str | None
     classes: tuple[str, ...] = ()
 
-    @property
-    def display_path(self) -> str:
-        return str(self.path)
-
-
-def _looks_like_module(text: str) -> bool:
-    return not text.endswith(".py") and all(part.isidentifier() for part in text.split("."))
-
 
 def defined_classes(path: Path) -> tuple[str, ...]:
-    """Names of the classes defined at module level (including under ``if``/``try``), or raise on bad syntax."""
+    """Names of the classes defined at module level (including under ``if``/``try``/``with``).
+
+    Reading and parsing go through :func:`audit.source.load_source`, as ``kvaudit check`` does,
+    so a bad file gets the same one-line reason in both commands.
+
+    Raises
+    ------
+    TraceInputError
+        ``PATH: reason`` when the file is unreadable, binary, not UTF-8, empty or not valid Python.
+    """
+    shown = display_path(path)
     try:
-        source = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise TraceInputError(f"{path}: cannot read: {error.__class__.__name__}") from None
-    try:
-        tree = ast.parse(source, filename=str(path))
-    except SyntaxError as error:
-        raise TraceInputError(f"{path}:{error.lineno or 0}: syntax error: {error.msg}") from None
+        tree = load_source(path, shown).tree
+    except SourceError as error:
+        raise TraceInputError(f"{shown}: {error}") from None
     names: list[str] = []
     pending: list[ast.stmt] = list(tree.body)
     while pending:
@@ -75,26 +75,30 @@ def defined_classes(path: Path) -> tuple[str, ...]:
 
 
 def resolve_target(text: str, press_expr: str | None = None) -> TraceTarget:
-    """Resolve ``text`` or raise :class:`TraceInputError` with a one-line reason."""
+    """Resolve ``text`` or raise :class:`TraceInputError` with a one-line reason (worded as ``check`` words it)."""
     base, class_name = split_class_selector(text)
+    if not base.strip():
+        raise TraceInputError("empty target name")
     path = Path(base)
     module: str | None = None
     if path.is_dir():
         raise TraceInputError(f"{base}: is a directory; give a Python file or a module name")
-    if not path.is_file():
-        if not _looks_like_module(base):
-            raise TraceInputError(f"{base}: no such file")
+    if not path.exists():
+        if not looks_like_module(base):
+            raise TraceInputError(f"{base}: no such file or directory")
         found = resolve_module(base)
         if found is None:
-            raise TraceInputError(f"{base}: no such file or importable module")
+            raise TraceInputError(f"{base}: no such file, directory or importable module")
         path, module = found, base
+    elif not path.is_file():  # a FIFO or a device would block or mislead the reader
+        raise TraceInputError(f"{base}: not a regular file")
     path = path.resolve()
     classes = defined_classes(path)
     if class_name is not None and class_name not in classes:
         known = ", ".join(classes) if classes else "none"
         raise TraceInputError(f"{base}: no class {class_name!r} (classes defined there: {known})")
     if not classes and press_expr is None:
-        raise TraceInputError(f"{base}: defines no classes, so no presses to trace")
+        raise TraceInputError(f"{display_path(path)}: defines no classes, so no presses to trace")
     return TraceTarget(text=text, path=path, module=module, class_name=class_name, classes=classes)
 
 

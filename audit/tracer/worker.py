@@ -50,6 +50,12 @@ class WorkerState:
         from audit.tracer import jobs, modelload  # noqa: F401  (jobs: pay its imports before forking)
 
         imported = time.perf_counter()
+        try:
+            torch.device(self.options.device)  # parses the name only: CUDA must stay uninitialised before a fork
+        except (RuntimeError, ValueError) as error:
+            from audit.tracer.build import one_line
+
+            return {"ok": False, "error": f"--device {self.options.device}: {one_line(error)}"}
         if self.options.device == "cpu":
             self.model, info = modelload.load_model(self.options)
             modelload.warm_up(self.model)
@@ -84,32 +90,44 @@ class WorkerState:
         timeout = float(request.get("timeout", self.options.timeout))
         outcome = run_in_child(lambda: self._trace_in_child(request, reference=False), timeout)
         input_error: str | None = None
+        setup_error: str | None = None
         if outcome.status == OK:
             trace = trace_from_dict(outcome.payload["trace"])
             input_error = outcome.payload.get("input_error")
         else:
             message = _outcome_message(outcome)
-            trace = PressTrace(request.get("class_name") or "press", request["path"], "error", message)
+            path = request.get("display") or request["path"]
+            trace = PressTrace(request.get("class_name") or "press", path, "error", message)
             if outcome.status != FAILED:  # a hang or a hard death is the press's doing
                 trace.defects.append(Defect(CRASH, message))
-            if outcome.error_type == ImportFailure.__name__:
+            elif outcome.error_type == ImportFailure.__name__:
                 input_error = message
+            else:
+                # The child raised outside the press's own build and prefills (those end up in the
+                # trace): the model could not be built here (--device, --dtype), or the tracer failed.
+                setup_error = message
         if request.get("reference"):
             reference = run_in_child(lambda: self._trace_in_child(request, reference=True), timeout)
             if reference.status == OK:
                 trace.reference = trace_from_dict(reference.payload["trace"])
             else:
                 trace.reference = PressTrace("ChunkKVReusePress", "audit/reference", "error", _outcome_message(reference))
-        return {"ok": True, "trace": trace_to_dict(trace), "input_error": input_error, "seconds": round(outcome.seconds, 3)}
+        return {"ok": True, "trace": trace_to_dict(trace), "input_error": input_error, "setup_error": setup_error,
+                "seconds": round(outcome.seconds, 3)}
 
     def _trace_in_child(self, request: dict[str, Any], reference: bool) -> dict[str, Any]:
         from audit.tracer.jobs import trace_job
 
         model = self.model
         if model is None:  # not on the CPU: built here, after the fork
+            from audit.tracer.build import one_line
+            from audit.tracer.jobs import ModelFailure
             from audit.tracer.modelload import load_model
 
-            model, _ = load_model(self.options)
+            try:
+                model, _ = load_model(self.options)
+            except Exception as error:  # noqa: BLE001 - e.g. a CUDA device that is not there
+                raise ModelFailure(f"cannot build the model on {self.options.device}: {one_line(error)}") from None
         return trace_job(model, self.options, request, reference)
 
 
