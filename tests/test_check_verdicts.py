@@ -94,3 +94,13 @@ def test_claim_found_in_comment_and_class_name(tmp_path) -> None:
     result = run_check([str(tmp_path)])
     sources = {p.name: p.claims[0].source.split(":")[0] for p in result.presses}
     assert sources == {"LogsLayerPress": "comment", "MyChunkKVPress": "class name"}
+
+
+def test_the_reference_press_passes_its_own_audit() -> None:
+    """The static analyzer and the reference press agree on what Algorithm 2 looks like."""
+    reference = STATIC_PRESSES.parents[2] / "audit" / "reference"
+    [press] = run_check([str(reference)]).presses
+    assert press.name == "ChunkKVReusePress"
+    assert press.verdicts == {LAYER_INDEX_REUSE: "implemented"}
+    assert {e.kind for e in press.evidence} == ALL
+    assert not [f for f in press.findings if f.severity.value in ("error", "warning")]
