@@ -17,6 +17,7 @@ VARIANTS = [
     ("reuse_forward_hook.py", "HookReusePress", "implemented", ALL, set()),
     ("subclass_adds_reuse.py", "SubclassReusePress", "implemented", ALL, set()),
     ("group_dict_cleared.py", "ClearedGroupDictPress", "implemented", ALL, set()),
+    ("leader_in_staticmethod.py", "StaticLeaderPress", "implemented", ALL, set()),
     ("stale_group_dict.py", "StaleGroupDictPress", "implemented", ALL, {"KVA104"}),
     ("stale_is_none.py", "StaleIsNonePress", "partial", {INDEX_CACHE}, {"KVA102", "KVA104"}),
     ("decoy_caches_scores_every_layer.py", "CachesButScoresPress", "partial",

@@ -548,7 +548,11 @@ class FlowAnalyzer:
 
     @staticmethod
     def _bind_params(function: cst.FunctionDef, node: cst.Call, arg_labels: list[Labels]) -> dict[str, Labels]:
-        positional = [p.name.value for p in (*function.params.posonly_params, *function.params.params)][1:]
+        positional = [p.name.value for p in (*function.params.posonly_params, *function.params.params)]
+        # `self.m(a)` binds `a` to the second parameter, unless `m` is a staticmethod.
+        is_static = any(isinstance(d.decorator, cst.Name) and d.decorator.value == "staticmethod"
+                        for d in function.decorators)
+        positional = positional if is_static else positional[1:]
         bound: dict[str, Labels] = {}
         for arg, labels in zip(node.args, arg_labels):
             if arg.keyword is not None:
