@@ -1,6 +1,6 @@
 """kvaudit: does this KV-cache press really do what its paper says?
 
-The static path (``audit.analysis``, ``audit.reporters``, ``kvaudit check``) never imports
+The static path (``kvaudit.analysis``, ``kvaudit.reporters``, ``kvaudit check``) never imports
 torch, transformers or kvpress; the tracer and the reference press import them lazily.
 """
 

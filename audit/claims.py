@@ -12,13 +12,12 @@ import re
 import tomllib
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
+from importlib.resources import files
 
-import rules
-from audit.analysis.index import ClassInfo, ProjectIndex, docstring_constant
-from audit.model import Claim
+from .analysis.index import ClassInfo, ProjectIndex, docstring_constant
+from .model import Claim
 
-REGISTRY_PATH = Path(rules.__file__).parent / "papers.toml"
+REGISTRY = "papers.toml"  # a data file of kvaudit.rules, read with importlib.resources
 FORCED_SOURCE = "forced by --claim"
 
 
@@ -44,8 +43,8 @@ class Paper:
 
 
 @cache
-def load_registry(path: Path = REGISTRY_PATH) -> tuple[Paper, ...]:
-    data = tomllib.loads(path.read_text(encoding="utf-8"))
+def load_registry() -> tuple[Paper, ...]:
+    data = tomllib.loads((files(f"{__package__}.rules") / REGISTRY).read_text(encoding="utf-8"))
     return tuple(
         Paper(
             key=key,

@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from audit.exitcodes import FAIL_ON_CHOICES
-from audit.model import Claim
-from audit.source import display_path
+from .exitcodes import FAIL_ON_CHOICES
+from .model import Claim
+from .source import display_path
 
 KVAUDIT_TOML = "kvaudit.toml"
 PYPROJECT = "pyproject.toml"
@@ -146,13 +146,13 @@ def discover(config_path: Path | None = None, start: Path | None = None) -> Conf
 
 @cache
 def _rule_ids() -> tuple[str, ...]:
-    from audit.rule import all_rules
+    from .rule import all_rules
 
     return tuple(rule.id for rule in all_rules())
 
 
 def _known_claims() -> set[str]:
-    from audit.claims import known_claims
+    from .claims import known_claims
 
     return known_claims()
 
@@ -301,7 +301,7 @@ def apply_claim_overrides(press_name: str, press_path: str, press_line: int, cla
     """``claims`` after the overrides matching this press dropped and added theirs (in file order)."""
     if not overrides:
         return claims
-    from audit.claims import load_registry
+    from .claims import load_registry
 
     claims = list(claims)
     for override in overrides:

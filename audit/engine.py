@@ -10,15 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from audit.analysis.index import ClassInfo, ProjectIndex
-from audit.analysis.reuse import analyse_reuse
-from audit.claims import claims_for
-from audit.config import ClaimOverride, apply_claim_overrides, ignored_for_path
-from audit.model import LAYER_INDEX_REUSE, AuditResult, FileStatus, PressReport
-from audit.rule import PressContext, Rule, all_rules, rule_by_id
-from audit.source import EmptySourceError, SourceError, SourceFile, display_path, load_source
-from audit.suppression import apply_suppressions
-from audit.targets import expand_targets, named_files
+from .analysis.index import ClassInfo, ProjectIndex
+from .analysis.reuse import analyse_reuse
+from .claims import claims_for
+from .config import ClaimOverride, apply_claim_overrides, ignored_for_path
+from .model import LAYER_INDEX_REUSE, AuditResult, FileStatus, PressReport
+from .rule import PressContext, Rule, all_rules, rule_by_id
+from .source import EmptySourceError, SourceError, SourceFile, display_path, load_source
+from .suppression import apply_suppressions
+from .targets import expand_targets, named_files
 
 
 @dataclass

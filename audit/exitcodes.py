@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from audit.model import AuditResult, Severity
+from .model import AuditResult, Severity
 
 OK = 0  # nothing at or above --fail-on
 FINDINGS = 1  # findings at or above --fail-on (or, for `trace`, a dynamic defect)

@@ -19,12 +19,12 @@ from typing import ClassVar
 
 import libcst as cst
 
-import rules as rules_package
-from audit.analysis.flow import FlowAnalyzer, FlowFacts
-from audit.analysis.index import ClassInfo, ProjectIndex
-from audit.analysis.reuse import ReuseAnalysis
-from audit.model import Claim, Finding, Severity
-from audit.source import SourceFile
+from . import rules as rules_package
+from .analysis.flow import FlowAnalyzer, FlowFacts
+from .analysis.index import ClassInfo, ProjectIndex
+from .analysis.reuse import ReuseAnalysis
+from .model import Claim, Finding, Severity
+from .source import SourceFile
 
 
 

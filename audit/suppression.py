@@ -21,9 +21,9 @@ import tokenize
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from audit.model import AuditResult, Finding
-from rules.kva001_unused_suppression import UnusedSuppression
-from rules.kva002_bare_suppression import BareSuppression
+from .model import AuditResult, Finding
+from .rules.kva001_unused_suppression import UnusedSuppression
+from .rules.kva002_bare_suppression import BareSuppression
 
 MARKER = "kvaudit"
 _PATTERN = re.compile(r"#\s*kvaudit\s*:\s*ignore\b(?P<ids>\s*\[[^\]]*\])?(?P<reason>.*)$", re.IGNORECASE)

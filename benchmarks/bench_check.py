@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from audit.targets import resolve_module
+from kvaudit.targets import resolve_module
 
 
 def cold_run(command: list[str]) -> float:

@@ -43,11 +43,11 @@ import torch  # noqa: E402
 from kvpress import ChunkKVPress, SnapKVPress  # noqa: E402
 from transformers import DynamicCache  # noqa: E402
 
-from audit.reference import ChunkKVReusePress  # noqa: E402
-from audit.tinymodel import ARCHES, make_input_ids  # noqa: E402
+from kvaudit.reference import ChunkKVReusePress  # noqa: E402
+from kvaudit.tinymodel import ARCHES, make_input_ids  # noqa: E402
 
 PRESETS = {
-    # The tiny shape of audit.tinymodel. Four layers keep a 32k prefill near 15 s on one CPU
+    # The tiny shape of kvaudit.tinymodel. Four layers keep a 32k prefill near 15 s on one CPU
     # thread; per-layer figures and ratios to the prefill do not depend on the layer count.
     "tiny": dict(hidden=128, layers=4, heads=4, kv_heads=2, intermediate=256, vocab=1000),
     "llama-3.1-8b": dict(hidden=4096, layers=32, heads=32, kv_heads=8, intermediate=14336, vocab=128256),

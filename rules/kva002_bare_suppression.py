@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from audit.model import Finding, Severity
-from audit.rule import PressContext, Rule
+from ..model import Finding, Severity
+from ..rule import PressContext, Rule
 
 if TYPE_CHECKING:
-    from audit.suppression import Suppression
+    from ..suppression import Suppression
 
 
 class BareSuppression(Rule):
@@ -70,7 +70,7 @@ class ChunkKVNoReuse(BasePress):
     ]
 
     def check(self, ctx: PressContext) -> Iterator[Finding]:
-        return iter(())  # applied by audit.suppression after the other rules
+        return iter(())  # applied by kvaudit.suppression after the other rules
 
     @classmethod
     def at(cls, path: str, sup: Suppression) -> Finding:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from audit.model import LAYER_INDEX_REUSE, MISSING, Finding, Severity
-from audit.rule import PressContext, Rule
+from ..model import LAYER_INDEX_REUSE, MISSING, Finding, Severity
+from ..rule import PressContext, Rule
 
 
 class ReuseMissing(Rule):
@@ -19,7 +19,7 @@ class ReuseMissing(Rule):
     Reading ``layer_idx`` only to log it, or to leave the first layers uncompressed, is
     not reuse.
 
-    What to do: implement Algorithm 2 (see ``audit.reference.ChunkKVReusePress``), or stop
+    What to do: implement Algorithm 2 (see ``kvaudit.reference.ChunkKVReusePress``), or stop
     citing the mechanism and say in the docstring that the press does not reuse indices.
     """
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from audit.model import LAYER_INDEX_REUSE, Finding, Severity
-from audit.rule import PressContext, Rule
+from ..model import LAYER_INDEX_REUSE, Finding, Severity
+from ..rule import PressContext, Rule
 
 
 class StaleIndexCache(Rule):

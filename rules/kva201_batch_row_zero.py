@@ -6,7 +6,7 @@ import ast
 import re
 from collections.abc import Iterator
 
-from audit.analysis.tensors import (
+from ..analysis.tensors import (
     BROADCAST_CALLS,
     PAIR_CALLS,
     Method,
@@ -27,8 +27,8 @@ from audit.analysis.tensors import (
     subscript_elements,
     walk_all,
 )
-from audit.model import Finding, Severity
-from audit.rule import PressContext, Rule
+from ..model import Finding, Severity
+from ..rule import PressContext, Rule
 
 _SCORE_METHOD = "score"
 _ROW_ZERO_TEXT = re.compile(r"\[\s*0\s*[\],]")

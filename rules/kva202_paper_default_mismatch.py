@@ -7,15 +7,15 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from audit.analysis.reuse import FieldDecl, constructor_fields
-from audit.claims import find_paper
+from ..analysis.reuse import FieldDecl, constructor_fields
+from ..claims import find_paper
 
 try:  # a press that cites nothing inherits its base's paper (and defaults)
-    from audit.claims import find_paper_in_hierarchy
+    from ..claims import find_paper_in_hierarchy
 except ImportError:  # pragma: no cover
     find_paper_in_hierarchy = None
-from audit.model import Finding, Severity
-from audit.rule import PressContext, Rule
+from ..model import Finding, Severity
+from ..rule import PressContext, Rule
 
 _MISSING = object()
 

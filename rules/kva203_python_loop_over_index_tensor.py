@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
-from audit.analysis.tensors import (
+from ..analysis.tensors import (
     Method,
     bindings,
     call_name,
@@ -20,8 +20,8 @@ from audit.analysis.tensors import (
     snippet,
     walk_all,
 )
-from audit.model import Finding, Severity
-from audit.rule import PressContext, Rule
+from ..model import Finding, Severity
+from ..rule import PressContext, Rule
 
 # Wrappers that iterate their (first) argument's elements.
 _ITERATE_ARG = frozenset({"enumerate", "reversed", "list", "iter", "sorted", "tuple"})

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from audit.targets import resolve_module
+from kvaudit.targets import resolve_module
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from audit.cli import app
+from kvaudit.cli import app
 
 TESTS = Path(__file__).parent
 STATIC_PRESSES = TESTS / "presses" / "static"

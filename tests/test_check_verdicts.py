@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from audit.engine import CheckOptions, run_check
-from audit.model import GUARDED_SCORE, INDEX_CACHE, LAYER_CHECK, LAYER_INDEX_REUSE, REUSE_PARAMETER
+from kvaudit.engine import CheckOptions, run_check
+from kvaudit.model import GUARDED_SCORE, INDEX_CACHE, LAYER_CHECK, LAYER_INDEX_REUSE, REUSE_PARAMETER
 from helpers import STATIC_PRESSES
 
 ALL = {GUARDED_SCORE, INDEX_CACHE, LAYER_CHECK, REUSE_PARAMETER}

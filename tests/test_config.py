@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from audit.config import Config, ConfigError, discover, find_config, load_config, path_matches
+from kvaudit.config import Config, ConfigError, discover, find_config, load_config, path_matches
 from helpers import STATIC_PRESSES, run_cli
 
 NO_REUSE = '''

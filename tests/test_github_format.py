@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from audit.model import AuditResult, FileStatus, Finding, PressReport, Severity
-from audit.reporters.github import escape_data, escape_property, render_github
+from kvaudit.model import AuditResult, FileStatus, Finding, PressReport, Severity
+from kvaudit.reporters.github import escape_data, escape_property, render_github
 from helpers import run_cli
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from audit.engine import run_check
+from kvaudit.engine import run_check
 
 
 def test_no_kvpress_press_is_implemented(kvpress_presses_dir: Path) -> None:

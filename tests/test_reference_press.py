@@ -13,19 +13,14 @@ from pathlib import Path
 
 import pytest
 
-try:  # `make setup` installs kvaudit in editable mode; a bare venv runs from the checkout
-    import audit  # noqa: F401
-except ImportError:  # pragma: no cover
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 torch = pytest.importorskip("torch")
 pytest.importorskip("kvpress")
 
 from kvpress import ChunkKVPress, KnormPress, SnapKVPress  # noqa: E402
 from transformers import DynamicCache  # noqa: E402
 
-from audit.reference import ChunkKVReusePress  # noqa: E402
-from audit.tinymodel import build_tiny_model, make_input_ids  # noqa: E402
+from kvaudit.reference import ChunkKVReusePress  # noqa: E402
+from kvaudit.tinymodel import build_tiny_model, make_input_ids  # noqa: E402
 
 LAYERS = 7  # not divisible by 2, 3 or 4
 
@@ -248,7 +243,7 @@ def test_kvpress_pipeline_with_a_local_tokenizer(model, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from kvpress.pipeline import KVPressTextGenerationPipeline
 
-    from audit.tinymodel import build_local_tokenizer
+    from kvaudit.tinymodel import build_local_tokenizer
 
     tokenizer = build_local_tokenizer()
     pipe = KVPressTextGenerationPipeline(model=model, tokenizer=tokenizer, device="cpu")

@@ -13,17 +13,12 @@ from types import SimpleNamespace
 
 import pytest
 
-try:  # `make setup` installs kvaudit in editable mode; a bare venv runs from the checkout
-    import audit  # noqa: F401
-except ImportError:  # pragma: no cover
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 torch = pytest.importorskip("torch")
 pytest.importorskip("kvpress")
 
 from kvpress import ChunkKVPress, KnormPress, ScorerPress, SnapKVPress  # noqa: E402
 
-from audit.reference import ChunkKVReusePress  # noqa: E402
+from kvaudit.reference import ChunkKVReusePress  # noqa: E402
 
 
 class FixedScorer(ScorerPress):

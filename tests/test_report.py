@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from audit.engine import run_check
-from audit.reporters import figures
-from audit.reporters.markdown import ReportContext, render_markdown, static_blocks
-from audit.tracer import TraceOptions, attach_traces
+from kvaudit.engine import run_check
+from kvaudit.reporters import figures
+from kvaudit.reporters.markdown import ReportContext, render_markdown, static_blocks
+from kvaudit.tracer import TraceOptions, attach_traces
 from helpers import STATIC_PRESSES, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]

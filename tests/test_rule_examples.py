@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from audit.engine import run_check
-from audit.rule import all_rules
+from kvaudit.engine import run_check
+from kvaudit.rule import all_rules
 
 CASES = [
     pytest.param(rule, kind, number, code, id=f"{rule.id}-{kind}-{number}")

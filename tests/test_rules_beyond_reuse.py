@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-import audit.claims as claims_module
-from audit.claims import Paper
-from audit.engine import CheckOptions, run_check
+import kvaudit.claims as claims_module
+from kvaudit.claims import Paper
+from kvaudit.engine import CheckOptions, run_check
 
 HEAD = '''
 from dataclasses import dataclass, field

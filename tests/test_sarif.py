@@ -14,10 +14,10 @@ import jsonschema
 import pytest
 from jsonschema import validators
 
-from audit.engine import run_check
-from audit.model import AuditResult, FileStatus, Finding, PressReport, Severity
-from audit.reporters.sarif import FINGERPRINT_KEY, render_sarif, sarif_log
-from audit.rule import all_rules
+from kvaudit.engine import run_check
+from kvaudit.model import AuditResult, FileStatus, Finding, PressReport, Severity
+from kvaudit.reporters.sarif import FINGERPRINT_KEY, render_sarif, sarif_log
+from kvaudit.rule import all_rules
 from helpers import STATIC_PRESSES, run_cli
 
 SCHEMA_PATH = Path(__file__).parent / "data" / "sarif-schema-2.1.0.json"

@@ -26,7 +26,7 @@ def test_check_imports_no_heavy_package() -> None:
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
-        "from audit.cli import app\n"
+        "from kvaudit.cli import app\n"
         f"result = CliRunner().invoke(app, ['check', 'kvpress.presses.chunkkv_press', {str(STATIC_PRESSES)!r}])\n"
         "assert result.exit_code == 1, result.output\n"
         "heavy = sorted(m for m in ('torch', 'transformers', 'kvpress') if m in sys.modules)\n"

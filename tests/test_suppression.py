@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from audit.engine import CheckOptions, run_check
-from audit.suppression import parse_suppressions
+from kvaudit.engine import CheckOptions, run_check
+from kvaudit.suppression import parse_suppressions
 from helpers import run_cli
 
 HEADER = '''from dataclasses import dataclass

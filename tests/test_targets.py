@@ -6,12 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from audit.targets import expand_targets, resolve_module, split_class_selector
+from kvaudit.targets import expand_targets, resolve_module, split_class_selector
 
 
 def test_module_resolves_to_installed_source_without_import() -> None:
     code = (
-        "import sys\nfrom audit.targets import resolve_module\n"
+        "import sys\nfrom kvaudit.targets import resolve_module\n"
         "path = resolve_module('kvpress.presses.chunkkv_press')\n"
         "assert path.name == 'chunkkv_press.py' and path.parent.name == 'presses', path\n"
         "print('kvpress' in sys.modules, 'torch' in sys.modules)\n"

@@ -16,23 +16,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-try:  # `make setup` installs kvaudit in editable mode; a bare venv runs from the checkout
-    import audit  # noqa: F401
-except ImportError:  # pragma: no cover
-    sys.path.insert(0, str(ROOT))
-
 pytest.importorskip("torch")
 pytest.importorskip("kvpress")
 
 from rich.console import Console  # noqa: E402
 
-from audit.model import IMPLEMENTED, LAYER_INDEX_REUSE, NOT_OBSERVED, OBSERVED, PARTIAL, AuditResult, PressReport  # noqa: E402
-from audit.reporters.trace_terminal import render_trace_panel, render_trace_report  # noqa: E402
-from audit.source import display_path  # noqa: E402
-from audit.targets import resolve_module  # noqa: E402
-from audit.tracer import TraceOptions, attach_traces, trace_targets  # noqa: E402
-from audit.tracer.compare import disagreements  # noqa: E402
-from audit.tracer.serialize import trace_to_dict  # noqa: E402
+from kvaudit.model import IMPLEMENTED, LAYER_INDEX_REUSE, NOT_OBSERVED, OBSERVED, PARTIAL, AuditResult, PressReport  # noqa: E402
+from kvaudit.reporters.trace_terminal import render_trace_panel, render_trace_report  # noqa: E402
+from kvaudit.source import display_path  # noqa: E402
+from kvaudit.targets import resolve_module  # noqa: E402
+from kvaudit.tracer import TraceOptions, attach_traces, trace_targets  # noqa: E402
+from kvaudit.tracer.compare import disagreements  # noqa: E402
+from kvaudit.tracer.serialize import trace_to_dict  # noqa: E402
 
 DYNAMIC = ROOT / "tests" / "presses" / "dynamic"
 CHUNKKV = "kvpress.presses.chunkkv_press"
@@ -96,9 +91,9 @@ SCHEMA = {
 
 
 def kvaudit(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ)
     return subprocess.run(
-        [sys.executable, "-m", "audit", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout
+        [sys.executable, "-m", "kvaudit", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout
     )
 
 
@@ -283,7 +278,7 @@ def test_terminal_view_says_what_happened(variants) -> None:
 
 
 def test_local_model_folder(tmp_path: Path) -> None:
-    from audit.tinymodel import build_tiny_model
+    from kvaudit.tinymodel import build_tiny_model
 
     folder = tmp_path / "tiny-mistral"
     build_tiny_model("mistral", layers=4, seed=1).save_pretrained(folder)

@@ -14,33 +14,28 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-try:  # `make setup` installs kvaudit in editable mode; a bare venv runs from the checkout
-    import audit  # noqa: F401
-except ImportError:  # pragma: no cover
-    sys.path.insert(0, str(ROOT))
-
-from audit.tracer import TraceOptions, trace_targets  # noqa: E402
-from audit.tracer.options import run_plan  # noqa: E402
-from audit.tracer.target import TraceInputError, resolve_target  # noqa: E402
+from kvaudit.tracer import TraceOptions, trace_targets  # noqa: E402
+from kvaudit.tracer.options import run_plan  # noqa: E402
+from kvaudit.tracer.target import TraceInputError, resolve_target  # noqa: E402
 
 DYNAMIC = ROOT / "tests" / "presses" / "dynamic"
 
 
 def kvaudit(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ)
     return subprocess.run(
-        [sys.executable, "-m", "audit", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout
+        [sys.executable, "-m", "kvaudit", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout
     )
 
 
 def test_tracer_imports_stay_light() -> None:
     code = (
-        "import sys; import audit.tracer, audit.cli.trace, audit.reporters.trace_terminal, "
-        "audit.reporters.trace_json, audit.tracer.session, audit.tracer.compare; "
+        "import sys; import kvaudit.tracer, kvaudit.cli.trace, kvaudit.reporters.trace_terminal, "
+        "kvaudit.reporters.trace_json, kvaudit.tracer.session, kvaudit.tracer.compare; "
         "heavy = sorted(m for m in ('torch', 'transformers', 'kvpress') if m in sys.modules); "
         "print(','.join(heavy))"
     )
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
@@ -114,7 +109,7 @@ def test_cli_bad_input_exits_2_with_one_line(args: list[str]) -> None:
 
 
 def _trace(status: str, message: str | None = None, defects: tuple[str, ...] = ()):
-    from audit.model import Defect, PressTrace
+    from kvaudit.model import Defect, PressTrace
 
     return PressTrace("P", "p.py", status, message, defects=[Defect(d, "why") for d in defects])
 
@@ -137,7 +132,7 @@ SETUP = "cannot build the model on cuda:7: AssertionError: Torch not compiled wi
     ids=["only-setup", "setup-and-abstract", "setup-and-ok", "setup-and-crash", "abstract", "needs-value", "crash", "ok"],
 )
 def test_exit_code_is_2_when_nothing_could_be_traced(traces, setup_errors, expected) -> None:
-    from audit.tracer import TraceReport
+    from kvaudit.tracer import TraceReport
 
     report = TraceReport(traces=traces, setup_errors=setup_errors)
     assert report.exit_code == expected
@@ -145,11 +140,11 @@ def test_exit_code_is_2_when_nothing_could_be_traced(traces, setup_errors, expec
 
 
 def test_exit_codes_come_from_audit_exitcodes() -> None:
-    import audit.tracer
+    import kvaudit.tracer
     from audit import exitcodes
-    from audit.tracer import TraceReport
+    from kvaudit.tracer import TraceReport
 
-    assert not any(name.startswith("EXIT_") for name in vars(audit.tracer))
+    assert not any(name.startswith("EXIT_") for name in vars(kvaudit.tracer))
     assert TraceReport().exit_code == exitcodes.OK
     assert TraceReport(input_errors=["x"]).exit_code == exitcodes.BAD_INPUT
     assert TraceReport(traces=[_trace("ok", defects=("batch-row-0",))]).exit_code == exitcodes.FINDINGS
@@ -179,7 +174,7 @@ def test_missing_model_folder_is_one_line(tmp_path: Path) -> None:
     ],
 )
 def test_bad_files_are_worded_as_check_words_them(tmp_path: Path, name: str, content: bytes | None) -> None:
-    from audit.engine import run_check
+    from kvaudit.engine import run_check
 
     path = tmp_path / name
     if content is not None:
@@ -191,7 +186,7 @@ def test_bad_files_are_worded_as_check_words_them(tmp_path: Path, name: str, con
 
 
 def test_missing_module_is_worded_as_check_words_it() -> None:
-    from audit.engine import run_check
+    from kvaudit.engine import run_check
 
     with pytest.raises(TraceInputError) as info:
         resolve_target("no_such_package_kvaudit.sub")

@@ -5,12 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-try:  # `make setup` installs kvaudit in editable mode; a bare venv runs from the checkout
-    import audit  # noqa: F401
-except ImportError:  # pragma: no cover
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from audit.model import (  # noqa: E402
+from kvaudit.model import (  # noqa: E402
     IMPLEMENTED,
     LAYER_INDEX_REUSE,
     MISSING,
@@ -23,10 +18,10 @@ from audit.model import (  # noqa: E402
     PressTrace,
     TraceRun,
 )
-from audit.tracer import verdicts  # noqa: E402
-from audit.tracer.compare import STATIC_TO_DYNAMIC, disagreements, verdict_pairs  # noqa: E402
-from audit.tracer.observations import LayerObservation, RunObservation  # noqa: E402
-from audit.tracer.serialize import trace_from_dict, trace_to_dict  # noqa: E402
+from kvaudit.tracer import verdicts  # noqa: E402
+from kvaudit.tracer.compare import STATIC_TO_DYNAMIC, disagreements, verdict_pairs  # noqa: E402
+from kvaudit.tracer.observations import LayerObservation, RunObservation  # noqa: E402
+from kvaudit.tracer.serialize import trace_from_dict, trace_to_dict  # noqa: E402
 
 LENGTH = 20
 

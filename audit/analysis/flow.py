@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
-from audit.analysis.index import ClassInfo, ProjectIndex
-from audit.source import SourceFile
+from .index import ClassInfo, ProjectIndex
+from ..source import SourceFile
 
 LAYER, GROUP, SCORE = "layer", "group", "score"
 POSITION_LABELS = frozenset({LAYER, GROUP})

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import libcst as cst
 
-from audit.source import SourceError, SourceFile, load_source
-from audit.targets import resolve_module
+from ..source import SourceError, SourceFile, load_source
+from ..targets import resolve_module
 
 ROOT_CLASS = "BasePress"
 ROOT_MODULE_SUFFIX = ("kvpress", "presses", "base_press.py")

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
-from audit.analysis.flow import SCORE, Branch, Cond, FlowFacts, Read, ScoreSite, Store, attrs_in
-from audit.analysis.index import ClassInfo, ProjectIndex
-from audit.model import (
+from .flow import SCORE, Branch, Cond, FlowFacts, Read, ScoreSite, Store, attrs_in
+from .index import ClassInfo, ProjectIndex
+from ..model import (
     GUARDED_SCORE,
     IMPLEMENTED,
     INDEX_CACHE,
@@ -27,7 +27,7 @@ from audit.model import (
     REUSE_PARAMETER,
     Evidence,
 )
-from audit.source import SourceFile, one_line
+from ..source import SourceFile, one_line
 
 # Stores here happen once per press object, not once per sequence: they refresh nothing.
 _CONSTRUCTION = ("__init__", "__post_init__")

@@ -19,8 +19,8 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import lru_cache
 
-from audit.analysis.index import ClassInfo, ProjectIndex
-from audit.source import SourceFile, one_line
+from .index import ClassInfo, ProjectIndex
+from ..source import SourceFile, one_line
 
 # Calls that return a tensor of positions.
 INDEX_CALLS = frozenset({"argsort", "argmax", "argmin", "argwhere", "nonzero"})

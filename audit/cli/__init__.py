@@ -19,10 +19,10 @@ app = typer.Typer(
 )
 
 # Each command module registers itself on `app` when imported.
-from audit.cli import check as _check  # noqa: E402,F401
-from audit.cli import report as _report  # noqa: E402,F401
-from audit.cli import rules as _rules  # noqa: E402,F401
-from audit.cli import trace as _trace  # noqa: E402,F401
+from . import check as _check  # noqa: E402,F401
+from . import report as _report  # noqa: E402,F401
+from . import rules as _rules  # noqa: E402,F401
+from . import trace as _trace  # noqa: E402,F401
 
 
 def main() -> None:

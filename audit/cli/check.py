@@ -9,8 +9,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from audit.cli import app
-from audit.cli.trace_options import (
+from . import app
+from .trace_options import (
     DEFAULTS,
     Arch,
     CompareReference,
@@ -23,11 +23,11 @@ from audit.cli.trace_options import (
     Tokens,
     trace_options,
 )
-from audit.config import Config, ConfigError, discover, rule_ids_option
-from audit.engine import CheckOptions, run_check
-from audit.exitcodes import BAD_INPUT, check_exit_code
-from audit.model import AuditResult
-from audit.targets import DEFAULT_TARGET
+from ..config import Config, ConfigError, discover, rule_ids_option
+from ..engine import CheckOptions, run_check
+from ..exitcodes import BAD_INPUT, check_exit_code
+from ..model import AuditResult
+from ..targets import DEFAULT_TARGET
 
 
 class CheckFormat(str, Enum):
@@ -47,15 +47,15 @@ class FailOn(str, Enum):
 def render(result: AuditResult, output_format: CheckFormat) -> str:
     """``result`` as text in one of the machine formats (json, sarif, github)."""
     if output_format is CheckFormat.json:
-        from audit.reporters.json_report import render_json
+        from ..reporters.json_report import render_json
 
         return render_json(result)
     if output_format is CheckFormat.sarif:
-        from audit.reporters.sarif import render_sarif
+        from ..reporters.sarif import render_sarif
 
         return render_sarif(result)
     if output_format is CheckFormat.github:
-        from audit.reporters.github import render_github
+        from ..reporters.github import render_github
 
         return render_github(result)
     raise ValueError(f"{output_format.value} is not a text format")
@@ -66,7 +66,7 @@ def emit(result: AuditResult, output_format: CheckFormat) -> None:
     if output_format is not CheckFormat.terminal:
         sys.stdout.write(render(result, output_format))
     else:
-        from audit.reporters.terminal import render_terminal
+        from ..reporters.terminal import render_terminal
 
         render_terminal(result, Console(), errors=Console(stderr=True))
 
@@ -75,7 +75,7 @@ def static_options(
     claim: list[str], select: list[str] | None, ignore: list[str] | None, config: Path | None, no_config: bool
 ) -> tuple[CheckOptions, Config]:
     """Merge the command-line flags over the configuration file; exit 2 on a bad claim or file."""
-    from audit.claims import known_claims
+    from ..claims import known_claims
 
     unknown = sorted(set(claim) - known_claims())
     if unknown:
@@ -140,7 +140,7 @@ def check(
     result = run_check(list(targets) if targets else [DEFAULT_TARGET], options)
     if trace or compare_reference:
         # Imported here: the tracer's worker imports torch, the static path never does.
-        from audit.tracer import attach_traces
+        from ..tracer import attach_traces
 
         attach_traces(result, trace_options(arch=arch, layers=layers, tokens=tokens, model=model, device=device,
                                             dtype=dtype, timeout=timeout, press=press,

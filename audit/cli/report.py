@@ -13,10 +13,10 @@ from pathlib import Path
 
 import typer
 
-from audit import __version__
-from audit.cli import app
-from audit.cli.check import static_options
-from audit.cli.trace_options import (
+from .. import __version__
+from . import app
+from .check import static_options
+from .trace_options import (
     DEFAULTS,
     Arch,
     CompareReference,
@@ -29,11 +29,11 @@ from audit.cli.trace_options import (
     Tokens,
     trace_options,
 )
-from audit.engine import run_check
-from audit.exitcodes import BAD_INPUT, OK
-from audit.model import AuditResult
-from audit.targets import DEFAULT_TARGET
-from audit.tracer.options import TraceOptions, run_plan
+from ..engine import run_check
+from ..exitcodes import BAD_INPUT, OK
+from ..model import AuditResult
+from ..targets import DEFAULT_TARGET
+from ..tracer.options import TraceOptions, run_plan
 
 
 def _installed(package: str) -> str:
@@ -61,8 +61,8 @@ def header_lines(options: TraceOptions | None, timestamp: bool) -> list[str]:
 def write_report(result: AuditResult, output: Path, targets: list[str], options: TraceOptions | None,
                  timestamp: bool) -> None:
     """Render the report (and its figures) next to ``output``."""
-    from audit.reporters.figures import write_figures
-    from audit.reporters.markdown import ReportContext, key_statements, render_markdown
+    from ..reporters.figures import write_figures
+    from ..reporters.markdown import ReportContext, key_statements, render_markdown
 
     output.parent.mkdir(parents=True, exist_ok=True)
     figures, note = write_figures(result, output.parent, output.stem)
@@ -99,7 +99,7 @@ def report(
     result = run_check(chosen, options)
     trace_settings = None
     if trace:
-        from audit.tracer import attach_traces
+        from ..tracer import attach_traces
 
         trace_settings = trace_options(arch=arch, layers=layers, tokens=tokens, model=model, device=device,
                                        dtype=dtype, timeout=timeout, press=press, compare_reference=compare_reference)

@@ -7,9 +7,9 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
-from audit.cli import app
-from audit.exitcodes import BAD_INPUT
-from audit.rule import all_rules, rule_by_id
+from . import app
+from ..exitcodes import BAD_INPUT
+from ..rule import all_rules, rule_by_id
 
 
 @app.command("rules")

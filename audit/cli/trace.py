@@ -1,6 +1,6 @@
 """``kvaudit trace``: run presses on a tiny model and report what each layer really did.
 
-Exit codes (audit.exitcodes): 0 traced, no defect; 1 a defect (crash, stale-indices, batch-row-0);
+Exit codes (kvaudit.exitcodes): 0 traced, no defect; 1 a defect (crash, stale-indices, batch-row-0);
 2 bad input, or no press could be traced at all because of the options or the machine.
 This module must stay light: the tracer's worker subprocess imports torch, never this process.
 """
@@ -12,8 +12,8 @@ from enum import Enum
 
 import typer
 
-from audit.cli import app
-from audit.cli.trace_options import (
+from . import app
+from .trace_options import (
     DEFAULTS,
     Arch,
     CompareReference,
@@ -52,13 +52,13 @@ def trace(
     output_format: TraceFormat = typer.Option(TraceFormat.terminal, "--format", "-f", help="Output format."),
 ) -> None:
     """Trace presses on a tiny model: score() calls, kept indices, reuse, defects — layer by layer."""
-    from audit.tracer import trace_targets
+    from ..tracer import trace_targets
 
     options = trace_options(arch=arch, layers=layers, tokens=tokens, model=model, device=device, dtype=dtype,
                             timeout=timeout, press=press, compare_reference=compare_reference)
     report = trace_targets(list(targets), options)
     if output_format is TraceFormat.json:
-        from audit.reporters.trace_json import render_trace_json
+        from ..reporters.trace_json import render_trace_json
 
         sys.stdout.write(render_trace_json(report))
         for message in report.input_errors:  # also on stderr: the one line a shell user sees
@@ -66,7 +66,7 @@ def trace(
     else:
         from rich.console import Console
 
-        from audit.reporters.trace_terminal import render_trace_report
+        from ..reporters.trace_terminal import render_trace_report
 
         render_trace_report(report, Console())
     raise typer.Exit(report.exit_code)

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from audit.tracer.options import DEFAULT_TIMEOUT_S, DEFAULT_TOKENS, TraceOptions
+from ..tracer.options import DEFAULT_TIMEOUT_S, DEFAULT_TOKENS, TraceOptions
 
 PANEL = "Tracing (tiny local model, never downloads)"
 

@@ -4,6 +4,6 @@ Importing this package imports torch, transformers and kvpress: only the dynamic
 (tracer, reference comparison, tests, benchmarks) may import it, never the static path.
 """
 
-from audit.reference.chunkkv_reuse_press import ChunkKVReusePress
+from .chunkkv_reuse_press import ChunkKVReusePress
 
 __all__ = ["ChunkKVReusePress"]

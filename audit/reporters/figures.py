@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from audit.model import AuditResult, PressReport
+from ..model import AuditResult, PressReport
 
 MISSING_MATPLOTLIB = "left out: matplotlib is not installed (pip install 'kvaudit[plots]'); the tables above hold the same data"
 

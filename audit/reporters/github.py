@@ -11,8 +11,8 @@ Files that could not be audited become ``::error`` lines too.
 
 from __future__ import annotations
 
-from audit.model import AuditResult, Severity
-from audit.rule import rule_by_id
+from ..model import AuditResult, Severity
+from ..rule import rule_by_id
 
 COMMANDS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from audit.model import AuditResult, Evidence, Finding, PressReport
-from audit.tracer.serialize import trace_to_dict
+from ..model import AuditResult, Evidence, Finding, PressReport
+from ..tracer.serialize import trace_to_dict
 
 SCHEMA = "kvaudit.check/1"
 

@@ -2,7 +2,7 @@
 
 It renders the same :class:`AuditResult` as the terminal, JSON and SARIF views; it decides
 nothing of its own (verdicts, findings and disagreements all come from the model and
-:mod:`audit.tracer.compare`). The same input gives the same bytes: no timestamp unless asked.
+:mod:`kvaudit.tracer.compare`). The same input gives the same bytes: no timestamp unless asked.
 
 Each press's static part sits between ``<!-- kvaudit:static NAME -->`` and
 ``<!-- kvaudit:end -->`` markers, so a test can regenerate it and compare it byte for byte
@@ -17,9 +17,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from audit.model import LAYER_INDEX_REUSE, AuditResult, Finding, PressReport, PressTrace, TraceRun
-from audit.rule import rule_by_id
-from audit.tracer.compare import verdict_pair
+from ..model import LAYER_INDEX_REUSE, AuditResult, Finding, PressReport, PressTrace, TraceRun
+from ..rule import rule_by_id
+from ..tracer.compare import verdict_pair
 
 STATIC_BEGIN = "<!-- kvaudit:static {name} -->"
 STATIC_END = "<!-- kvaudit:end -->"
@@ -216,7 +216,7 @@ def _dynamic_section(press: PressReport, ctx: ReportContext) -> list[str]:
         out.extend(_trace_table(run, reference))
         out.append("")
         if reference is not None:
-            out.append("**Comparison with the reference press** (`audit.reference.ChunkKVReusePress`, same scorer, "
+            out.append("**Comparison with the reference press** (`kvaudit.reference.ChunkKVReusePress`, same scorer, "
                        "ratio and chunk length):")
             out.append("")
             out.append("| | score() calls | score() time | compress() time | prefill time |")

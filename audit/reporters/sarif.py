@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from audit import __version__
-from audit.model import AuditResult, Finding, Severity
-from audit.rule import Rule, all_rules
+from .. import __version__
+from ..model import AuditResult, Finding, Severity
+from ..rule import Rule, all_rules
 
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 SARIF_VERSION = "2.1.0"

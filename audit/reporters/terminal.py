@@ -10,8 +10,8 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from audit.model import AuditResult, Finding, PressReport, Severity
-from audit.reporters.trace_terminal import render_trace_panel
+from ..model import AuditResult, Finding, PressReport, Severity
+from .trace_terminal import render_trace_panel
 
 VERDICT_STYLES = {
     "implemented": "bold green", "observed": "bold green",

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from audit.tracer.serialize import trace_to_dict
+from ..tracer.serialize import trace_to_dict
 
 if TYPE_CHECKING:
-    from audit.tracer import TraceReport
+    from ..tracer import TraceReport
 
 SCHEMA = "kvaudit.trace/1"
 

@@ -1,6 +1,6 @@
 """Terminal views of the tracer: ``kvaudit trace``, and the panel ``kvaudit check --trace`` shows.
 
-Plain functions of the findings model (and of :class:`audit.tracer.TraceReport`); rich only.
+Plain functions of the findings model (and of :class:`kvaudit.tracer.TraceReport`); rich only.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from audit.model import LAYER_INDEX_REUSE, NOT_OBSERVED, OBSERVED, PARTIAL, AuditResult, PressTrace, TraceRun
-from audit.tracer.compare import verdict_pairs
+from ..model import LAYER_INDEX_REUSE, NOT_OBSERVED, OBSERVED, PARTIAL, AuditResult, PressTrace, TraceRun
+from ..tracer.compare import verdict_pairs
 
 if TYPE_CHECKING:
-    from audit.tracer import TraceReport
+    from ..tracer import TraceReport
 
 VERDICT_STYLE = {OBSERVED: "bold green", PARTIAL: "bold yellow", NOT_OBSERVED: "bold red"}
 
@@ -157,7 +157,7 @@ def render_trace_panel(console: Console, result: AuditResult) -> None:
     """``kvaudit check --trace``: static and dynamic verdicts side by side, disagreements flagged.
 
     Mapping: implemented ↔ observed, partial ↔ partial, missing ↔ not-observed
-    (:data:`audit.tracer.compare.STATIC_TO_DYNAMIC`).
+    (:data:`kvaudit.tracer.compare.STATIC_TO_DYNAMIC`).
     """
     pairs = verdict_pairs(result)
     if not pairs:

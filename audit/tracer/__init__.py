@@ -1,7 +1,7 @@
 """The dynamic tracer: run a press on a tiny model and watch what it really does, layer by layer.
 
 Importing this package is light (stdlib, rich on demand): torch, transformers, kvpress and the
-user's press code only ever run in the worker subprocess (:mod:`audit.tracer.worker`) and its
+user's press code only ever run in the worker subprocess (:mod:`kvaudit.tracer.worker`) and its
 forked children. ``kvaudit check`` imports this package, and must not pay for torch.
 
 Public API
@@ -11,7 +11,7 @@ TraceOptions
 trace_targets(targets, options)
     Trace every press of each target; returns a :class:`TraceReport` (used by ``kvaudit trace``).
 attach_traces(result, options)
-    Trace every press of a static :class:`audit.model.AuditResult` and set ``press.trace``
+    Trace every press of a static :class:`kvaudit.model.AuditResult` and set ``press.trace``
     (used by ``kvaudit check --trace``).
 """
 
@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from audit.exitcodes import BAD_INPUT, FINDINGS, OK
-from audit.model import AuditResult, PressTrace
-from audit.source import display_path
-from audit.tracer.options import TraceOptions, run_plan
-from audit.tracer.target import TraceInputError, TraceTarget, check_expression, resolve_target
+from ..exitcodes import BAD_INPUT, FINDINGS, OK
+from ..model import AuditResult, PressTrace
+from ..source import display_path
+from .options import TraceOptions, run_plan
+from .target import TraceInputError, TraceTarget, check_expression, resolve_target
 
 __all__ = [
     "TraceInputError",
@@ -138,8 +138,8 @@ def trace_targets(targets: list[str], options: TraceOptions, progress: bool = Tr
     press could be traced because of the options or the machine, a line saying so is added to
     ``input_errors`` too (exit code 2).
     """
-    from audit.tracer.client import WorkerError
-    from audit.tracer.session import TraceSession
+    from .client import WorkerError
+    from .session import TraceSession
 
     report = TraceReport(targets=list(targets), plan=[spec.label for spec in run_plan(options)])
     problem = _options_problem(options)
@@ -193,8 +193,8 @@ def attach_traces(result: AuditResult, options: TraceOptions, progress: bool = T
     ``options.press_expr``, the expression builds the press of the class it instantiates; the
     other presses are built with defaults.
     """
-    from audit.tracer.client import WorkerError
-    from audit.tracer.session import TraceSession
+    from .client import WorkerError
+    from .session import TraceSession
 
     if not result.presses:
         return

@@ -12,10 +12,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-import audit
 
 # The worker's own start-up (imports, model) may take this long on a slow machine.
 INIT_TIMEOUT_S = 180.0
@@ -31,15 +29,13 @@ class WorkerClient:
     """One worker subprocess and its line-based JSON protocol."""
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
-        root = str(Path(audit.__file__).resolve().parent.parent)
         child_env = dict(os.environ)
         child_env.update(env or {})
         child_env["HF_HUB_OFFLINE"] = "1"
-        child_env["PYTHONPATH"] = os.pathsep.join(p for p in (root, child_env.get("PYTHONPATH", "")) if p)
         # stderr goes to a file: a chatty press cannot fill a pipe and block, and the tail explains a death.
         self._stderr = tempfile.TemporaryFile()
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "audit.tracer.worker"],
+            [sys.executable, "-m", "kvaudit.tracer.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,

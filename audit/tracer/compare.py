@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from audit.model import (
+from ..model import (
     IMPLEMENTED,
     LAYER_INDEX_REUSE,
     MISSING,

@@ -6,7 +6,7 @@
 * A forward hook registered *before* the press's own hook (``prepend=True``) copies each layer's
   keys and values right after attention wrote them, and stamps the time. A second hook registered
   *after* the press's hook stamps the time again: the gap is the press's hook, i.e. ``compress()``.
-* The compressed cache is read once the prefill is over (see :mod:`audit.tracer.keptindices`).
+* The compressed cache is read once the prefill is over (see :mod:`kvaudit.tracer.keptindices`).
 
 The hooks only copy tensors and read clocks; index matching happens after the timed prefill.
 """
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from audit.tracer.build import scoring_presses
+from .build import scoring_presses
 
 
 @dataclass

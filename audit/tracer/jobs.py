@@ -1,6 +1,6 @@
 """What a worker child does: list a target's classes, or trace one press (or its reference).
 
-These functions run in a forked child of the worker (:mod:`audit.tracer.worker`): they import the
+These functions run in a forked child of the worker (:mod:`kvaudit.tracer.worker`): they import the
 user's module and run its code. They return JSON-safe dicts.
 """
 
@@ -11,12 +11,12 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from audit.tracer import build
-from audit.tracer.childproc import ReportedError
-from audit.tracer.loader import import_target, list_classes
-from audit.tracer.options import TraceOptions, run_plan
-from audit.tracer.runner import trace_press
-from audit.tracer.serialize import trace_to_dict
+from . import build
+from .childproc import ReportedError
+from .loader import import_target, list_classes
+from .options import TraceOptions, run_plan
+from .runner import trace_press
+from .serialize import trace_to_dict
 
 REFERENCE_NAME = "ChunkKVReusePress"
 

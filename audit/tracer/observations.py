@@ -1,7 +1,7 @@
 """What the instrumentation saw, as plain Python data (no torch).
 
 The worker turns tensors into these structures right after each prefill, so the verdict logic
-(:mod:`audit.tracer.verdicts`) is pure Python and can be tested on hand-made observations.
+(:mod:`kvaudit.tracer.verdicts`) is pure Python and can be tested on hand-made observations.
 """
 
 from __future__ import annotations

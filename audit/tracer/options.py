@@ -42,7 +42,7 @@ class TraceOptions:
     press_expr : str | None
         An expression that builds the press, evaluated with kvpress's and the module's names.
     compare_reference : bool
-        Also trace ``audit.reference.ChunkKVReusePress`` with the same scorer, ratio and chunk length.
+        Also trace ``kvaudit.reference.ChunkKVReusePress`` with the same scorer, ratio and chunk length.
     seed : int
         Seed of the embedded model's weights and of the prompt tokens.
     """

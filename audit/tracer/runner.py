@@ -1,6 +1,6 @@
 """Trace one press: the prefill plan on one instance, fresh re-runs for stale checks, verdicts.
 
-Runs inside a forked worker child; returns a :class:`audit.model.PressTrace`.
+Runs inside a forked worker child; returns a :class:`kvaudit.model.PressTrace`.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from audit.model import Defect, PressTrace, TraceRun
-from audit.tinymodel import make_input_ids
-from audit.tracer import verdicts
-from audit.tracer.build import BuildError, one_line
-from audit.tracer.instrument import Instrumentation
-from audit.tracer.keptindices import kept_positions
-from audit.tracer.observations import LayerObservation, RunObservation
-from audit.tracer.options import RunSpec
+from ..model import Defect, PressTrace, TraceRun
+from ..tinymodel import make_input_ids
+from . import verdicts
+from .build import BuildError, one_line
+from .instrument import Instrumentation
+from .keptindices import kept_positions
+from .observations import LayerObservation, RunObservation
+from .options import RunSpec
 
 PressFactory = Callable[[], Any]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from audit.model import Defect, PressTrace, TraceRun
+from ..model import Defect, PressTrace, TraceRun
 
 
 def _seconds(value: float) -> float:

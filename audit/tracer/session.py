@@ -1,6 +1,6 @@
 """A trace session: one worker, one model, any number of targets and presses.
 
-Used by ``kvaudit trace`` and by :func:`audit.tracer.attach_traces`. Stdlib only on this side.
+Used by ``kvaudit trace`` and by :func:`kvaudit.tracer.attach_traces`. Stdlib only on this side.
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from audit.model import Defect, PressTrace
-from audit.source import display_path
-from audit.tracer.client import INIT_TIMEOUT_S, REPLY_SLACK_S, WorkerClient, WorkerError
-from audit.tracer.options import TraceOptions
-from audit.tracer.serialize import trace_from_dict
-from audit.tracer.target import TraceInputError, TraceTarget
-from audit.tracer.verdicts import CRASH
+from ..model import Defect, PressTrace
+from ..source import display_path
+from .client import INIT_TIMEOUT_S, REPLY_SLACK_S, WorkerClient, WorkerError
+from .options import TraceOptions
+from .serialize import trace_from_dict
+from .target import TraceInputError, TraceTarget
+from .verdicts import CRASH
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """``kvaudit trace TARGET``: a path or a dotted module name, with an optional ``::ClassName``.
 
-Resolved in the parent without importing anything (``audit.targets.resolve_module`` walks the
-file system), and pre-checked with :func:`audit.source.load_source` (the reader and parser of
+Resolved in the parent without importing anything (``kvaudit.targets.resolve_module`` walks the
+file system), and pre-checked with :func:`kvaudit.source.load_source` (the reader and parser of
 ``kvaudit check``) so that a missing, unreadable or unparsable file or an unknown class is reported
 at once, in the words ``check`` uses, before the worker pays for torch.
 """
@@ -12,8 +12,8 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-from audit.source import SourceError, display_path, load_source
-from audit.targets import looks_like_module, resolve_module, split_class_selector
+from ..source import SourceError, display_path, load_source
+from ..targets import looks_like_module, resolve_module, split_class_selector
 
 
 class TraceInputError(Exception):
@@ -48,7 +48,7 @@ class TraceTarget:
 def defined_classes(path: Path) -> tuple[str, ...]:
     """Names of the classes defined at module level (including under ``if``/``try``/``with``).
 
-    Reading and parsing go through :func:`audit.source.load_source`, as ``kvaudit check`` does,
+    Reading and parsing go through :func:`kvaudit.source.load_source`, as ``kvaudit check`` does,
     so a bad file gets the same one-line reason in both commands.
 
     Raises

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from audit.model import LAYER_INDEX_REUSE, NOT_OBSERVED, OBSERVED, PARTIAL, Defect
-from audit.tracer.observations import KeptIndices, LayerObservation, RunObservation
+from ..model import LAYER_INDEX_REUSE, NOT_OBSERVED, OBSERVED, PARTIAL, Defect
+from .observations import KeptIndices, LayerObservation, RunObservation
 
 BATCH_ROW_0 = "batch-row-0"
 STALE_INDICES = "stale-indices"

@@ -1,10 +1,10 @@
 """The trace worker: one process that pays the torch/transformers/kvpress imports once.
 
-Started by :class:`audit.tracer.client.WorkerClient` as ``python -m audit.tracer.worker``. It
+Started by :class:`kvaudit.tracer.client.WorkerClient` as ``python -m kvaudit.tracer.worker``. It
 reads one JSON request per line on stdin and answers one JSON line on its private copy of
 stdout. File descriptor 1 itself is pointed at stderr, so that whatever the user's code prints
 can never corrupt the protocol. Every request that runs user code forks a child
-(:func:`audit.tracer.childproc.run_in_child`) with the request's timeout.
+(:func:`kvaudit.tracer.childproc.run_in_child`) with the request's timeout.
 
 Requests: ``init`` (imports, model), ``list`` (classes of a target), ``trace`` (one press).
 """
@@ -20,11 +20,11 @@ from typing import Any
 os.environ["HF_HUB_OFFLINE"] = "1"  # before anything can import huggingface_hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from audit.model import Defect, PressTrace  # noqa: E402  (stdlib only, like the rest below)
-from audit.tracer.childproc import FAILED, OK, TIMEOUT, ChildOutcome, run_in_child  # noqa: E402
-from audit.tracer.options import TraceOptions  # noqa: E402
-from audit.tracer.serialize import trace_from_dict, trace_to_dict  # noqa: E402
-from audit.tracer.verdicts import CRASH  # noqa: E402
+from ..model import Defect, PressTrace  # noqa: E402  (stdlib only, like the rest below)
+from .childproc import FAILED, OK, TIMEOUT, ChildOutcome, run_in_child  # noqa: E402
+from .options import TraceOptions  # noqa: E402
+from .serialize import trace_from_dict, trace_to_dict  # noqa: E402
+from .verdicts import CRASH  # noqa: E402
 
 
 def _outcome_message(outcome: ChildOutcome) -> str:
@@ -47,13 +47,13 @@ class WorkerState:
         torch.set_num_threads(1)  # tiny models gain nothing from threads, and fork stays safe
         import kvpress  # noqa: F401  (patches the attention functions once, before forking)
 
-        from audit.tracer import jobs, modelload  # noqa: F401  (jobs: pay its imports before forking)
+        from . import jobs, modelload  # noqa: F401  (jobs: pay its imports before forking)
 
         imported = time.perf_counter()
         try:
             torch.device(self.options.device)  # parses the name only: CUDA must stay uninitialised before a fork
         except (RuntimeError, ValueError) as error:
-            from audit.tracer.build import one_line
+            from .build import one_line
 
             return {"ok": False, "error": f"--device {self.options.device}: {one_line(error)}"}
         if self.options.device == "cpu":
@@ -76,7 +76,7 @@ class WorkerState:
 
     def list(self, request: dict[str, Any]) -> dict[str, Any]:
         """The classes of a target module, imported in a child."""
-        from audit.tracer.jobs import list_job
+        from .jobs import list_job
 
         outcome = run_in_child(lambda: list_job(request), float(request.get("timeout", self.options.timeout)))
         if outcome.status == OK:
@@ -85,7 +85,7 @@ class WorkerState:
 
     def trace(self, request: dict[str, Any]) -> dict[str, Any]:
         """Trace one press in a child, then (if asked) the reference press in another."""
-        from audit.tracer.jobs import ImportFailure
+        from .jobs import ImportFailure
 
         timeout = float(request.get("timeout", self.options.timeout))
         outcome = run_in_child(lambda: self._trace_in_child(request, reference=False), timeout)
@@ -116,13 +116,13 @@ class WorkerState:
                 "seconds": round(outcome.seconds, 3)}
 
     def _trace_in_child(self, request: dict[str, Any], reference: bool) -> dict[str, Any]:
-        from audit.tracer.jobs import trace_job
+        from .jobs import trace_job
 
         model = self.model
         if model is None:  # not on the CPU: built here, after the fork
-            from audit.tracer.build import one_line
-            from audit.tracer.jobs import ModelFailure
-            from audit.tracer.modelload import load_model
+            from .build import one_line
+            from .jobs import ModelFailure
+            from .modelload import load_model
 
             try:
                 model, _ = load_model(self.options)
