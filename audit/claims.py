@@ -3,11 +3,17 @@
 A citation is an arXiv id (bare or inside an arxiv.org URL) or one of the paper's names.
 It is looked for, in this order, in the class docstring, the module docstring, the
 module's comments and the class name; the first place that cites a registered paper
-decides, so a SnapKV press in a ChunkKV module stays quiet.
+decides, so a SnapKV press in a ChunkKV module stays quiet. Example code in a docstring
+(``ComposedPress([SnapKVPress(0.5)])``, doctest lines, an "Examples" section) is usage,
+not a citation, and is skipped.
+
+Every claim keeps its origin as parts (:class:`~kvaudit.model.ClaimOrigin`): a citation
+(where, which paper), a configuration override (which entry of which file) or ``--claim``.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 import tomllib
 from dataclasses import dataclass
@@ -15,10 +21,10 @@ from functools import cache
 from importlib.resources import files
 
 from .analysis.index import ClassInfo, ProjectIndex, docstring_constant
-from .model import Claim
+from .model import CITATION, OPTION, Claim, ClaimOrigin
 
 REGISTRY = "papers.toml"  # a data file of kvaudit.rules, read with importlib.resources
-FORCED_SOURCE = "forced by --claim"
+FORCED_PLACE = "--claim"
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,80 @@ def _comment_lines(text: str) -> list[tuple[int, str]]:
     return comments
 
 
+# -- docstring example code ---------------------------------------------------------------
+# Usage examples name other presses (`ComposedPress([SnapKVPress(0.5), ...])`): that is code,
+# not a citation. These blank it out, keeping line breaks so offsets still give line numbers.
+
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_SECTION_UNDERLINE = re.compile(r"^\s*[-=~]{3,}\s*$")
+_EXAMPLE_HEADER = re.compile(r"^\s*(Examples?|Usage|Example usage)\s*:?\s*$", re.IGNORECASE)
+_CODE_STATEMENTS = (ast.Assign, ast.AugAssign, ast.Import, ast.ImportFrom, ast.With, ast.For)
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _is_code_line(line: str) -> bool:
+    """A docstring line that is a Python statement (``press = SnapKVPress(0.5)``), not prose."""
+    stripped = line.strip()
+    if not stripped or ("(" not in stripped and "=" not in stripped and not stripped.startswith(("import ", "from "))):
+        return False
+    try:
+        tree = ast.parse(stripped)
+    except (SyntaxError, ValueError):
+        return False
+    if len(tree.body) != 1:
+        return False
+    statement = tree.body[0]
+    if isinstance(statement, ast.AnnAssign):
+        return statement.value is not None  # `SnapKV: a title` is prose; `x: int = f()` is code
+    return isinstance(statement, _CODE_STATEMENTS) or (
+        isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call))
+
+
+def strip_example_code(text: str) -> str:
+    """``text`` (a docstring) with its example code blanked out: fenced blocks, doctest lines,
+    ``::`` literal blocks, "Examples" sections and lone lines that are Python statements."""
+    lines = text.split("\n")
+    keep = [True] * len(lines)
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        stripped = line.strip()
+        if _FENCE.match(line):  # a fenced block, up to its closing fence
+            j = i + 1
+            while j < len(lines) and not _FENCE.match(lines[j]):
+                j += 1
+            for k in range(i, min(j + 1, len(lines))):
+                keep[k] = False
+            i = j + 1
+            continue
+        if stripped.startswith((">>>", "... ")) or stripped == "...":
+            keep[i] = False
+        elif _EXAMPLE_HEADER.match(line) or stripped.endswith("::"):
+            # An "Examples" section (numpy: underlined; Google: "Example:") or a reST literal block:
+            # what follows, up to the next section header or a dedent below the header, is code.
+            header_indent = _indent(line)
+            numpy_style = i + 1 < len(lines) and _SECTION_UNDERLINE.match(lines[i + 1])
+            j = i + (2 if numpy_style else 1)
+            while j < len(lines):
+                nxt = lines[j]
+                if nxt.strip():
+                    if j + 1 < len(lines) and _SECTION_UNDERLINE.match(lines[j + 1]):
+                        break  # the next numpy section
+                    if not numpy_style and _indent(nxt) <= header_indent:
+                        break
+                keep[j] = False
+                j += 1
+            i = j
+            continue
+        elif _is_code_line(line):
+            keep[i] = False
+        i += 1
+    return "\n".join(line if kept else "" for line, kept in zip(lines, keep))
+
+
 def find_paper(press: ClassInfo) -> tuple[Paper, str, int] | None:
     """The paper ``press`` cites, where, and on which line (read from the ``ast`` index)."""
     source = press.source
@@ -87,7 +167,7 @@ def find_paper(press: ClassInfo) -> tuple[Paper, str, int] | None:
     for where, node in docstrings:
         if node is None:
             continue
-        raw = source.segment(node.lineno, node.end_lineno or node.lineno)
+        raw = strip_example_code(source.segment(node.lineno, node.end_lineno or node.lineno))
         found = _first_citation(raw)
         if found:
             paper, offset = found
@@ -116,11 +196,33 @@ def find_paper_in_hierarchy(press: ClassInfo, index: ProjectIndex) -> tuple[Pape
     return None
 
 
-def claims_for(press: ClassInfo, index: ProjectIndex, forced: list[str]) -> list[Claim]:
-    """The claims of ``press``: its paper's, or the ``--claim`` ones when it cites nothing."""
+def paper_of_claim(claim: str) -> Paper | None:
+    """The registered paper that claims ``claim`` (the first one, in registry order)."""
+    return next((paper for paper in load_registry() if claim in paper.claims), None)
+
+
+def forced_origin(claim: str, place: str, kind: str = OPTION) -> ClaimOrigin:
+    """The origin of a claim forced by ``--claim`` or a configuration entry, naming whose claim it is."""
+    paper = paper_of_claim(claim)
+    return ClaimOrigin(kind=kind, place=place, paper=paper.key if paper else "",
+                       paper_label=paper.label if paper else "")
+
+
+def claims_for(press: ClassInfo, index: ProjectIndex, forced: list[str], notes: list[str] | None = None) -> list[Claim]:
+    """The claims of ``press``: its paper's, or the ``--claim`` ones when it cites nothing.
+
+    When ``press`` cites a paper, ``--claim`` leaves it alone; each claim left out that way
+    gets a line in ``notes`` saying why, so that the user is never left guessing.
+    """
     cited = find_paper_in_hierarchy(press, index)
     if cited is not None:
         paper, where, line = cited
-        return [Claim(id=claim, source=f"{where}: {paper.label}", line=line, paper=paper.key)
+        if notes is not None:
+            for claim in sorted(set(forced) - set(paper.claims)):
+                notes.append(f"{press.source.display}:{press.line}: --claim {claim} not applied to {press.name}: "
+                             f"it cites {paper.label} ({where}, line {line}), which does not claim it; "
+                             "--claim only reaches presses that cite no paper (a claim-overrides entry in the "
+                             "configuration adds it to any press)")
+        return [Claim(id=claim, line=line, origin=ClaimOrigin(CITATION, where, paper.key, paper.label))
                 for claim in sorted(paper.claims)]
-    return [Claim(id=claim, source=FORCED_SOURCE, line=press.line, paper="") for claim in sorted(set(forced))]
+    return [Claim(id=claim, line=press.line, origin=forced_origin(claim, FORCED_PLACE)) for claim in sorted(set(forced))]

@@ -13,6 +13,13 @@
     add = ["layer-index-reuse"]          # claims forced onto the matching presses
     drop = []                            # claims taken away from them
 
+    [[press-bases]]                      # [[tool.kvaudit.press-bases]]: press-like classes of other code
+    class = "mlx_lm.models.cache.KVCache"  # a base class: dotted (where it is imported from) or a bare name
+    entry-methods = ["update_and_fetch"] # the methods the framework calls on each layer
+    score-calls = ["chunkkv_update"]     # calls that score and select ("self.scores_fn" or a bare name)
+    layer-index = ["layer_id"]           # attributes holding the layer's own index (default: layer_idx)
+    state = "per-layer"                  # "per-layer": one object per layer; "shared" (default): one for all
+
 Globs are matched against paths relative to the configuration file's folder: ``*`` and
 ``?`` stay inside one path component, ``**`` spans any number; a glob without ``/``
 also matches a file name in any folder.
@@ -35,14 +42,18 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from .analysis.index import KVPRESS_LAYER_INDEX, PressBase
 from .exitcodes import FAIL_ON_CHOICES
-from .model import Claim
+from .model import CONFIG_OVERRIDE, Claim
 from .source import display_path
 
 KVAUDIT_TOML = "kvaudit.toml"
 PYPROJECT = "pyproject.toml"
-KEYS = ("select", "ignore", "fail-on", "per-path-ignores", "claim-overrides")
+KEYS = ("select", "ignore", "fail-on", "per-path-ignores", "claim-overrides", "press-bases")
 OVERRIDE_KEYS = ("path", "class", "add", "drop")
+PRESS_BASE_KEYS = ("class", "entry-methods", "score-calls", "layer-index", "state")
+PRESS_BASE_STATES = ("shared", "per-layer")
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 
 
 class ConfigError(Exception):
@@ -75,6 +86,7 @@ class Config:
     fail_on: str | None = None
     per_path_ignores: dict[str, list[str]] = field(default_factory=dict)
     claim_overrides: list[ClaimOverride] = field(default_factory=list)
+    press_bases: list[PressBase] = field(default_factory=list)
 
     @property
     def root(self) -> Path | None:
@@ -190,7 +202,49 @@ def _validate(table: dict, path: Path, shown: str, prefix: str) -> Config:
             raise fail("claim-overrides", "must be an array of tables ([[claim-overrides]])")
         for number, entry in enumerate(value):
             config.claim_overrides.append(_claim_override(entry, f"claim-overrides[{number}]", fail, shown))
+    if "press-bases" in table:
+        value = table["press-bases"]
+        if not isinstance(value, list):
+            raise fail("press-bases", "must be an array of tables ([[press-bases]])")
+        for number, entry in enumerate(value):
+            config.press_bases.append(_press_base(entry, f"press-bases[{number}]", fail, shown))
     return config
+
+
+def _names(value: object, what: str, fail, required: bool, dotted: bool = True) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise fail(f"must be a list of {what}, not {value!r}")
+    if required and not value:
+        raise fail(f"must name at least one of {what}")
+    for name in value:
+        if not (_DOTTED.match(name) if dotted else name.isidentifier()):
+            raise fail(f"{name!r} is not a Python {'name or dotted name' if dotted else 'name'}")
+    return tuple(dict.fromkeys(value))
+
+
+def _press_base(entry: object, where: str, fail, shown: str) -> PressBase:
+    """One ``[[press-bases]]`` entry: a base class whose subclasses are audited as presses."""
+    if not isinstance(entry, dict):
+        raise fail(where, "must be a table with class, entry-methods and score-calls")
+    unknown = sorted(set(entry) - set(PRESS_BASE_KEYS))
+    if unknown:
+        raise fail(f"{where}.{unknown[0]}", f"unknown key (known keys: {', '.join(PRESS_BASE_KEYS)})")
+    for key in ("class", "entry-methods", "score-calls"):
+        if key not in entry:
+            raise fail(where, f"needs `{key}` (keys: class, entry-methods, score-calls; optional layer-index, state)")
+    cls = entry["class"]
+    if not isinstance(cls, str) or not _DOTTED.match(cls):
+        raise fail(f"{where}.class", f"must be a class name or a dotted path such as pkg.module.Class, not {cls!r}")
+    entry_methods = _names(entry["entry-methods"], "method names", lambda p: fail(f"{where}.entry-methods", p),
+                           required=True, dotted=False)
+    score_calls = _names(entry["score-calls"], "call names", lambda p: fail(f"{where}.score-calls", p), required=True)
+    layer_index = _names(entry.get("layer-index", list(KVPRESS_LAYER_INDEX)), "attribute names",
+                         lambda p: fail(f"{where}.layer-index", p), required=True, dotted=False)
+    state = entry.get("state", "shared")
+    if state not in PRESS_BASE_STATES:
+        raise fail(f"{where}.state", f"must be one of {', '.join(PRESS_BASE_STATES)}, not {state!r}")
+    return PressBase(cls=cls, entry_methods=entry_methods, score_calls=score_calls, layer_index=layer_index,
+                     per_layer_state=state == "per-layer", origin=f"{shown} {where}")
 
 
 def rule_ids_option(values: list[str], option: str) -> list[str]:
@@ -301,7 +355,7 @@ def apply_claim_overrides(press_name: str, press_path: str, press_line: int, cla
     """``claims`` after the overrides matching this press dropped and added theirs (in file order)."""
     if not overrides:
         return claims
-    from .claims import load_registry
+    from .claims import forced_origin
 
     claims = list(claims)
     for override in overrides:
@@ -310,11 +364,8 @@ def apply_claim_overrides(press_name: str, press_path: str, press_line: int, cla
         claims = [c for c in claims if c.id not in override.drop]
         present = {c.id for c in claims}
         for claim in override.add:
-            if claim in present:
-                continue
-            paper = next((p.key for p in load_registry() if claim in p.claims), "")
-            claims.append(Claim(id=claim, source=f"forced by claim-overrides: {override.origin}", line=press_line,
-                                paper=paper))
+            if claim not in present:
+                claims.append(Claim(id=claim, line=press_line, origin=forced_origin(claim, override.origin, CONFIG_OVERRIDE)))
     return sorted(claims, key=lambda c: c.id)
 
 

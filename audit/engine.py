@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .analysis.index import ClassInfo, ProjectIndex
+from .analysis.index import ClassInfo, PressBase, ProjectIndex
 from .analysis.reuse import analyse_reuse
 from .claims import claims_for
 from .config import ClaimOverride, apply_claim_overrides, ignored_for_path
@@ -33,6 +33,8 @@ class CheckOptions:
     per_path_ignores: dict[str, list[str]] = field(default_factory=dict)
     claim_overrides: list[ClaimOverride] = field(default_factory=list)
     config_root: Path | None = None
+    # Press-like classes the project declares (`[[press-bases]]`): audited as presses are.
+    press_bases: tuple[PressBase, ...] = ()
 
 
 def _selected(rule: type[Rule], options: CheckOptions) -> bool:
@@ -42,17 +44,18 @@ def _selected(rule: type[Rule], options: CheckOptions) -> bool:
     return (options.select is None or matches(options.select)) and not matches(options.ignore)
 
 
-def audit_press(index: ProjectIndex, press: ClassInfo, options: CheckOptions) -> PressReport:
-    """Claims, verdicts, evidence and findings of one press."""
+def audit_press(index: ProjectIndex, press: ClassInfo, options: CheckOptions,
+                notes: list[str] | None = None) -> PressReport:
+    """Claims, verdicts, evidence and findings of one press; ``notes`` gets why ``--claim`` left it alone."""
     report = PressReport(name=press.name, path=press.source.display, line=press.line)
-    report.claims = claims_for(press, index, options.forced_claims)
+    report.claims = claims_for(press, index, options.forced_claims, notes)
     report.claims = apply_claim_overrides(press.name, report.path, press.line, report.claims,
                                           options.claim_overrides, options.config_root)
     context = PressContext(press=press, index=index, claims=report.claims)
     if any(c.id == LAYER_INDEX_REUSE for c in report.claims):
         context.reuse = analyse_reuse(index, press, context.flow)
         report.verdicts[LAYER_INDEX_REUSE] = context.reuse.verdict
-        report.evidence = list(context.reuse.evidence)
+        report.evidence = list(dict.fromkeys(context.reuse.evidence))  # each item once
     for rule in all_rules():
         if _selected(rule, options):
             report.findings.extend(rule().check(context))
@@ -89,11 +92,11 @@ def run_check(targets: list[str], options: CheckOptions | None = None) -> AuditR
         except SourceError as err:
             result.files.append(FileStatus(path=display, status="error", message=f"{display}: {err}"))
 
-    index = ProjectIndex(sources)
+    index = ProjectIndex(sources, options.press_bases)
     failed: set[str] = set()
     for press in index.presses():
         try:
-            result.presses.append(audit_press(index, press, options))
+            result.presses.append(audit_press(index, press, options, result.notes))
         except RecursionError:
             failed.add(press.source.display)
             result.files.append(FileStatus(press.source.display, "error",

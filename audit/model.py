@@ -36,6 +36,11 @@ REUSE_PARAMETER = "reuse-parameter"
 LAYER_CHECK = "layer-check"
 INDEX_CACHE = "index-cache"
 GUARDED_SCORE = "guarded-score"
+# State kept per layer (a container keyed by the layer's own index): explains why it is not reuse.
+PER_LAYER_STATE = "per-layer-state"
+# Data read from another layer's entry (`d[layer_idx - 1]`, a group leader's): what is shared, and how.
+CROSS_LAYER_READ = "cross-layer-read"
+EVIDENCE_KINDS = (REUSE_PARAMETER, LAYER_CHECK, INDEX_CACHE, GUARDED_SCORE, PER_LAYER_STATE, CROSS_LAYER_READ)
 
 
 @dataclass(frozen=True)
@@ -61,19 +66,58 @@ class Finding:
     press: str | None = None
 
 
-@dataclass(frozen=True)
-class Claim:
-    """A mechanism a press claims through the paper it cites."""
+# Where a claim comes from (ClaimOrigin.kind).
+CITATION = "citation"  # the press (or a base class) cites a registered paper
+CONFIG_OVERRIDE = "config"  # a `claim-overrides` entry of the configuration file added it
+OPTION = "option"  # `kvaudit check --claim` forced it
 
-    id: str
-    source: str  # where the citation was found, e.g. "class docstring: ChunkKV (arXiv 2502.00299)"
-    line: int
-    paper: str  # registry key of the paper, e.g. "chunkkv"; "" for a forced claim
+
+@dataclass(frozen=True)
+class ClaimOrigin:
+    """Who makes a claim, kept as parts so that no message has to take a string apart."""
+
+    kind: str  # CITATION | CONFIG_OVERRIDE | OPTION
+    place: str  # "class docstring", "inherited from ChunkKVPress (class docstring)", "kvaudit.toml claim-overrides[0]", "--claim"
+    paper: str = ""  # registry key of the paper whose claim it is, e.g. "chunkkv"; "" when unknown
+    paper_label: str = ""  # "ChunkKV (arXiv 2502.00299)"
 
     @property
-    def origin(self) -> str:
-        """Who makes the claim: the cited paper, or the option or configuration that forced it."""
-        return self.source.split(": ", 1)[-1] if self.paper else self.source
+    def source(self) -> str:
+        """One line: where the claim was found or who forced it (the JSON ``source`` field)."""
+        if self.kind == CITATION:
+            return f"{self.place}: {self.paper_label}"
+        return f"forced by {self.place}"
+
+    @property
+    def summary(self) -> str:
+        """Who makes the claim, for a sentence: the cited paper, or the option or file entry that forced it."""
+        if self.kind == CITATION:
+            return self.paper_label
+        return self.place + (f", claim of {self.paper_label}" if self.paper_label else "")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A mechanism a press claims: through the paper it cites, a configuration override or ``--claim``."""
+
+    id: str
+    line: int
+    origin: ClaimOrigin
+
+    @property
+    def source(self) -> str:
+        return self.origin.source
+
+    @property
+    def paper(self) -> str:
+        return self.origin.paper
+
+    def holds(self, press: str) -> str:
+        """``press`` and who holds it to the claim, ending where the mechanism's name follows:
+        "ChunkKVPress cites ChunkKV (arXiv 2502.00299), which claims" or "PlainPress is held by --claim to"."""
+        if self.origin.kind == CITATION:
+            return f"{press} cites {self.origin.paper_label}, which claims"
+        return f"{press} is held by {self.origin.place} to"
 
 
 @dataclass(frozen=True)
@@ -157,6 +201,8 @@ class AuditResult:
     presses: list[PressReport] = field(default_factory=list)
     # Findings not tied to a press (suppression comments, configuration).
     extra_findings: list[Finding] = field(default_factory=list)
+    # Lines for the user that are neither findings nor errors, e.g. why `--claim` left a press alone.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def findings(self) -> list[Finding]:

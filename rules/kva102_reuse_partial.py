@@ -95,4 +95,4 @@ class ChunkKVDeclaresOnly(BasePress):
         sites = ctx.reuse.unguarded_scores
         line = ctx.line_in_press_file(sites[0].source, sites[0].node) if sites else ctx.press.line
         yield self.finding(ctx, line, f"{ctx.press.name}: layer-wise index reuse is only partly implemented: "
-                           + "; ".join(ctx.reuse.gaps))
+                           + "; ".join(ctx.reuse.gaps + ctx.reuse.notes))

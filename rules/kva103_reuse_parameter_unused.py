@@ -11,9 +11,11 @@ from ..rule import PressContext, Rule
 class ReuseParameterUnused(Rule):
     """
     A press that claims layer-wise index reuse declares an integer constructor field that
-    no method ever reads, and whose name or docstring entry speaks of layers, groups,
+    no method acts on, and whose name or docstring entry speaks of layers, groups,
     sharing or reuse. A reuse parameter such as ``n_reuse`` that is only declared gives
-    users a knob that does nothing: setting it changes no layer's behaviour.
+    users a knob that does nothing: setting it changes no layer's behaviour. Uses that
+    only look at the value count as no use: ``assert self.n_reuse >= 1``, ``if ...: raise``,
+    a log line, ``__repr__``, or a copy into another field that nothing reads.
 
     An unused field has no behaviour to analyse, so here (and only here) kvaudit reads
     the name and the numpy-style docstring entry; a field that is used is judged by what
@@ -66,11 +68,42 @@ class ChunkKVDeclaresOnly(BasePress):
         indices = self.press.score(module, hidden_states, keys, values, attentions, kwargs).argsort()
         return keys.gather(2, indices), values.gather(2, indices)
 ''',
+        '''
+import logging
+from dataclasses import dataclass
+from kvpress.presses.base_press import BasePress
+from kvpress.presses.scorer_press import ScorerPress
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ChunkKVValidatesOnly(BasePress):
+    """ChunkKV (arXiv 2502.00299): n_reuse is checked, logged and shown, never acted on."""
+
+    press: ScorerPress = None
+    n_reuse: int = 2
+
+    def __post_init__(self):
+        assert self.n_reuse >= 1, f"n_reuse must be positive, got {self.n_reuse}"
+        if self.n_reuse > 64:
+            raise ValueError(f"n_reuse={self.n_reuse} is larger than any model")
+
+    def __repr__(self):
+        return f"ChunkKVValidatesOnly(n_reuse={self.n_reuse})"
+
+    def compress(self, module, hidden_states, keys, values, attentions, kwargs):
+        logger.debug("reuse groups of %d layers", self.n_reuse)
+        indices = self.press.score(module, hidden_states, keys, values, attentions, kwargs).argsort()
+        return keys.gather(2, indices), values.gather(2, indices)
+''',
     ]
 
     def check(self, ctx: PressContext) -> Iterator[Finding]:
         if ctx.reuse is None:
             return
         for decl in ctx.reuse.unused_int_fields:
+            uses = ctx.reuse.unused_uses.get(decl.name)
+            how = f"only validated or shown ({uses}), never used" if uses else "declared but never used"
             yield self.finding(ctx, decl.source.line_of(decl.node),
-                               f"{ctx.press.name}.{decl.name} is declared but never used: it cannot set reuse groups")
+                               f"{ctx.press.name}.{decl.name} is {how}: it cannot set reuse groups")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from kvaudit.model import EVIDENCE_KINDS
 from helpers import STATIC_PRESSES, run_cli
 
 VERDICTS = {"implemented", "partial", "missing"}
-KINDS = {"reuse-parameter", "layer-check", "index-cache", "guarded-score"}
+KINDS = set(EVIDENCE_KINDS)
+ORIGINS = {"citation", "config", "option"}
 SEVERITIES = {"error", "warning", "info"}
 
 
@@ -22,6 +24,8 @@ def _check_shape(payload: dict) -> None:
         assert set(press["verdicts"]) <= {"layer-index-reuse"}
         assert set(press["verdicts"].values()) <= VERDICTS
         assert bool(press["claims"]) == bool(press["verdicts"])
+        items = [tuple(sorted(item.items())) for item in press["evidence"]]
+        assert len(items) == len(set(items)), f"{press['name']}: evidence listed twice"
         for item in press["evidence"]:
             assert item["kind"] in KINDS and isinstance(item["line"], int) and isinstance(item["detail"], str)
         for finding in press["findings"]:

@@ -1,8 +1,14 @@
-"""Press discovery: which classes inherit, directly or not, from kvpress's ``BasePress``.
+"""Press discovery: which classes inherit, directly or not, from kvpress's ``BasePress``
+(or from a press base the project declares in its configuration, see :class:`PressBase`).
 
 Bases are followed through the files of the run, through ``import`` statements, and
 into kvpress's own installed source (found on disk, never imported), so that a press
 deriving from ``ChunkKVPress`` is analysed together with the methods it inherits.
+
+A base that cannot be found makes no press: when kvpress is installed and a class
+derives from a name kvpress does not have (a fork's own press, say), kvaudit cannot
+see the methods it inherits, so it does not pretend to audit it. Only when kvpress is
+not installed at all are names imported from it trusted.
 """
 
 from __future__ import annotations
@@ -21,6 +27,39 @@ ROOT_CLASS = "BasePress"
 ROOT_MODULE_SUFFIX = ("kvpress", "presses", "base_press.py")
 KVPRESS = "kvpress"
 _MAX_REEXPORT_HOPS = 4
+_THIRD_PARTY = frozenset({"site-packages", "dist-packages"})
+# kvpress's own model of a press: one object hooked on every layer, entered through these methods.
+KVPRESS_ENTRY_METHODS = ("forward_hook", "compress")
+KVPRESS_LAYER_INDEX = ("layer_idx",)
+
+
+@dataclass(frozen=True)
+class PressBase:
+    """A press base a project declares (``[[tool.kvaudit.press-bases]]``): classes deriving
+    from ``cls`` are audited as presses, entered through ``entry_methods``, scoring with
+    ``score_calls``.
+
+    ``cls`` is dotted (``mlx_lm.models.cache.KVCache``, matched against where the base is
+    imported from) or a bare class name. ``per_layer_state`` says that the framework builds one
+    object per layer (MLX caches), so state kept on ``self`` is per-layer state; kvpress hooks
+    one press object on every layer, so its state is shared by all layers.
+    """
+
+    cls: str
+    entry_methods: tuple[str, ...]
+    score_calls: tuple[str, ...] = ()
+    layer_index: tuple[str, ...] = KVPRESS_LAYER_INDEX
+    per_layer_state: bool = False
+    origin: str = ""  # e.g. "pyproject.toml press-bases[0]"
+
+    def matches(self, qualified: str) -> bool:
+        """Whether a base known as ``qualified`` (``module.Class``) is this one."""
+        if "." in self.cls:
+            return qualified == self.cls
+        return qualified.rpartition(".")[2] == self.cls
+
+
+KVPRESS_MODEL = PressBase(f"{KVPRESS}.presses.base_press.{ROOT_CLASS}", KVPRESS_ENTRY_METHODS)
 
 
 def dotted(expr: ast.expr | cst.BaseExpression) -> str | None:
@@ -58,7 +97,9 @@ class ClassInfo:
     bases: list[str]
     is_target: bool  # defined in a file the user asked for (not an inherited base's file)
     occurrence: int = 0  # how many top-level classes of the same name come before it
-    resolved_bases: list[ClassInfo | str] = field(default_factory=list)  # str: external press marker
+    # A str is a base whose source was not found, as ``module.Class`` (kvpress when not installed,
+    # a configured press base from a framework that is not installed here).
+    resolved_bases: list[ClassInfo | str] = field(default_factory=list)
 
     @property
     def line(self) -> int:
@@ -93,6 +134,7 @@ class ModuleInfo:
     name: str
     classes: dict[str, ClassInfo]
     imports: dict[str, tuple[str, str | None]]  # local name -> (module, imported name or None)
+    functions: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = field(default_factory=dict)  # top level
 
 
 def _absolute_module(module_name: str, is_package: bool, relative: int, target: str) -> str:
@@ -108,9 +150,12 @@ def _index_module(source: SourceFile, is_target: bool, name: str | None = None) 
     is_package = source.path.stem == "__init__"
     classes: dict[str, ClassInfo] = {}
     imports: dict[str, tuple[str, str | None]] = {}
+    functions: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = {}
     seen: dict[str, int] = {}
     for statement in source.tree.body:
-        if isinstance(statement, ast.ClassDef):
+        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            functions[statement.name] = statement
+        elif isinstance(statement, ast.ClassDef):
             bases = [d for d in (dotted(b) for b in statement.bases) if d]
             occurrence = seen.get(statement.name, 0)
             seen[statement.name] = occurrence + 1
@@ -127,7 +172,7 @@ def _index_module(source: SourceFile, is_target: bool, name: str | None = None) 
                 else:  # `import a.b` binds `a`
                     head = alias.name.split(".")[0]
                     imports[head] = (head, None)
-    return ModuleInfo(source, name, classes, imports)
+    return ModuleInfo(source, name, classes, imports, functions)
 
 
 def _source_root(info: ModuleInfo) -> Path:
@@ -141,7 +186,8 @@ def _source_root(info: ModuleInfo) -> Path:
 class ProjectIndex:
     """All classes of the run, plus the files of the bases they import."""
 
-    def __init__(self, sources: list[SourceFile]) -> None:
+    def __init__(self, sources: list[SourceFile], press_bases: tuple[PressBase, ...] = ()) -> None:
+        self.press_bases = tuple(press_bases)
         self.modules: list[ModuleInfo] = [_index_module(s, is_target=True) for s in sources]
         self._by_name: dict[str, ModuleInfo] = {}
         for info in self.modules:
@@ -207,18 +253,88 @@ class ProjectIndex:
             found = self._lookup(module_of_name, class_name)
         if found is not None:
             return found
-        # kvpress is not installed here: trust kvpress press names imported from it.
-        if module_of_name.split(".")[0] == KVPRESS and class_name.endswith("Press"):
-            return f"{module_of_name}.{class_name}"
+        # Not found: remember where it comes from (a configured press base may name it).
+        return f"{module_of_name}.{class_name}"
+
+    # -- names, functions, configured bases ------------------------------------------------
+    def module_of(self, source: SourceFile) -> ModuleInfo | None:
+        """The module record of a file the index holds."""
+        return next((info for info in self._by_name.values() if info.source is source), None)
+
+    def resolve_class(self, source: SourceFile, name: str) -> ClassInfo | None:
+        """The class ``name`` (``C`` or ``m.C``) means in ``source``, if its source is reachable."""
+        info = self.module_of(source)
+        found = self._resolve_base(info, name) if info is not None else None
+        return found if isinstance(found, ClassInfo) else None
+
+    def resolve_function(self, source: SourceFile, name: str) -> tuple[SourceFile, str] | None:
+        """The top-level function ``name`` (``f`` or ``module.f``) means in ``source``: defined
+        there or imported from another file of the run (never from kvpress or elsewhere)."""
+        info = self.module_of(source)
+        if info is None:
+            return None
+        head, _, rest = name.partition(".")
+        if not rest and head in info.functions:
+            return info.source, head
+        if head not in info.imports:
+            return None
+        module, imported = info.imports[head]
+        module_name, function = (module, imported) if imported is not None and not rest else (
+            (f"{module}.{imported}" if imported else module), rest)
+        if not function or "." in function or not self._in_run(module_name):
+            return None
+        target = self._module(module_name)
+        return (target.source, function) if target is not None and function in target.functions else None
+
+    def _in_run(self, module_name: str) -> bool:
+        # A module of the run's own packages, or a file beside the run's files; never a
+        # third-party library (torch is not read, even when the run is in site-packages).
+        if module_name in self._by_name or module_name.split(".")[0] in self._packages:
+            return True
+        path = resolve_module(module_name, self._roots)
+        return path is not None and not _THIRD_PARTY.intersection(path.parts)
+
+    @cached_property
+    def _packages(self) -> frozenset[str]:
+        return frozenset(info.name.split(".")[0] for info in self.modules if "." in info.name)
+
+    def press_model(self, cls: ClassInfo) -> PressBase:
+        """How ``cls`` works as a press: kvpress's model, or that of the configured base it derives from."""
+        return self._configured_base(cls, frozenset()) or KVPRESS_MODEL
+
+    def _configured_base(self, cls: ClassInfo, seen: frozenset[int]) -> PressBase | None:
+        if not self.press_bases or id(cls) in seen:
+            return None
+        for base in cls.resolved_bases:
+            qualified = base if isinstance(base, str) else f"{self._module_name(base)}.{base.name}"
+            found = next((b for b in self.press_bases if b.matches(qualified)), None)
+            if found is None and isinstance(base, ClassInfo):
+                found = self._configured_base(base, seen | {id(cls)})
+            if found is not None:
+                return found
         return None
+
+    def _module_name(self, cls: ClassInfo) -> str:
+        info = self.module_of(cls.source)
+        return info.name if info is not None else module_name_of(cls.source.path)
+
+    @cached_property
+    def _kvpress_installed(self) -> bool:
+        return resolve_module(KVPRESS) is not None
 
     # -- queries -------------------------------------------------------------------------
     def is_press(self, cls: ClassInfo, seen: frozenset[int] = frozenset()) -> bool:
         """True when ``cls`` inherits, directly or not, from kvpress's BasePress."""
         if id(cls) in seen:
             return False
+        if self._configured_base(cls, frozenset()) is not None:
+            return True
         for base in cls.resolved_bases:
-            if isinstance(base, str) or base.is_root or self.is_press(base, seen | {id(cls)}):
+            if isinstance(base, str):
+                # kvpress is not installed here: trust kvpress press names imported from it.
+                if base.split(".")[0] == KVPRESS and base.endswith("Press") and not self._kvpress_installed:
+                    return True
+            elif base.is_root or self.is_press(base, seen | {id(cls)}):
                 return True
         return False
 

@@ -3,8 +3,14 @@
 Algorithm 2: layers form groups of ``N_reuse``; only a group's first layer scores and
 selects, the others gather with its indices. In code that needs four things, one per
 evidence kind: a reuse parameter in layer-group arithmetic, a branch on the layer's
-position, an index cache kept on the press across calls, and ``score()`` guarded so that
+position, an index cache that other layers read, and ``score()`` guarded so that
 follower layers never reach it.
+
+Two things look like reuse and are not, and the evidence says so:
+- state kept per layer: a container keyed by the layer's own index (a step counter, a
+  running sum, a mask refreshed while decoding) is read back by the same layer only;
+- another layer's scores blended into a layer's own (``0.8 * own + 0.2 * previous``):
+  every layer still scores and selects for itself.
 """
 
 from __future__ import annotations
@@ -15,15 +21,37 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
-from .flow import SCORE, Branch, Cond, FlowFacts, Read, ScoreSite, Store, attrs_in
+from .flow import (
+    GROUP,
+    INDICES,
+    KEY_GROUP,
+    KEY_OTHER,
+    KEY_OWN,
+    KEY_SHARED,
+    LAYER,
+    OTHER,
+    SCORE,
+    Blend,
+    Branch,
+    Cond,
+    FlowFacts,
+    Read,
+    ScoreSite,
+    Store,
+    attrs_in,
+    cross_in,
+    own_in,
+)
 from .index import ClassInfo, ProjectIndex
 from ..model import (
+    CROSS_LAYER_READ,
     GUARDED_SCORE,
     IMPLEMENTED,
     INDEX_CACHE,
     LAYER_CHECK,
     MISSING,
     PARTIAL,
+    PER_LAYER_STATE,
     REUSE_PARAMETER,
     Evidence,
 )
@@ -61,6 +89,10 @@ class ReuseAnalysis:
     unguarded_scores: list[ScoreSite]
     stale_caches: list[tuple[str, Read]]
     gaps: list[str] = field(default_factory=list)  # what a partial implementation lacks
+    # Why what looks like reuse is not: per-layer state, blended scores (for KVA101/KVA102 messages).
+    notes: list[str] = field(default_factory=list)
+    # field name -> how the value of an unused field is only looked at ("assert at line 30"); "" if never read
+    unused_uses: dict[str, str] = field(default_factory=dict)
 
 
 def constructor_fields(index: ProjectIndex, press: ClassInfo) -> list[FieldDecl]:
@@ -87,10 +119,14 @@ class _EvidenceBuilder:
     def __init__(self, press: ClassInfo) -> None:
         self.press = press
         self.items: list[Evidence] = []
+        self._seen: set[Evidence] = set()
 
     def add(self, kind: str, source: SourceFile, node: cst.CSTNode, detail: str) -> None:
         path = None if source is self.press.source else source.display
-        self.items.append(Evidence(kind=kind, line=source.line_of(node), detail=detail, path=path))
+        item = Evidence(kind=kind, line=source.line_of(node), detail=detail, path=path)
+        if item not in self._seen:  # one site reached on several paths is one piece of evidence
+            self._seen.add(item)
+            self.items.append(item)
 
 
 # An unused field has no behaviour to analyse: only its name and documentation can say
@@ -120,39 +156,205 @@ def _is_lazy(store: Store, attr: str) -> bool:
     return any(attr in attrs_in(c.labels) for c in store.context)
 
 
+def _crosses(store: Store, read: Read) -> bool:
+    """Whether ``read`` can see what ``store`` wrote on another layer."""
+    if read.key in (KEY_GROUP, KEY_OTHER) or store.key == KEY_GROUP:
+        return True  # a key built by group arithmetic, or another layer's index
+    return store.key == KEY_SHARED and read.key == KEY_SHARED  # one slot for every layer
+
+
+def _shown(attr: str) -> str:
+    # Held objects' state is named `Class.attr` (see flow._Object).
+    return f"`{attr}` (state of an object the press holds)" if "." in attr else f"`self.{attr}`"
+
+
+def _held_data(stores: list[Store]) -> str:
+    labels = frozenset().union(*(s.labels for s in stores)) if stores else frozenset()
+    return "selected indices" if INDICES in labels else "scores" if SCORE in labels else "values"
+
+
+def _key_text(site: Store | Read) -> str:
+    return f" (key `{snippet(site.source, site.key_node)}`)" if site.key_node is not None else ""
+
+
+class _Judge:
+    """Builds the evidence and the verdict from the flow facts of one press."""
+
+    def __init__(self, index: ProjectIndex, press: ClassInfo, facts: FlowFacts) -> None:
+        self.press = press
+        self.facts = facts
+        self.evidence = _EvidenceBuilder(press)
+        self.fields = constructor_fields(index, press)
+        # What happens while layers are compressed: configuration set up before, and global passes
+        # run after the forward (a budget table computed from every layer), share nothing between layers.
+        self.data_stores = [s for s in facts.stores if not s.is_reset and s.on_path
+                            and s.method.rsplit(".", 1)[-1] not in _CONSTRUCTION]
+        self.value_reads = [r for r in facts.reads if not r.state_only and r.on_path]
+        self.stores_of: dict[str, list[Store]] = {}
+        for store in self.data_stores:
+            self.stores_of.setdefault(store.attr, []).append(store)
+        self.counters = {s.attr for s in self.data_stores if s.is_increment and s.key == KEY_OWN}
+        self.notes: list[str] = []
+
+    # -- reuse parameters --------------------------------------------------------------------
+    def reuse_fields(self) -> list[str]:
+        names = {f.name for f in self.fields}
+        found: list[str] = []
+        for arithmetic in self.facts.arithmetic:
+            used = sorted(arithmetic.attrs & names)
+            for name in used:
+                self.evidence.add(REUSE_PARAMETER, arithmetic.source, arithmetic.node,
+                                  f"field `{name}` sets the layer group: `{snippet(arithmetic.source, arithmetic.node)}`")
+            found.extend(n for n in used if n not in found)
+        return found
+
+    def _is_used(self, attr: str, seen: frozenset[str] = frozenset()) -> bool:
+        for read in self.facts.reads:
+            if read.attr != attr:
+                continue
+            if read.sink is None:
+                return True
+            if read.sink.startswith("store:") and read.sink[6:] not in seen | {attr} and self._is_used(read.sink[6:], seen | {attr}):
+                return True
+        return False
+
+    def unused_fields(self, reuse_fields: list[str]) -> tuple[list[FieldDecl], dict[str, str]]:
+        """Integer fields described as a layer knob that nothing acts on: never read, or only
+        validated (assert, raise), shown (repr, logging) or stored where nothing reads it."""
+        unused, uses = [], {}
+        for decl in self.fields:
+            if (not decl.is_int or decl.source is not self.press.source or decl.name in reuse_fields
+                    or self._is_used(decl.name) or not _described_as_layer_knob(self.press, decl.name)):
+                continue
+            looks = [r for r in self.facts.reads if r.attr == decl.name]
+            shown = sorted({f"{(r.sink or '').split(':')[0]} at line {r.source.line_of(r.node)}" for r in looks})
+            uses[decl.name] = ", ".join(shown)
+            if shown:
+                detail = f"integer field `{decl.name}` is declared but only validated or shown ({uses[decl.name]}), never used"
+            else:
+                detail = f"integer field `{decl.name}` is declared but never used"
+            self.evidence.add(REUSE_PARAMETER, decl.source, decl.node, detail)
+            unused.append(decl)
+        return unused, uses
+
+    # -- state across layers -----------------------------------------------------------------
+    def blended(self) -> dict[str, Blend]:
+        """Slots other layers write whose values are mixed into this layer's own by arithmetic."""
+        found: dict[str, Blend] = {}
+        for blend in self.facts.blends:
+            stores = self.stores_of.get(blend.attr, [])
+            if not blend.on_path or not stores or INDICES in frozenset().union(*(s.labels for s in stores)):
+                continue  # index arithmetic on shared indices (offsets) is not blending
+            reads = [r for r in self.value_reads if r.attr == blend.attr]
+            # Another layer's entry by key, or one slot for all layers that holds scores.
+            if any(r.key in (KEY_OTHER, KEY_GROUP) and _crosses(s, r) for s in stores for r in reads) or any(
+                    SCORE in s.labels and _crosses(s, r) for s in stores for r in reads):
+                found.setdefault(blend.attr, blend)
+        return found
+
+    def caches(self, blended: dict[str, Blend]) -> list[str]:
+        selection = [s for s in self.data_stores if s.labels & {SCORE, INDICES}]
+        found = sorted({s.attr for s in selection for r in self.value_reads
+                        if r.attr == s.attr and _crosses(s, r)} - set(blended))
+        for attr in found:
+            store = next(s for s in selection if s.attr == attr)
+            what = _held_data([s for s in selection if s.attr == attr])
+            if store.key == KEY_SHARED:
+                detail = f"{_shown(attr)} keeps {what} across calls"
+            else:
+                reader = next(r for r in self.value_reads if r.attr == attr and _crosses(store, r))
+                whose = "its layer group's" if KEY_GROUP in (store.key, reader.key) else "another layer's"
+                detail = f"{_shown(attr)} keeps {what} that later layers read as {whose} entry{_key_text(reader)}"
+            self.evidence.add(INDEX_CACHE, store.source, store.node, detail)
+        return found
+
+    def cross_layer_reads(self, blended: dict[str, Blend], caches: list[str]) -> None:
+        """Say what a read of another layer's entry shares: indices, or scores blended in."""
+        for read in self.value_reads:
+            stores = self.stores_of.get(read.attr, [])
+            if not stores or not any(_crosses(s, read) for s in stores):
+                continue
+            blend = blended.get(read.attr)
+            if blend is not None:
+                what = _held_data(stores)
+                whose = "another layer's" if read.key in (KEY_OTHER, KEY_GROUP) else "the previous layer's"
+                self.evidence.add(
+                    CROSS_LAYER_READ, read.source, read.node,
+                    f"`{snippet(read.source, read.node)}` reads {whose} {what}{_key_text(read)} and blends them into "
+                    f"this layer's own (`{snippet(blend.source, blend.node)}`, line {blend.source.line_of(blend.node)}): "
+                    "every layer still scores and selects for itself, so this is score blending, not index reuse")
+            elif read.attr in caches and read.key in (KEY_OTHER, KEY_GROUP):
+                whose = "its layer group's" if read.key == KEY_GROUP else "another layer's"
+                self.evidence.add(CROSS_LAYER_READ, read.source, read.node,
+                                  f"`{snippet(read.source, read.node)}` reads {whose} {_held_data(stores)}"
+                                  f"{_key_text(read)}: shared across layers")
+        for attr, blend in sorted(blended.items()):
+            self.notes.append(f"{_shown(attr)} carries another layer's {_held_data(self.stores_of[attr])} only to "
+                              f"blend them into each layer's own (line {blend.source.line_of(blend.node)}), which is "
+                              "not index reuse")
+
+    def per_layer_state(self, caches: list[str], blended: dict[str, Blend]) -> None:
+        own_reads = {r.attr for r in self.facts.reads if r.key == KEY_OWN}
+        branch_attrs = {a for b in self.facts.branches for a in own_in(b.labels)}
+        per_layer = sorted({s.attr for s in self.data_stores if s.key == KEY_OWN} - set(caches) - set(blended))
+        shown = []
+        for attr in per_layer:
+            stores = [s for s in self.stores_of[attr] if s.key == KEY_OWN]
+            holds_selection = any(s.labels & {SCORE, INDICES} for s in stores)
+            if attr not in self.counters and not holds_selection and attr not in branch_attrs:
+                continue
+            if attr not in own_reads and not holds_selection and attr not in self.counters:
+                continue
+            store = stores[0]
+            where = ("lives on an object the framework builds for each layer" if self.facts.per_layer_object
+                     else f"is keyed by the layer's own index{_key_text(store)}")
+            if attr in self.counters:
+                detail = f"{_shown(attr)} {where}: a per-layer step counter, not a layer group"
+            else:
+                detail = (f"{_shown(attr)} {where}: per-layer state ({_held_data(stores)}), each layer reads back "
+                          "only its own entry, so nothing is shared across layers")
+            self.evidence.add(PER_LAYER_STATE, store.source, store.node, detail)
+            shown.append(attr)
+        if shown and not caches:
+            names = ", ".join(_shown(a) for a in shown)
+            self.notes.append(f"its layer state ({names}) is per-layer: each layer reads back its own entry, "
+                              "nothing is shared across layers")
+
+    # -- branches and score() --------------------------------------------------------------------
+    def branches(self) -> list[Branch]:
+        group = []
+        for branch in self.facts.branches:
+            labels = branch.labels
+            if GROUP in labels:
+                kind = "layer-group test"
+                group.append(branch)
+            elif labels & {LAYER, OTHER}:
+                kind = "plain layer-position test, not a reuse group"
+            elif own_in(labels):
+                names = sorted(own_in(labels))
+                counters = [n for n in names if n in self.counters]
+                if counters:
+                    kind = f"per-layer step counter {', '.join(_shown(n) for n in counters)}, not a layer group"
+                else:
+                    kind = f"tests per-layer state {', '.join(_shown(n) for n in names)}, not a layer group"
+            else:
+                names = sorted(cross_in(labels))
+                kind = f"tests another layer's entry of {', '.join(_shown(n) for n in names)}, not a layer group"
+            self.evidence.add(LAYER_CHECK, branch.source, branch.node, f"`{snippet(branch.source, branch.node)}` ({kind})")
+        return group
+
+
 def analyse_reuse(index: ProjectIndex, press: ClassInfo, facts: FlowFacts) -> ReuseAnalysis:
     """Turn the flow facts of ``press`` into evidence and a verdict."""
-    evidence = _EvidenceBuilder(press)
-    fields = constructor_fields(index, press)
-    field_names = {f.name for f in fields}
-
-    reuse_fields: list[str] = []
-    for arithmetic in facts.arithmetic:
-        used = sorted(arithmetic.attrs & field_names)
-        for name in used:
-            evidence.add(REUSE_PARAMETER, arithmetic.source, arithmetic.node,
-                         f"field `{name}` sets the layer group: `{snippet(arithmetic.source, arithmetic.node)}`")
-        reuse_fields.extend(n for n in used if n not in reuse_fields)
-
-    read_attrs = {r.attr for r in facts.reads}
-    unused = [f for f in fields if f.is_int and f.name not in read_attrs and f.source is press.source
-              and _described_as_layer_knob(press, f.name)]
-    for decl in unused:
-        evidence.add(REUSE_PARAMETER, decl.source, decl.node,
-                     f"integer field `{decl.name}` is declared but never used")
-
-    group_branches = [b for b in facts.branches if b.labels & {"group"}]
-    for branch in facts.branches:
-        kind = "layer-group test" if branch in group_branches else "plain layer-position test, not a reuse group"
-        evidence.add(LAYER_CHECK, branch.source, branch.node, f"`{snippet(branch.source, branch.node)}` ({kind})")
-
-    score_stores = [s for s in facts.stores if SCORE in s.labels and not s.is_reset]
-    value_reads = [r for r in facts.reads if not r.state_only]
-    caches = sorted({s.attr for s in score_stores} & {r.attr for r in value_reads})
-    for attr in caches:
-        store = next(s for s in score_stores if s.attr == attr)
-        evidence.add(INDEX_CACHE, store.source, store.node,
-                     f"`self.{attr}` keeps selected indices or scores across calls")
+    judge = _Judge(index, press, facts)
+    evidence = judge.evidence
+    reuse_fields = judge.reuse_fields()
+    unused, unused_uses = judge.unused_fields(reuse_fields)
+    group_branches = judge.branches()
+    blended = judge.blended()
+    caches = judge.caches(blended)
+    judge.cross_layer_reads(blended, caches)
+    judge.per_layer_state(caches, blended)
 
     guarded = [s for s in facts.score_sites if _guard_of(s) is not None]
     unguarded = [s for s in facts.score_sites if _guard_of(s) is None]
@@ -164,19 +366,21 @@ def analyse_reuse(index: ProjectIndex, press: ClassInfo, facts: FlowFacts) -> Re
 
     # Followers read the cache: a value read that the score() guard's leader side does not enclose.
     follower_reads = [
-        read for read in value_reads if read.attr in caches
+        read for read in judge.value_reads if read.attr in caches
+        and any(_crosses(s, read) for s in judge.stores_of[read.attr])
         and any(not _under(read.context, _guard_of(site)) for site in guarded)
     ]
     all_guarded = bool(facts.score_sites) and not unguarded
     implemented = all_guarded and bool(follower_reads)
 
     stale: list[tuple[str, Read]] = []
+    score_stores = [s for s in judge.data_stores if s.labels & {SCORE, INDICES}]
     for attr in caches:
         stores = [s for s in score_stores if s.attr == attr]
         refreshed = any(not _is_lazy(s, attr) for s in stores)
         reset = any(s.is_reset and s.attr == attr and s.method.rsplit(".", 1)[-1] not in _CONSTRUCTION for s in facts.stores)
         if stores and not refreshed and not reset:
-            stale.append((attr, next(r for r in value_reads if r.attr == attr)))
+            stale.append((attr, next(r for r in judge.value_reads if r.attr == attr)))
 
     gaps = []
     if not reuse_fields:
@@ -203,6 +407,8 @@ def analyse_reuse(index: ProjectIndex, press: ClassInfo, facts: FlowFacts) -> Re
         unguarded_scores=unguarded,
         stale_caches=stale,
         gaps=gaps if verdict != IMPLEMENTED else [],
+        notes=judge.notes if verdict != IMPLEMENTED else [],
+        unused_uses=unused_uses,
     )
 
 

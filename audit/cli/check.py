@@ -97,6 +97,7 @@ def static_options(
         per_path_ignores=dict(settings.per_path_ignores),
         claim_overrides=list(settings.claim_overrides),
         config_root=settings.root,
+        press_bases=tuple(settings.press_bases),
     )
     return options, settings
 
@@ -138,6 +139,8 @@ def check(
     options, settings = static_options(claim, select, ignore, config, no_config)
     threshold = fail_on.value if fail_on is not None else settings.fail_on or FailOn.error.value
     result = run_check(list(targets) if targets else [DEFAULT_TARGET], options)
+    for note in result.notes:  # e.g. why --claim left a press alone; stderr keeps stdout machine-readable
+        typer.echo(f"note: {note}", err=True)
     if trace or compare_reference:
         # Imported here: the tracer's worker imports torch, the static path never does.
         from ..tracer import attach_traces

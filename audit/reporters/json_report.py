@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..model import AuditResult, Evidence, Finding, PressReport
+from ..model import AuditResult, Claim, Evidence, Finding, PressReport
 from ..tracer.serialize import trace_to_dict
 
 SCHEMA = "kvaudit.check/1"
@@ -18,6 +18,12 @@ def evidence_dict(item: Evidence) -> dict[str, Any]:
     return data
 
 
+def claim_dict(claim: Claim) -> dict[str, Any]:
+    # `source` is the one-line form; `origin` gives its parts (kind: citation | config | option).
+    origin = {"kind": claim.origin.kind, "place": claim.origin.place, "paper": claim.origin.paper or None}
+    return {"id": claim.id, "source": claim.source, "line": claim.line, "origin": origin}
+
+
 def finding_dict(finding: Finding) -> dict[str, Any]:
     return {"rule": finding.rule, "severity": finding.severity.value, "line": finding.line,
             "message": finding.message}
@@ -28,7 +34,7 @@ def press_dict(press: PressReport) -> dict[str, Any]:
         "name": press.name,
         "path": press.path,
         "line": press.line,
-        "claims": [{"id": c.id, "source": c.source, "line": c.line} for c in press.claims],
+        "claims": [claim_dict(c) for c in press.claims],
         "verdicts": dict(sorted(press.verdicts.items())),
         "evidence": [evidence_dict(e) for e in press.evidence],
         "findings": [finding_dict(f) for f in press.findings],

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..model import LAYER_INDEX_REUSE, AuditResult, Finding, PressReport, PressTrace, TraceRun
+from ..model import CITATION, LAYER_INDEX_REUSE, AuditResult, Finding, PressReport, PressTrace, TraceRun
 from ..rule import rule_by_id
 from ..tracer.compare import verdict_pair
 
@@ -136,7 +136,8 @@ def _static_section(press: PressReport, ctx: ReportContext) -> list[str]:
     if press.claims:
         out.append("**Claim.**")
         for claim in press.claims:
-            out.append(f"- `{claim.id}`, cited in the {claim.source} (line {claim.line}).")
+            how = f"cited in the {claim.source}" if claim.origin.kind == CITATION else claim.source
+            out.append(f"- `{claim.id}`, {how} (line {claim.line}).")
         out.append("")
         out.append(f"**Static verdict:** {', '.join(press.verdicts.values()) or '—'}.")
         out.append("")
@@ -243,7 +244,7 @@ def key_statements(result: AuditResult) -> list[str]:
             continue
         claim = next(c for c in press.claims if c.id == LAYER_INDEX_REUSE)
         has = {"implemented": "implements", "partial": "only partly implements", "missing": "has no"}[verdict]
-        sentence = (f"**{press.name} {has} layer-wise index reuse** (claimed by {claim.origin}): "
+        sentence = (f"**{press.name} {has} layer-wise index reuse** (claimed by {claim.origin.summary}): "
                     f"static verdict `{verdict}`")
         trace = press.trace
         if trace is not None and trace.status == "ok" and trace.runs:

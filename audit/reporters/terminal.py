@@ -25,7 +25,7 @@ CONTEXT_LINES = 2
 def _claims_cell(press: PressReport) -> Text:
     if not press.claims:
         return Text("none", style="dim")
-    return Text("\n".join(f"{c.id}\n{c.origin}, L{c.line}" for c in press.claims))
+    return Text("\n".join(f"{c.id}\n{c.origin.summary}, L{c.line}" for c in press.claims))
 
 
 def _verdict_cell(press: PressReport) -> Text:
