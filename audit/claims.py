@@ -93,6 +93,7 @@ def _comment_lines(text: str) -> list[tuple[int, str]]:
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _SECTION_UNDERLINE = re.compile(r"^\s*[-=~]{3,}\s*$")
 _EXAMPLE_HEADER = re.compile(r"^\s*(Examples?|Usage|Example usage)\s*:?\s*$", re.IGNORECASE)
+_INLINE_CALL = re.compile(r"(?<![\w.])[A-Za-z_][\w.]*(?=\()")
 _CODE_STATEMENTS = (ast.Assign, ast.AugAssign, ast.Import, ast.ImportFrom, ast.With, ast.For)
 
 
@@ -157,7 +158,10 @@ def strip_example_code(text: str) -> str:
         elif _is_code_line(line):
             keep[i] = False
         i += 1
-    return "\n".join(line if kept else "" for line, kept in zip(lines, keep))
+    # What is left is prose; a call written inside it (`..., e.g. ComposedPress([SnapKVPress(0.5)])`)
+    # names a class, it does not cite its paper.
+    return "\n".join(_INLINE_CALL.sub(lambda m: " " * len(m.group(0)), line) if kept else ""
+                     for line, kept in zip(lines, keep))
 
 
 def find_paper(press: ClassInfo) -> tuple[Paper, str, int] | None:

@@ -108,7 +108,9 @@ def run_check(targets: list[str], options: CheckOptions | None = None) -> AuditR
     for source in sources:
         if source.display in failed:
             continue
-        message = None if source.display in pressed else f"{source.display}: no press classes"
+        message = None if source.display in pressed else f"{source.display}: no press classes" + "".join(
+            f"; {cls} derives from {base}, which the installed kvpress does not have, so it is not audited"
+            for cls, base in index.unknown_bases(source))
         result.files.append(FileStatus(path=source.display, status="ok", message=message))
     _flag_directories_without_presses(targets, result)
     # Inline `# kvaudit: ignore[...]` comments, once every rule has run (KVA001, KVA002).

@@ -10,15 +10,15 @@ from ..analysis.tensors import (
     BROADCAST_CALLS,
     PAIR_CALLS,
     Method,
+    batch_names,
     bindings,
     call_name,
     call_receiver,
     derived_from,
     first_index,
     function_form,
-    index_names,
+    is_batch_tensor,
     is_full_slice,
-    is_index_tensor,
     is_int,
     is_zero,
     press_methods,
@@ -30,13 +30,8 @@ from ..analysis.tensors import (
 from ..model import Finding, Severity
 from ..rule import PressContext, Rule
 
-_SCORE_METHOD = "score"
 _ROW_ZERO_TEXT = re.compile(r"\[\s*0\s*[\],]")
 _SINK_TEXT = re.compile(r"expand|repeat|broadcast_to|gather|\[\s*:|\[\s*\.\.\.")
-
-
-def _is_score_call(node: ast.AST) -> bool:
-    return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == _SCORE_METHOD
 
 
 class BatchRowZero(Rule):
@@ -52,9 +47,15 @@ class BatchRowZero(Rule):
     ``top_chunks.indices[0]`` and the result is expanded to ``keys.shape[0]`` rows. The
     ChunkKV paper selects per sequence.
 
-    The rule follows values inside one method (assignments, ``for`` targets, ``append``,
-    item assignment); it fires at the ``[0]`` that takes the row, and names the line that
-    spreads it over the batch. Taking row 0 without spreading it (say, for logging) is fine.
+    The rule fires only where the indexed value is known to be a tensor whose first
+    dimension is the batch: a ``score()`` result, the hidden states, keys or values handed
+    to the press, or what tensor operations that keep dimension 0 make of them (``topk``,
+    ``argsort``, ``.indices``, ``sum(dim=1)``, ``x[..., :n]``). ``[0]`` on a Python list (the
+    ``start`` of a ``[start, end]`` pair), on a pair (``sort(...)[0]`` is its values) or on a
+    row taken earlier is not a batch row. It follows values inside one method (assignments,
+    ``for`` targets, ``append``, item assignment); it fires at the ``[0]`` that takes the
+    row, and names the line that spreads it over the batch. Taking row 0 without spreading
+    it (say, for logging) is fine.
 
     What to do: select per row (``topk`` over the last dimension keeps the batch
     dimension), build the positions for the whole batch at once and ``gather`` with them;
@@ -110,6 +111,30 @@ class LogsFirstRow(ScorerPress):
         first = scores.argsort(dim=-1)[0]
         logger.debug("row 0 keeps %s", first[:8].tolist())
         return scores
+''',
+        '''
+from dataclasses import dataclass
+
+import torch
+from kvpress.presses.base_press import BasePress
+from kvpress.presses.scorer_press import ScorerPress
+
+
+@dataclass
+class SpanListChunks(BasePress):
+    """Chunks kept as [start, end] pairs of Python ints: `[0]` is a start, not a batch row."""
+
+    press: ScorerPress = None
+    chunk_length: int = 10
+
+    def compress(self, module, hidden_states, keys, values, attentions, kwargs):
+        scores = self.press.score(module, hidden_states, keys, values, attentions, kwargs).mean(dim=1)
+        spans = []
+        for seed in scores.topk(4, dim=-1).indices[:, 0].tolist():
+            spans.append([max(0, seed - self.chunk_length), seed + self.chunk_length])
+        kept = torch.cat([torch.arange(span[0], span[1], device=keys.device) for span in spans]).sort()[0]
+        kept = kept.view(1, 1, -1, 1).expand(keys.shape[0], keys.shape[1], -1, keys.shape[-1])
+        return keys.gather(2, kept), values.gather(2, kept)
 ''',
     ]
     INVALID = [
@@ -169,22 +194,21 @@ class RowZeroScores(BasePress):
         if not _ROW_ZERO_TEXT.search(text) or not _SINK_TEXT.search(text):
             return  # no `[0` or nothing that spreads over rows: the common case, decided by text
         binds = bindings(function)
-        indices = index_names(function)
-        scored = propagate(binds, _is_score_call)
-        pairs = {name for b in binds if b.kind == "assign" and isinstance(b.values[0], ast.Call)
-                 and call_name(b.values[0]) in PAIR_CALLS for name in b.targets}
+        pairs = frozenset(name for b in binds if b.kind == "assign" and isinstance(b.values[0], ast.Call)
+                          and call_name(b.values[0]) in PAIR_CALLS for name in b.targets)
+        batched = batch_names(function, pairs)
 
         def takes_row_zero(node: ast.AST) -> bool:
+            # `x[0]` where x is a tensor known to be batch first; a list (`[start, end]`), a pair
+            # (`sort(...)[0]` is its values) or a row taken earlier has no batch dimension.
             if not isinstance(node, ast.Subscript) or not is_zero(first_index(node)):
                 return False
             value = node.value
-            if isinstance(value, ast.Attribute) and value.attr in {"shape", "device", "dtype"}:
-                return False
             if isinstance(value, ast.Call) and call_name(value) in PAIR_CALLS | {"size"}:
-                return False  # sort(...)[0] is the values of a pair, size()[0] a number
+                return False
             if isinstance(value, ast.Name) and value.id in pairs:
                 return False
-            return is_index_tensor(value, indices) or derived_from(value, scored, _is_score_call)
+            return is_batch_tensor(value, batched, pairs)
 
         reported: set[int] = set()
         for source in (node for node in walk_all(function.body) if takes_row_zero(node)):

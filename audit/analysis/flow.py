@@ -153,11 +153,14 @@ class Arithmetic(Site):
 @dataclass(frozen=True)
 class Branch(Site):
     labels: Labels = EMPTY
+    # "own:X" / "cross:X" for press state the test itself reads (not values that merely flowed from it)
+    state: Labels = EMPTY
 
 
 @dataclass(frozen=True)
 class Blend(Site):
     attr: str = ""  # a value read from a slot other layers write, combined arithmetically with other data
+    with_score: bool = False  # the other operand carries this layer's own score() result
 
 
 @dataclass
@@ -461,11 +464,9 @@ class FlowAnalyzer:
             frame.sink = saved
 
     def _if(self, frame: _Frame, node: cst.If, context: Context) -> tuple[Context, bool]:
-        if _only_raises(node.body) and node.orelse is None:
-            labels = self._sinked(frame, "raise", node.test, context)  # `if bad: raise`: validation
-        else:
-            labels = self._expr(frame, node.test, context)
-        self._branch(frame, node.test, labels, context)
+        # `if bad: raise`: the test only validates.
+        labels, state = self._test(frame, node.test, context, "raise" if _only_raises(node.body) and node.orelse is None else None)
+        self._branch(frame, node.test, labels, context, state)
         body_leaves = self._block(frame, node.body, (*context, Cond(node.test, labels, True, frame.source)))
         else_context = (*context, Cond(node.test, labels, False, frame.source))
         else_leaves = False
@@ -487,8 +488,8 @@ class FlowAnalyzer:
             self._bind(frame, node.target, labels, context, node)
             inner = context
         else:
-            labels = self._expr(frame, node.test, context)
-            self._branch(frame, node.test, labels, context)
+            labels, state = self._test(frame, node.test, context)
+            self._branch(frame, node.test, labels, context, state)
             inner = (*context, Cond(node.test, labels, True, frame.source))
         self._block(frame, node.body, inner)
         if node.orelse is not None:
@@ -596,9 +597,18 @@ class FlowAnalyzer:
         self.facts.stores.append(Store(**self._site_args(frame, node, context), attr=name, labels=labels,
                                        is_reset=is_reset, key=kind, key_node=key_node, is_increment=increment))
 
-    def _branch(self, frame: _Frame, test: cst.BaseExpression, labels: Labels, context: Context) -> None:
-        if labels & POSITION_LABELS or own_in(labels) or cross_in(labels):
-            self.facts.branches.append(Branch(**self._site_args(frame, test, context), labels=labels))
+    def _test(self, frame: _Frame, test: cst.BaseExpression, context: Context, sink: str | None = None) -> tuple[Labels, Labels]:
+        """Labels of a branch test, and the per-layer or cross-layer state it reads itself."""
+        first = len(self.facts.reads)
+        labels = self._sinked(frame, sink, test, context) if sink else self._expr(frame, test, context)
+        state = frozenset(f"own:{r.attr}" if r.key == KEY_OWN else f"cross:{r.attr}"
+                          for r in self.facts.reads[first:] if r.key in (KEY_OWN, KEY_OTHER))
+        return labels, state
+
+    def _branch(self, frame: _Frame, test: cst.BaseExpression, labels: Labels, context: Context,
+                state: Labels = EMPTY) -> None:
+        if labels & POSITION_LABELS or state:
+            self.facts.branches.append(Branch(**self._site_args(frame, test, context), labels=labels, state=state))
 
     def _blend(self, frame: _Frame, node: cst.CSTNode, left: Labels, right: Labels,
                right_node: cst.BaseExpression | None = None, left_node: cst.BaseExpression | None = None) -> None:
@@ -607,7 +617,8 @@ class FlowAnalyzer:
             if other_node is not None and _is_literal(other_node):
                 continue
             for attr in shared_in(one) - shared_in(other):
-                self.facts.blends.append(Blend(**self._site_args(frame, node, EMPTY), attr=attr))
+                self.facts.blends.append(Blend(**self._site_args(frame, node, EMPTY), attr=attr,
+                                               with_score=SCORE in other))
 
     def _self_attr(self, frame: _Frame, expr: cst.BaseExpression) -> str | None:
         if isinstance(expr, cst.Attribute) and frame.is_self(expr.value):
@@ -679,8 +690,8 @@ class FlowAnalyzer:
         if isinstance(node, cst.UnaryOperation):
             return self._expr(frame, node.expression, context)
         if isinstance(node, cst.IfExp):
-            labels = self._expr(frame, node.test, context)
-            self._branch(frame, node.test, labels, context)
+            labels, state = self._test(frame, node.test, context)
+            self._branch(frame, node.test, labels, context, state)
             body = self._expr(frame, node.body, (*context, Cond(node.test, labels, True, frame.source)))
             orelse = self._expr(frame, node.orelse, (*context, Cond(node.test, labels, False, frame.source)))
             return body | orelse
@@ -781,7 +792,7 @@ class FlowAnalyzer:
                 self._expr(frame, func.value, context)
             self._exprs(frame, args, context)
             self._score_site(frame, node, context)
-            return frozenset({SCORE})
+            return frozenset({SCORE, INDICES})  # a configured scoring call scores and selects
         if isinstance(func, cst.Name):
             if func.value == "getattr" and len(args) >= 2:
                 name = _string_value(args[1])

@@ -338,6 +338,15 @@ class ProjectIndex:
                 return True
         return False
 
+    def unknown_bases(self, source: SourceFile) -> list[tuple[str, str]]:
+        """(class, base) for classes of ``source`` that derive from a kvpress name the installed
+        kvpress does not have: kvaudit cannot read what they inherit, so they are not audited."""
+        info = self.module_of(source)
+        if info is None or not self._kvpress_installed:
+            return []
+        return [(cls.name, base) for cls in info.classes.values() if not self.is_press(cls)
+                for base in cls.resolved_bases if isinstance(base, str) and base.split(".")[0] == KVPRESS]
+
     def presses(self) -> list[ClassInfo]:
         """Press classes defined in the target files, in file then source order."""
         return [cls for info in self.modules for cls in info.classes.values() if self.is_press(cls)]

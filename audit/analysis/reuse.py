@@ -246,9 +246,10 @@ class _Judge:
             if not blend.on_path or not stores or INDICES in frozenset().union(*(s.labels for s in stores)):
                 continue  # index arithmetic on shared indices (offsets) is not blending
             reads = [r for r in self.value_reads if r.attr == blend.attr]
-            # Another layer's entry by key, or one slot for all layers that holds scores.
-            if any(r.key in (KEY_OTHER, KEY_GROUP) and _crosses(s, r) for s in stores for r in reads) or any(
-                    SCORE in s.labels and _crosses(s, r) for s in stores for r in reads):
+            # Another layer's entry read by its index (`d[layer_idx - 1]`) and mixed into anything; or
+            # scores other layers share, mixed into this layer's own score() result.
+            if any(r.key == KEY_OTHER and _crosses(s, r) for s in stores for r in reads) or (blend.with_score and any(
+                    SCORE in s.labels and _crosses(s, r) for s in stores for r in reads)):
                 found.setdefault(blend.attr, blend)
         return found
 
@@ -295,7 +296,7 @@ class _Judge:
 
     def per_layer_state(self, caches: list[str], blended: dict[str, Blend]) -> None:
         own_reads = {r.attr for r in self.facts.reads if r.key == KEY_OWN}
-        branch_attrs = {a for b in self.facts.branches for a in own_in(b.labels)}
+        branch_attrs = set() if self.facts.per_layer_object else {a for b in self.facts.branches for a in own_in(b.state)}
         per_layer = sorted({s.attr for s in self.data_stores if s.key == KEY_OWN} - set(caches) - set(blended))
         shown = []
         for attr in per_layer:
@@ -311,8 +312,8 @@ class _Judge:
             if attr in self.counters:
                 detail = f"{_shown(attr)} {where}: a per-layer step counter, not a layer group"
             else:
-                detail = (f"{_shown(attr)} {where}: per-layer state ({_held_data(stores)}), each layer reads back "
-                          "only its own entry, so nothing is shared across layers")
+                detail = (f"{_shown(attr)} {where}: per-layer state ({_held_data(stores)}) that each layer reads "
+                          "back for itself, not shared with other layers")
             self.evidence.add(PER_LAYER_STATE, store.source, store.node, detail)
             shown.append(attr)
         if shown and not caches:
@@ -330,15 +331,17 @@ class _Judge:
                 group.append(branch)
             elif labels & {LAYER, OTHER}:
                 kind = "plain layer-position test, not a reuse group"
-            elif own_in(labels):
-                names = sorted(own_in(labels))
+            elif own_in(branch.state) and self.facts.per_layer_object:
+                continue  # on an object built for each layer all state is per-layer: not worth a line each
+            elif own_in(branch.state):
+                names = sorted(own_in(branch.state))
                 counters = [n for n in names if n in self.counters]
                 if counters:
                     kind = f"per-layer step counter {', '.join(_shown(n) for n in counters)}, not a layer group"
                 else:
                     kind = f"tests per-layer state {', '.join(_shown(n) for n in names)}, not a layer group"
             else:
-                names = sorted(cross_in(labels))
+                names = sorted(cross_in(branch.state))
                 kind = f"tests another layer's entry of {', '.join(_shown(n) for n in names)}, not a layer group"
             self.evidence.add(LAYER_CHECK, branch.source, branch.node, f"`{snippet(branch.source, branch.node)}` ({kind})")
         return group

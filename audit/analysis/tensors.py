@@ -257,6 +257,104 @@ def is_index_tensor(expr: ast.AST, names: AbstractSet[str]) -> bool:
     return False
 
 
+# -- tensors with a batch dimension -----------------------------------------------------------
+# KVA201 needs to know that `x[0]` takes a batch row: only where `x` is known to be a tensor
+# whose first dimension is the batch (a `[start, end]` pair, a list of chunks or a 1-D row
+# taken earlier is not).
+
+# The tensors a kvpress press is handed, batch first: (batch, heads, seq, dim) and (batch, seq, hidden).
+BATCH_PARAMETERS = frozenset({"hidden_states", "keys", "values", "attentions"})
+# Methods that turn a tensor into Python data or metadata.
+_TO_PYTHON = frozenset({"item", "tolist", "numpy", "size", "dim", "numel", "nelement", "data_ptr", "element_size"})
+# Reductions: the batch dimension stays unless it is reduced (no `dim`, or `dim=0`).
+_REDUCTIONS = frozenset({"sum", "mean", "max", "min", "amax", "amin", "prod", "std", "var", "norm", "logsumexp",
+                         "all", "any", "median", "argmax", "argmin", "count_nonzero", "nansum", "nanmean"})
+_RESHAPES = frozenset({"view", "reshape"})
+
+
+def _dim_argument(call: ast.Call, position: int) -> ast.expr | None:
+    keyword = next((k.value for k in call.keywords if k.arg in ("dim", "start_dim", "axis")), None)
+    if keyword is not None:
+        return keyword
+    return call.args[position] if len(call.args) > position else None
+
+
+def _mentions_zero(expr: ast.expr) -> bool:
+    if isinstance(expr, ast.Tuple):
+        return any(is_zero(e) for e in expr.elts)
+    return is_zero(expr)
+
+
+def _keeps_batch(call: ast.Call, name: str) -> bool:
+    """Whether ``receiver.name(...)`` (or ``torch.name(receiver, ...)``) keeps dimension 0 as the batch."""
+    offset = 1 if function_form(call) else 0  # torch.sum(x, dim) has the receiver as argument 0
+    if name in _TO_PYTHON:
+        return False
+    if name in _REDUCTIONS or name == "flatten":
+        dim = _dim_argument(call, offset)
+        return dim is not None and not _mentions_zero(dim)
+    if name in _RESHAPES:
+        sizes = call.args[offset:]
+        first = sizes[0].elts[0] if sizes and isinstance(sizes[0], (ast.Tuple, ast.List)) and sizes[0].elts else (
+            sizes[0] if sizes else None)
+        # `view(-1, n)` and `view(bsz, n)` keep rows; `view(1, 1, -1, 1)` makes a new layout.
+        return first is not None and not (isinstance(first, ast.Constant) and not is_int(first, -1))
+    if name in ("squeeze", "unbind", "select", "narrow", "transpose", "movedim", "swapaxes"):
+        dim = _dim_argument(call, offset)
+        return dim is not None and not _mentions_zero(dim) and name != "unbind"
+    return True
+
+
+def is_batch_tensor(expr: ast.AST, names: AbstractSet[str], pairs: AbstractSet[str] = frozenset()) -> bool:
+    """``expr`` is a tensor whose first dimension is the batch: a ``score()`` result, the hidden
+    states, keys or values, or what tensor operations that keep dimension 0 make of them."""
+    if isinstance(expr, ast.Name):
+        return expr.id in names
+    if isinstance(expr, ast.Attribute):
+        return expr.attr in ("indices", "values") and is_batch_tensor(expr.value, names, pairs)
+    if isinstance(expr, ast.Call):
+        name = call_name(expr)
+        if name == "score" and isinstance(expr.func, ast.Attribute):
+            return True
+        receiver = call_receiver(expr)
+        if receiver is None or name is None:
+            return False
+        if function_form(expr) and name in ("cat", "stack", "concatenate"):
+            return False  # rows of several tensors, or a new leading dimension
+        return is_batch_tensor(receiver, names, pairs) and _keeps_batch(expr, name)
+    if isinstance(expr, ast.Subscript):
+        if not is_batch_tensor(expr.value, names, pairs):
+            return False
+        if isinstance(expr.value, ast.Call) and call_name(expr.value) in PAIR_CALLS or (
+                isinstance(expr.value, ast.Name) and expr.value.id in pairs):
+            return True  # `x.topk(k)[1]`: a field of the (values, indices) pair
+        first = subscript_elements(expr)[0]
+        return is_full_slice(first) or (isinstance(first, ast.Slice) and first.lower is None and first.upper is None)
+    if isinstance(expr, ast.BinOp):
+        return is_batch_tensor(expr.left, names, pairs) or is_batch_tensor(expr.right, names, pairs)
+    if isinstance(expr, ast.UnaryOp):
+        return is_batch_tensor(expr.operand, names, pairs)
+    if isinstance(expr, ast.IfExp):
+        return is_batch_tensor(expr.body, names, pairs) or is_batch_tensor(expr.orelse, names, pairs)
+    return False
+
+
+@lru_cache(maxsize=512)
+def batch_names(function: FunctionNode, pairs: frozenset[str] = frozenset()) -> frozenset[str]:
+    """Names bound to a batch-first tensor in ``function`` (a fixpoint over its assignments)."""
+    args = function.args
+    names = {a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)} & BATCH_PARAMETERS
+    assigns = [b for b in bindings(function) if b.kind == "assign"]
+    changed = True
+    while changed:
+        changed = False
+        for binding in assigns:
+            if not binding.targets <= names and is_batch_tensor(binding.values[0], names, pairs):
+                names |= binding.targets  # `values, indices = x.topk(k)`: both keep the batch
+                changed = True
+    return frozenset(names)
+
+
 # -- methods of a press --------------------------------------------------------------------
 
 
