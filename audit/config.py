@@ -17,7 +17,7 @@
     class = "mlx_lm.models.cache.KVCache"  # a base class: dotted (where it is imported from) or a bare name
     entry-methods = ["update_and_fetch"] # the methods the framework calls on each layer
     score-calls = ["chunkkv_update"]     # calls that score and select ("self.scores_fn" or a bare name)
-    layer-index = ["layer_id"]           # attributes holding the layer's own index (default: layer_idx)
+    layer-index = ["_layer_id"]          # attributes (or entry parameters) holding the layer's index (default: layer_idx)
     state = "per-layer"                  # "per-layer": one object per layer; "shared" (default): one for all
 
 Globs are matched against paths relative to the configuration file's folder: ``*`` and

@@ -368,7 +368,9 @@ class FlowAnalyzer:
     def _pass(self) -> None:
         entry = next((found for name in self.model.entry_methods if (found := self.method(name)) is not None), None)
         if entry is not None:
-            self._call_method(entry[0], entry[1], self.this, {}, (), record_scores=True)
+            # `update_and_fetch(self, keys, values, layer_idx)`: a parameter named as a layer-index attribute.
+            params = {name: frozenset({LAYER}) for name in _positional(entry[1]) if name in self.model.layer_index}
+            self._call_method(entry[0], entry[1], self.this, params, (), record_scores=True)
         # Methods never reached from the hook still hold stores and reads (resets, caches).
         for cls in self.mro:
             for statement in cls.node.body.body:

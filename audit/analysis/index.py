@@ -40,7 +40,8 @@ class PressBase:
     ``score_calls``.
 
     ``cls`` is dotted (``mlx_lm.models.cache.KVCache``, matched against where the base is
-    imported from) or a bare class name. ``per_layer_state`` says that the framework builds one
+    imported from) or a bare class name. ``layer_index`` names the attributes (and entry-method
+    parameters) that hold the layer's own index. ``per_layer_state`` says that the framework builds one
     object per layer (MLX caches), so state kept on ``self`` is per-layer state; kvpress hooks
     one press object on every layer, so its state is shared by all layers.
     """
