@@ -528,7 +528,10 @@ class FlowAnalyzer:
         elif isinstance(node, cst.Return) and node.value is not None:
             frame.returns |= self._expr(frame, node.value, context)
         elif isinstance(node, cst.Expr):
-            self._expr(frame, node.value, context)
+            if self._is_log_statement(frame, node.value):  # `logger.debug("...", self.n)`: only shown
+                self._log_args(frame, [a.value for a in node.value.args], context)
+            else:
+                self._expr(frame, node.value, context)
         elif isinstance(node, cst.Assert):
             self._sinked(frame, "assert", node.test, context)
             self._sinked(frame, "assert", node.msg, context)
@@ -808,8 +811,6 @@ class FlowAnalyzer:
             followed = self._function_call(frame, node, func.value, args, context)
             if followed is not None:
                 return followed
-            if func.value == "print":
-                return self._log_args(frame, args, context)
             labels = self._exprs(frame, args, context)
             return labels if func.value in _KEEP_POSITION_CALLS else labels - POSITION_LABELS
         if not isinstance(func, cst.Attribute):
@@ -818,8 +819,6 @@ class FlowAnalyzer:
         receiver = func.value
         if frame.is_self(receiver) or _is_super_call(receiver):
             return self._method_call(frame, node, name, receiver, args, context)
-        if name in _LOG_METHODS and isinstance(receiver, cst.Name) and receiver.value not in frame.env:
-            return self._log_args(frame, args, context)  # a module-level logger: the values are only shown
         attr = self._self_attr(frame, receiver)
         if attr is not None and name in _MUTATORS | _RESETTERS | {"get"}:
             return self._container_call(frame, node, attr, name, args, context)
@@ -857,6 +856,18 @@ class FlowAnalyzer:
         # `x.gather(2, idx)` holds x's data: a selection in an argument does not make the result one.
         labels = receiver_labels | frozenset().union(*(a - {INDICES} for a in arg_labels))
         return labels | {INDICES} if name in _INDEX_CALLS else labels
+
+    @staticmethod
+    def _is_log_statement(frame: _Frame, value: cst.BaseExpression) -> bool:
+        """``print(...)``, or ``logger.info(...)`` on a module-level name, whose result is dropped."""
+        if not isinstance(value, cst.Call):
+            return False
+        func = value.func
+        if isinstance(func, cst.Name):
+            return func.value == "print"
+        return (isinstance(func, cst.Attribute) and func.attr.value in _LOG_METHODS
+                and isinstance(func.value, cst.Name) and func.value.value not in frame.env
+                and func.value.value not in frame.selves)
 
     def _log_args(self, frame: _Frame, args: list, context: Context) -> Labels:
         for arg in args:
