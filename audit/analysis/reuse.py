@@ -240,7 +240,7 @@ class _Judge:
     # -- state across layers -----------------------------------------------------------------
     def blended(self) -> dict[str, Blend]:
         """Slots other layers write whose values are mixed into this layer's own by arithmetic."""
-        found: dict[str, Blend] = {}
+        found: dict[str, list[Blend]] = {}
         for blend in self.facts.blends:
             stores = self.stores_of.get(blend.attr, [])
             if not blend.on_path or not stores or INDICES in frozenset().union(*(s.labels for s in stores)):
@@ -250,8 +250,10 @@ class _Judge:
             # scores other layers share, mixed into this layer's own score() result.
             if any(r.key == KEY_OTHER and _crosses(s, r) for s in stores for r in reads) or (blend.with_score and any(
                     SCORE in s.labels and _crosses(s, r) for s in stores for r in reads)):
-                found.setdefault(blend.attr, blend)
-        return found
+                found.setdefault(blend.attr, []).append(blend)
+        # Show the whole mix (`0.8 * own + 0.2 * previous`), not its inner `0.2 * previous`.
+        return {attr: max(blends, key=lambda b: (b.with_score, len(snippet(b.source, b.node))))
+                for attr, blends in found.items()}
 
     def caches(self, blended: dict[str, Blend]) -> list[str]:
         selection = [s for s in self.data_stores if s.labels & {SCORE, INDICES}]
