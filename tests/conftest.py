@@ -1,12 +1,23 @@
-"""Shared fixtures."""
+"""Shared fixtures.
+
+Tracing: every cold worker start costs the torch/transformers/kvpress imports (seconds), so the
+suite keeps ONE worker for the whole session (:func:`trace_session`). Tests that are not about
+start-up route ``kvaudit.tracer.open_session`` to it (:func:`shared_worker`, or
+:func:`sharing_worker` in module-scoped fixtures); the worker rebuilds its model only when a test
+changes the model options. Only tests about a cold start or a real ``kvaudit`` process start their own.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from kvaudit.targets import resolve_module
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -16,3 +27,36 @@ def kvpress_presses_dir() -> Path:
     if path is None:
         pytest.fail("kvpress is not installed: `make test` installs it")
     return path.parent
+
+
+@pytest.fixture(scope="session")
+def trace_session() -> Iterator:
+    """One trace worker for the whole test session (closed, with everything below it, at the end)."""
+    from kvaudit.tracer import TraceOptions
+    from kvaudit.tracer.session import TraceSession
+
+    session = TraceSession(TraceOptions())
+    session.start()
+    yield session
+    session.close()
+
+
+@contextmanager
+def sharing_worker(session) -> Iterator:
+    """Route ``kvaudit.tracer.open_session`` (trace_targets, attach_traces, the CLI) to ``session``."""
+    import kvaudit.tracer
+
+    @contextmanager
+    def reuse(options) -> Iterator:
+        yield session
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kvaudit.tracer, "open_session", reuse)
+        yield session
+
+
+@pytest.fixture
+def shared_worker(trace_session) -> Iterator:
+    """The session's worker, used by every trace of this test (in-process CLI runs included)."""
+    with sharing_worker(trace_session) as session:
+        yield session

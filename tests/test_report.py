@@ -11,6 +11,7 @@ from kvaudit.engine import run_check
 from kvaudit.reporters import figures
 from kvaudit.reporters.markdown import ReportContext, render_markdown, static_blocks
 from kvaudit.tracer import TraceOptions, attach_traces
+from conftest import sharing_worker
 from helpers import STATIC_PRESSES, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,10 +19,11 @@ COMMITTED = ROOT / "reports" / "kvpress-0.5.5.md"
 
 
 @pytest.fixture(scope="module")
-def traced_chunkkv():
+def traced_chunkkv(trace_session):
     """One traced audit of kvpress's ChunkKVPress beside the reference, shared by the tests."""
     result = run_check(["kvpress.presses.chunkkv_press"])
-    attach_traces(result, TraceOptions(tokens=256, compare_reference=True), progress=False)
+    with sharing_worker(trace_session):
+        attach_traces(result, TraceOptions(tokens=256, compare_reference=True), progress=False)
     return result
 
 

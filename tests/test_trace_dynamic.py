@@ -1,8 +1,9 @@
 """kvaudit trace end to end: kvpress's ChunkKVPress, the reference press, and the dynamic variants.
 
-Every worker start costs the torch/transformers/kvpress imports (≈5 s here), so the traces are
-module-scoped and shared: one CLI run for ChunkKVPress with the reference, one in-process session
-for all variants, one for a local model folder, one for bad input, one for ``attach_traces``.
+Every cold worker start costs the torch/transformers/kvpress imports (≈5 s here), so all traces but
+one run on the test session's shared worker (``shared_worker`` in conftest.py), in-process CLI runs
+included. The one cold ``kvaudit`` process (ChunkKVPress with the reference) checks that a separate
+process gives the very same trace.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from kvaudit.targets import resolve_module  # noqa: E402
 from kvaudit.tracer import TraceOptions, attach_traces, trace_targets  # noqa: E402
 from kvaudit.tracer.compare import disagreements  # noqa: E402
 from kvaudit.tracer.serialize import trace_to_dict  # noqa: E402
+from conftest import sharing_worker  # noqa: E402
+from helpers import run_cli  # noqa: E402
 
 DYNAMIC = ROOT / "tests" / "presses" / "dynamic"
 CHUNKKV = "kvpress.presses.chunkkv_press"
@@ -117,11 +120,13 @@ def layers_with_calls(run: dict) -> list[int]:
 
 @pytest.fixture(scope="module")
 def chunkkv_cli() -> tuple[int, dict]:
+    # A cold process on purpose: its trace must equal the shared worker's (test_..._across_processes).
     out = kvaudit("trace", CHUNKKV, "--compare-reference", "--format", "json")
     assert "Traceback" not in out.stderr, out.stderr
     return out.returncode, json.loads(out.stdout)
 
 
+@pytest.mark.slow
 def test_chunkkv_json_matches_the_schema(chunkkv_cli) -> None:
     jsonschema = pytest.importorskip("jsonschema")
     _, doc = chunkkv_cli
@@ -135,6 +140,7 @@ def test_chunkkv_json_matches_the_schema(chunkkv_cli) -> None:
     assert "HF_HUB_OFFLINE=1" in doc["model"]["source"]
 
 
+@pytest.mark.slow
 def test_chunkkv_scores_every_layer_and_reads_row_0(chunkkv_cli) -> None:
     code, doc = chunkkv_cli
     assert code == 1  # a defect
@@ -152,6 +158,7 @@ def test_chunkkv_scores_every_layer_and_reads_row_0(chunkkv_cli) -> None:
     assert [d["id"] for d in press["defects"]] == ["batch-row-0"]
 
 
+@pytest.mark.slow
 def test_reference_reuses_on_odd_layers(chunkkv_cli) -> None:
     _, doc = chunkkv_cli
     reference = doc["presses"][0]["reference"]
@@ -171,11 +178,12 @@ def test_reference_reuses_on_odd_layers(chunkkv_cli) -> None:
 
 
 @pytest.fixture(scope="module")
-def variants(tmp_path_factory):
+def variants(tmp_path_factory, trace_session):
     not_a_press = tmp_path_factory.mktemp("nopress") / "not_a_press.py"
     not_a_press.write_text("class Helper:\n    pass\n")
     targets = sorted(str(p) for p in DYNAMIC.glob("*.py")) + [CHUNKKV, str(not_a_press), f"{not_a_press}::Helper"]
-    report = trace_targets(targets, TraceOptions(timeout=HANG_TIMEOUT_S), progress=False)
+    with sharing_worker(trace_session):
+        report = trace_targets(targets, TraceOptions(timeout=HANG_TIMEOUT_S), progress=False)
     return report, {trace.name: trace for trace in report.traces}
 
 
@@ -254,6 +262,7 @@ def test_non_press_targets_are_bad_input(variants) -> None:
     assert any("Helper is not a kvpress press" in e for e in report.input_errors)
 
 
+@pytest.mark.slow
 def test_trace_output_is_deterministic_across_processes(variants, chunkkv_cli) -> None:
     _, traces = variants
     _, doc = chunkkv_cli
@@ -277,30 +286,30 @@ def test_terminal_view_says_what_happened(variants) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_local_model_folder(tmp_path: Path) -> None:
+def test_local_model_folder(tmp_path: Path, shared_worker) -> None:
     from kvaudit.tinymodel import build_tiny_model
 
     folder = tmp_path / "tiny-mistral"
     build_tiny_model("mistral", layers=4, seed=1).save_pretrained(folder)
-    out = kvaudit("trace", "kvpress.presses.knorm_press", "--model", str(folder), "--tokens", "64", "--format", "json")
-    assert out.returncode == 0, out.stderr
-    doc = json.loads(out.stdout)
+    out = run_cli("trace", "kvpress.presses.knorm_press", "--model", str(folder), "--tokens", "64", "--format", "json")
+    assert out.exit_code == 0, out.stderr
+    doc = out.json()
     assert doc["model"]["arch"] == "mistral" and doc["model"]["layers"] == 4
     assert str(folder) in doc["model"]["source"]
     (press,) = doc["presses"]
     assert press["runs"][0]["tokens"] == 64 and press["runs"][0]["score_calls"] == [1] * 4
 
 
-def test_bad_press_expression_is_one_line_exit_2_and_arch_option() -> None:
-    out = kvaudit(
+def test_bad_press_expression_is_one_line_exit_2_and_arch_option(shared_worker) -> None:
+    out = run_cli(
         "trace", str(DYNAMIC / "algorithm2_press.py"), "--press", "NoSuchPress(1)",
         "--arch", "qwen3", "--layers", "4", "--tokens", "96", "--format", "json",
     )
-    assert out.returncode == 2
+    assert out.exit_code == 2 and out.exception is None
     assert out.stderr.strip().splitlines() == [
         "error: bad --press expression 'NoSuchPress(1)': NameError: name 'NoSuchPress' is not defined"
     ]
-    doc = json.loads(out.stdout)
+    doc = out.json()
     assert doc["model"]["arch"] == "qwen3" and doc["model"]["layers"] == 4
 
 
@@ -309,7 +318,7 @@ def test_bad_press_expression_is_one_line_exit_2_and_arch_option() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_attach_traces_sets_traces_and_flags_disagreements() -> None:
+def test_attach_traces_sets_traces_and_flags_disagreements(shared_worker) -> None:
     chunkkv_path = str(resolve_module(CHUNKKV))
     algorithm2 = str(DYNAMIC / "algorithm2_press.py")
     result = AuditResult(
@@ -344,46 +353,53 @@ SMALL = ("--layers", "4", "--tokens", "96")  # the smallest prompt SnapKV's 64-t
 ALGORITHM2 = "tests/presses/dynamic/algorithm2_press.py"
 
 
-def test_nothing_traced_because_of_the_device_exits_2() -> None:
+@pytest.fixture
+def at_root(monkeypatch, shared_worker):
+    """In-process CLI runs on the shared worker, from the repository root (paths are shown relative to it)."""
+    monkeypatch.chdir(ROOT)
+    return shared_worker
+
+
+def test_nothing_traced_because_of_the_device_exits_2(at_root) -> None:
     # No machine here has a 100th GPU: the model cannot be built, so no press can run.
-    out = kvaudit("trace", ALGORITHM2, "--device", "cuda:99", *SMALL, "--format", "json")
-    assert out.returncode == 2, out.stdout + out.stderr
-    doc = json.loads(out.stdout)
+    out = run_cli("trace", ALGORITHM2, "--device", "cuda:99", *SMALL, "--format", "json")
+    assert out.exit_code == 2 and out.exception is None, out.stdout + out.stderr
+    doc = out.json()
     (press,) = doc["presses"]
     assert press["status"] == "error" and press["defects"] == []
     assert press["message"].startswith("cannot build the model on cuda:99: ")
-    assert doc["errors"] == [f"no press could be traced: {press['message']}"]
+    # the line names the press it is about
+    assert doc["errors"] == [f"no press could be traced: {ALGORITHM2}::Algorithm2ChunkPress: {press['message']}"]
     assert out.stderr.strip().splitlines() == [f"error: {doc['errors'][0]}"]
-    assert "Traceback" not in out.stderr
 
 
-def test_unknown_device_name_is_bad_input_before_any_press() -> None:
-    out = kvaudit("trace", ALGORITHM2, "--device", "banana", *SMALL)
-    assert out.returncode == 2
+def test_unknown_device_name_is_bad_input_before_any_press(at_root) -> None:
+    out = run_cli("trace", ALGORITHM2, "--device", "banana", *SMALL)
+    assert out.exit_code == 2 and out.exception is None
     (line,) = out.stdout.strip().splitlines()
     assert line.startswith("error: the trace worker failed to start: --device banana: RuntimeError: ")
 
 
-def test_bad_target_does_not_stop_the_good_ones_and_paths_are_relative() -> None:
-    out = kvaudit("trace", ALGORITHM2, "tests/presses/dynamic/nonexist.py", *SMALL, "--format", "json")
-    assert out.returncode == 2, out.stdout + out.stderr
-    doc = json.loads(out.stdout)
+def test_bad_target_does_not_stop_the_good_ones_and_paths_are_relative(at_root) -> None:
+    out = run_cli("trace", ALGORITHM2, "tests/presses/dynamic/nonexist.py", *SMALL, "--format", "json")
+    assert out.exit_code == 2, out.stdout + out.stderr
+    doc = out.json()
     assert doc["errors"] == ["tests/presses/dynamic/nonexist.py: no such file or directory"]
     (press,) = doc["presses"]
     assert press["name"] == "Algorithm2ChunkPress" and press["status"] == "ok"
     assert press["path"] == ALGORITHM2  # relative to the working directory, as `kvaudit check` shows it
     assert press["verdicts"] == {LAYER_INDEX_REUSE: OBSERVED}
     # the terminal view shows the trace and the error line
-    out = kvaudit("trace", ALGORITHM2, "nonexist.py", *SMALL, "--format", "terminal")
-    assert out.returncode == 2
+    out = run_cli("trace", ALGORITHM2, "nonexist.py", *SMALL, "--format", "terminal")
+    assert out.exit_code == 2
     assert f"Algorithm2ChunkPress  {ALGORITHM2}" in out.stdout
     assert out.stdout.strip().splitlines()[-1] == "error: nonexist.py: no such file or directory"
 
 
-def test_check_trace_attaches_traces_by_display_path() -> None:
-    out = kvaudit("check", ALGORITHM2, "--trace", *SMALL, "--format", "json")
-    assert "Traceback" not in out.stderr, out.stderr
-    doc = json.loads(out.stdout)
+def test_check_trace_attaches_traces_by_display_path(at_root) -> None:
+    out = run_cli("check", ALGORITHM2, "--trace", *SMALL, "--format", "json")
+    assert out.exception is None, out.stderr
+    doc = out.json()
     (press,) = [p for p in doc["presses"] if p["name"] == "Algorithm2ChunkPress"]
     assert press["path"] == ALGORITHM2
     assert press["trace"]["status"] == "ok", press["trace"]
@@ -391,9 +407,9 @@ def test_check_trace_attaches_traces_by_display_path() -> None:
     assert press["trace"]["verdicts"] == {LAYER_INDEX_REUSE: OBSERVED}
 
 
-def test_report_attaches_traces(tmp_path: Path) -> None:
-    out = kvaudit("report", ALGORITHM2, "-o", str(tmp_path / "r.md"), *SMALL)
-    assert out.returncode == 0, out.stdout + out.stderr
+def test_report_attaches_traces(tmp_path: Path, at_root) -> None:
+    out = run_cli("report", ALGORITHM2, "-o", str(tmp_path / "r.md"), *SMALL)
+    assert out.exit_code == 0 and out.exception is None, out.stdout + out.stderr
     text = (tmp_path / "r.md").read_text(encoding="utf-8")
     assert "**Dynamic verdict:** observed." in text
     assert "not traced" not in text

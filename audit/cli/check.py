@@ -14,13 +14,18 @@ from .trace_options import (
     DEFAULTS,
     Arch,
     CompareReference,
+    Debug,
     Device,
     Dtype,
     Layers,
+    MemoryLimit,
     ModelPath,
     PressExpr,
     Timeout,
     Tokens,
+    internal_errors,
+    print_tracebacks,
+    require_trace_extra,
     trace_options,
 )
 from ..config import Config, ConfigError, discover, rule_ids_option
@@ -134,20 +139,28 @@ def check(
     dtype: Dtype = DEFAULTS["dtype"],
     timeout: Timeout = DEFAULTS["timeout"],
     compare_reference: CompareReference = False,
+    memory_limit: MemoryLimit = None,
+    debug: Debug = False,
 ) -> None:
     """Audit press source statically: claims, verdicts, line-level evidence and findings."""
     options, settings = static_options(claim, select, ignore, config, no_config)
     threshold = fail_on.value if fail_on is not None else settings.fail_on or FailOn.error.value
-    result = run_check(list(targets) if targets else [DEFAULT_TARGET], options)
+    tracing = None
+    if trace or compare_reference:
+        require_trace_extra()  # before any work: no torch means no trace, said once, exit 2
+        tracing = trace_options(arch=arch, layers=layers, tokens=tokens, model=model, device=device, dtype=dtype,
+                                timeout=timeout, press=press, compare_reference=compare_reference,
+                                memory_limit=memory_limit)
+    chosen = list(targets) if targets else [DEFAULT_TARGET]
+    result = run_check(chosen, options)
     for note in result.notes:  # e.g. why --claim left a press alone; stderr keeps stdout machine-readable
         typer.echo(f"note: {note}", err=True)
-    if trace or compare_reference:
+    if tracing is not None:
         # Imported here: the tracer's worker imports torch, the static path never does.
         from ..tracer import attach_traces
 
-        attach_traces(result, trace_options(arch=arch, layers=layers, tokens=tokens, model=model, device=device,
-                                            dtype=dtype, timeout=timeout, press=press,
-                                            compare_reference=compare_reference))
+        with internal_errors(", ".join(chosen), debug):
+            print_tracebacks(attach_traces(result, tracing), debug)
     emit(result, output_format)
     for path, file_format in ((output_json, CheckFormat.json), (output_sarif, CheckFormat.sarif),
                               (output_github, CheckFormat.github)):

@@ -20,13 +20,18 @@ from .trace_options import (
     DEFAULTS,
     Arch,
     CompareReference,
+    Debug,
     Device,
     Dtype,
     Layers,
+    MemoryLimit,
     ModelPath,
     PressExpr,
     Timeout,
     Tokens,
+    internal_errors,
+    print_tracebacks,
+    require_trace_extra,
     trace_options,
 )
 from ..engine import run_check
@@ -92,18 +97,25 @@ def report(
     device: Device = DEFAULTS["device"],
     dtype: Dtype = DEFAULTS["dtype"],
     timeout: Timeout = DEFAULTS["timeout"],
+    memory_limit: MemoryLimit = None,
+    debug: Debug = False,
 ) -> None:
     """Write a Markdown report: summary, static evidence, per-layer traces, reference comparison, figures."""
     options, _ = static_options(claim, None, None, config, no_config)
     chosen = list(targets) if targets else [DEFAULT_TARGET]
-    result = run_check(chosen, options)
     trace_settings = None
     if trace:
+        # Said before any work, and never filed as a press failure in the report.
+        require_trace_extra("; or pass --no-trace for a static report")
+        trace_settings = trace_options(arch=arch, layers=layers, tokens=tokens, model=model, device=device,
+                                       dtype=dtype, timeout=timeout, press=press, compare_reference=compare_reference,
+                                       memory_limit=memory_limit)
+    result = run_check(chosen, options)
+    if trace_settings is not None:
         from ..tracer import attach_traces
 
-        trace_settings = trace_options(arch=arch, layers=layers, tokens=tokens, model=model, device=device,
-                                       dtype=dtype, timeout=timeout, press=press, compare_reference=compare_reference)
-        attach_traces(result, trace_settings)
+        with internal_errors(", ".join(chosen), debug):
+            print_tracebacks(attach_traces(result, trace_settings), debug)
     try:
         write_report(result, output, chosen, trace_settings, timestamp)
     except OSError as err:

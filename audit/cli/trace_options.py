@@ -5,11 +5,23 @@ Plain typer and stdlib: building options must not import torch.
 
 from __future__ import annotations
 
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Optional
 
 import typer
 
-from ..tracer.options import DEFAULT_TIMEOUT_S, DEFAULT_TOKENS, TraceOptions
+from ..exitcodes import BAD_INPUT
+from ..tracer.options import (
+    DEFAULT_MEMORY_SHARE,
+    DEFAULT_TIMEOUT_S,
+    DEFAULT_TOKENS,
+    TraceOptions,
+    default_memory_limit,
+    missing_trace_extra,
+    parse_memory_limit,
+)
 
 PANEL = "Tracing (tiny local model, never downloads)"
 
@@ -32,13 +44,62 @@ CompareReference = Annotated[bool, typer.Option(
     "--compare-reference", help="Also run the reference ChunkKVReusePress with the same scorer, ratio and chunk length.",
     rich_help_panel=PANEL)]
 
+MemoryLimit = Annotated[Optional[str], typer.Option(
+    "--memory-limit", metavar="SIZE",
+    help=f"Memory one press may allocate (RLIMIT_AS, CPU only): 4G, 512M, 25% of RAM, or 0 for no limit. "
+    f"Default: {DEFAULT_MEMORY_SHARE:.0%} of RAM. Past it the press is reported as a crash.",
+    rich_help_panel=PANEL)]
+# Shared by every command (the static path's internal errors too): keep this definition the only one.
+Debug = Annotated[bool, typer.Option("--debug", help="Print the traceback of an internal error.")]
+
 DEFAULTS = {"arch": "llama", "layers": 8, "tokens": DEFAULT_TOKENS, "device": "cpu", "dtype": "float32",
             "timeout": DEFAULT_TIMEOUT_S}
 
 
+def fail(message: str) -> typer.Exit:
+    """Print ``error: MESSAGE`` on stderr; the caller raises the returned exit (code 2)."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(BAD_INPUT)
+
+
 def trace_options(
     *, arch: str, layers: int, tokens: int, model: str | None, device: str, dtype: str, timeout: float,
-    press: str | None, compare_reference: bool,
+    press: str | None, compare_reference: bool, memory_limit: str | None = None,
 ) -> TraceOptions:
+    """The options of one trace; exit 2 with one line on a bad ``--memory-limit``."""
+    try:
+        limit = default_memory_limit() if memory_limit is None else parse_memory_limit(memory_limit)
+    except ValueError as error:
+        raise fail(f"--memory-limit {memory_limit[:40]!r}: {error}") from None
     return TraceOptions(arch=arch, layers=layers, tokens=tokens, model_path=model, device=device, dtype=dtype,
-                        timeout=timeout, press_expr=press, compare_reference=compare_reference)
+                        timeout=timeout, press_expr=press, compare_reference=compare_reference, memory_limit=limit)
+
+
+def require_trace_extra(alternative: str = "") -> None:
+    """Exit 2 with one line naming the missing package and the install command (no torch, say)."""
+    problem = missing_trace_extra()
+    if problem is not None:
+        raise fail(problem + alternative)
+
+
+def print_tracebacks(tracebacks: list[str], debug: bool) -> None:
+    """The tracebacks of the tracer's internal errors, on stderr, only under ``--debug``."""
+    if debug:
+        for text in tracebacks:
+            typer.echo(text.rstrip("\n"), err=True)
+
+
+@contextmanager
+def internal_errors(what: str, debug: bool) -> Iterator[None]:
+    """Turn a bug of kvaudit into one line naming ``what`` and exit code 2 (never 1); the traceback under --debug."""
+    try:
+        yield
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as error:  # noqa: BLE001 - any bug: one line, never a traceback by default
+        text = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+        hint = "traceback below" if debug else "run with --debug for the traceback"
+        typer.echo(f"error: {what}: internal error in kvaudit: {text} ({hint})", err=True)
+        if debug:
+            typer.echo(traceback.format_exc().rstrip("\n"), err=True)
+        raise typer.Exit(BAD_INPUT) from None

@@ -32,7 +32,7 @@ def trace_document(report: TraceReport) -> dict[str, Any]:
         },
         "plan": list(report.plan),
         "presses": [trace_to_dict(trace) for trace in report.traces],
-        "errors": list(report.input_errors),
+        "errors": list(report.error_lines),
         # Worker start-up (imports of torch/transformers/kvpress, model build): timings, not contract.
         "timings": dict(report.worker_timings),
     }

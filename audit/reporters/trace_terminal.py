@@ -126,7 +126,7 @@ def render_trace_report(report: TraceReport, console: Console) -> None:
     """
     if report.traces:
         _render_traces(report, console)
-    for message in report.input_errors:
+    for message in report.error_lines:
         console.print(Text(f"error: {message}", style="bold red"), soft_wrap=True)
 
 

@@ -13,6 +13,8 @@ trace_targets(targets, options)
 attach_traces(result, options)
     Trace every press of a static :class:`kvaudit.model.AuditResult` and set ``press.trace``
     (used by ``kvaudit check --trace``).
+open_session(options)
+    The worker both of them use: a context manager (tests replace it to share one worker).
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..exitcodes import BAD_INPUT, FINDINGS, OK
-from ..model import AuditResult, PressTrace
+from ..model import AuditResult, FileStatus, PressTrace
 from ..source import display_path
-from .options import TraceOptions, run_plan
+from .options import TraceOptions, missing_trace_extra, run_plan
 from .target import TraceInputError, TraceTarget, check_expression, resolve_target
 
 __all__ = [
@@ -35,17 +37,28 @@ __all__ = [
     "TraceOptions",
     "TraceReport",
     "attach_traces",
+    "open_session",
     "trace_targets",
 ]
+
+
+@contextmanager
+def open_session(options: TraceOptions) -> Iterator[Any]:
+    """A :class:`kvaudit.tracer.session.TraceSession` for ``options``, closed (worker and all) on the way out."""
+    from .session import TraceSession
+
+    with TraceSession(options) as session:
+        yield session
 
 @dataclass
 class TraceReport:
     """Everything ``kvaudit trace`` prints: the model, the prefill plan, the traces, bad input.
 
     ``setup_errors`` holds one line per press that never ran because of the options or the machine
-    (the model cannot be built on ``--device``) or a tracer failure; such a press also has a trace
-    with ``status="error"``. A press that is abstract, needs constructor arguments, or raised in a
-    prefill is the press's own doing and never lands there.
+    (the model cannot be built on ``--device``); such a press also has a trace with
+    ``status="error"``. A press that is abstract, needs constructor arguments, or raised in a
+    prefill is the press's own doing and never lands there. ``internal_errors`` holds one line per
+    failure of the tracer itself (exit code 2), and ``tracebacks`` their tracebacks (``--debug``).
     """
 
     model: dict[str, Any] = field(default_factory=dict)
@@ -55,6 +68,13 @@ class TraceReport:
     input_errors: list[str] = field(default_factory=list)
     worker_timings: dict[str, float] = field(default_factory=dict)
     setup_errors: list[str] = field(default_factory=list)
+    internal_errors: list[str] = field(default_factory=list)
+    tracebacks: list[str] = field(default_factory=list)
+
+    @property
+    def error_lines(self) -> list[str]:
+        """Every ``error:`` line of the run (bad input, then tracer failures), each naming its target."""
+        return [*self.input_errors, *self.internal_errors]
 
     @property
     def nothing_traced(self) -> str | None:
@@ -70,8 +90,9 @@ class TraceReport:
 
     @property
     def exit_code(self) -> int:
-        """0: traced, no defects; 1: a defect (crash, stale-indices, batch-row-0); 2: bad input or nothing traced."""
-        if self.input_errors or self.nothing_traced:
+        """0: traced, no defects; 1: a defect (crash, stale-indices, batch-row-0); 2: bad input, a tracer
+        failure, or nothing traced."""
+        if self.input_errors or self.internal_errors or self.nothing_traced:
             return BAD_INPUT
         if any(trace.defects for trace in self.traces):
             return FINDINGS
@@ -119,8 +140,8 @@ def _status(message: str, enabled: bool) -> Iterator[None]:
 
 
 def _options_problem(options: TraceOptions) -> str | None:
-    """A one-line reason when the options or the --press expression are unusable."""
-    problem = options.validate()
+    """A one-line reason when the trace extra is missing, or the options or the --press expression are unusable."""
+    problem = missing_trace_extra() or options.validate()
     if problem is None and options.press_expr is not None:
         try:
             check_expression(options.press_expr)
@@ -136,10 +157,10 @@ def trace_targets(targets: list[str], options: TraceOptions, progress: bool = Tr
     good targets are still traced, as ``kvaudit check`` does. Targets are checked in this process
     first (existence, syntax, ``::ClassName``), so bad input alone costs no worker start. When no
     press could be traced because of the options or the machine, a line saying so is added to
-    ``input_errors`` too (exit code 2).
+    ``input_errors`` too (exit code 2). Failures of the tracer itself go to ``internal_errors``.
     """
     from .client import WorkerError
-    from .session import TraceSession
+    from .session import InternalTraceError
 
     report = TraceReport(targets=list(targets), plan=[spec.label for spec in run_plan(options)])
     problem = _options_problem(options)
@@ -156,13 +177,17 @@ def trace_targets(targets: list[str], options: TraceOptions, progress: bool = Tr
         return report
 
     show = progress and sys.stderr.isatty()
-    with TraceSession(options) as session:
+    with open_session(options) as session:
+        session.use(options)
         jobs: list[tuple[TraceTarget, str | None]] = []
         try:
             with _status("starting the trace worker (torch, transformers, kvpress, model)…", show):
                 for target in resolved:
                     try:
                         jobs.extend((target, name) for name in session.press_classes(target))
+                    except InternalTraceError as error:
+                        report.internal_errors.append(str(error))
+                        report.tracebacks.extend([error.traceback] if error.traceback else [])
                     except TraceInputError as error:
                         report.input_errors.append(str(error))
                 report.model = session.model_info()
@@ -179,42 +204,58 @@ def trace_targets(targets: list[str], options: TraceOptions, progress: bool = Tr
                     report.input_errors.append(traced.input_error)
                 if traced.setup_error:
                     report.setup_errors.append(traced.setup_error)
+                if traced.internal_error:
+                    report.internal_errors.append(traced.internal_error)
+                    report.tracebacks.extend([traced.traceback] if traced.traceback else [])
     reason = report.nothing_traced
     if reason is not None:
         report.input_errors.append(reason)
     return report
 
 
-def attach_traces(result: AuditResult, options: TraceOptions, progress: bool = True) -> None:
+def attach_traces(result: AuditResult, options: TraceOptions, progress: bool = True) -> list[str]:
     """Trace every press of ``result`` and set ``press.trace`` (with ``.reference`` if asked).
 
     Presses are matched by file path and class name. One worker serves all files. A press that
     cannot be traced gets a trace with ``status="error"`` and a one-line ``message``. With
     ``options.press_expr``, the expression builds the press of the class it instantiates; the
-    other presses are built with defaults.
+    other presses are built with defaults. A failure of the tracer itself also adds an error
+    entry to ``result.files`` (exit code 2, never 1); the tracebacks of such failures are returned
+    (for ``--debug``).
     """
     from .client import WorkerError
-    from .session import TraceSession
+    from .session import InternalTraceError
 
+    tracebacks: list[str] = []
     if not result.presses:
-        return
+        return tracebacks
     problem = _options_problem(options)
     if problem is not None:
         for press in result.presses:
             press.trace = PressTrace(press.name, press.path, "error", problem)
-        return
+        return tracebacks
+
+    failed: list[FileStatus] = []
+
+    def internal(message: str, path: str, traceback: str | None) -> None:
+        failed.append(FileStatus(path, "error", message))
+        tracebacks.extend([traceback] if traceback else [])
 
     by_file: dict[Path, list[Any]] = {}
     for press in result.presses:
         by_file.setdefault(Path(press.path).resolve(), []).append(press)
 
-    with TraceSession(options) as session, _progress(len(result.presses), progress and sys.stderr.isatty()) as step:
+    with open_session(options) as session, _progress(len(result.presses), progress and sys.stderr.isatty()) as step:
+        session.use(options)
         for path, reports in by_file.items():
             target = TraceTarget(text=display_path(path), path=path, module=None, class_name=None)
             try:
                 classes = session.list_classes(target) if path.is_file() else []
                 known = {c["name"] for c in classes if c["is_press"]}
                 failure = None if path.is_file() else f"{display_path(path)}: no such file or directory"
+            except InternalTraceError as error:
+                known, failure = set(), str(error)
+                internal(str(error), display_path(path), error.traceback)
             except (TraceInputError, WorkerError) as error:
                 known, failure = set(), str(error)
             for report in reports:
@@ -226,3 +267,9 @@ def attach_traces(result: AuditResult, options: TraceOptions, progress: bool = T
                 traced = session.trace(target, report.name, expr_class_only=True)
                 traced.trace.path = report.path  # matched by the static path, as the static report wrote it
                 report.trace = traced.trace
+                if traced.internal_error:
+                    internal(traced.internal_error, report.path, traced.traceback)
+    if failed:
+        result.files.extend(failed)
+        result.sort()
+    return tracebacks

@@ -59,7 +59,7 @@ def default_press(cls: type) -> Any:
             raise BuildError(f"{cls.__name__} needs a value for {parameter.name!r}; pass --press")
     try:
         press = cls(**kwargs)
-    except Exception as error:  # __post_init__ assertions and the like
+    except BaseException as error:  # noqa: BLE001 - __post_init__ assertions, sys.exit(): whatever the type
         raise BuildError(f"cannot build {cls.__name__} with defaults: {one_line(error)}; pass --press") from None
     if isinstance(press, ScorerPress) and "compression_ratio" not in kwargs:
         try:
@@ -78,7 +78,7 @@ def press_from_expression(expression: str, module: ModuleType | None) -> Any:
         namespace.update(vars(module))
     try:
         press = eval(compile(expression, "<--press>", "eval"), namespace)  # noqa: S307 - the user's own expression
-    except Exception as error:
+    except BaseException as error:  # noqa: BLE001 - sys.exit() in a constructor is bad input like a ValueError
         raise ExpressionError(f"bad --press expression {expression!r}: {one_line(error)}") from None
     if not isinstance(press, kvpress.BasePress):
         raise ExpressionError(f"bad --press expression {expression!r}: it builds {type(press).__name__!r}, not a kvpress press")
@@ -125,14 +125,17 @@ def reference_press(press: Any) -> Any:
 
     try:
         from ..reference import ChunkKVReusePress
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001
         raise BuildError(f"reference press unavailable: {one_line(error)}") from None
 
     nested = [p for p in reachable_presses(press)[1:] if isinstance(p, ScorerPress)]
     scorer = nested[0] if nested else press if isinstance(press, ScorerPress) else None
     if scorer is None:
         raise BuildError(f"{type(press).__name__} holds no ScorerPress to give the reference press")
-    scorer = copy.deepcopy(scorer)
+    try:
+        scorer = copy.deepcopy(scorer)  # the user's scorer: its __deepcopy__ may raise anything
+    except BaseException as error:  # noqa: BLE001
+        raise BuildError(f"cannot copy {type(scorer).__name__} for the reference press: {one_line(error)}") from None
     ratio = getattr(press, "compression_ratio", None)
     if isinstance(ratio, float):
         scorer.compression_ratio = ratio
@@ -141,5 +144,5 @@ def reference_press(press: Any) -> Any:
         chunk_length = REFERENCE_DEFAULT_CHUNK
     try:
         return ChunkKVReusePress(press=scorer, chunk_length=chunk_length, n_reuse=REFERENCE_N_REUSE)
-    except Exception as error:
+    except BaseException as error:  # noqa: BLE001
         raise BuildError(f"cannot build the reference press: {one_line(error)}") from None

@@ -1,8 +1,21 @@
-"""Run a function in a forked child with a timeout: isolation for the user's press code.
+"""Run a function in a forked child with a timeout, and clean up after it: isolation for press code.
 
 The worker forks after torch, transformers and kvpress are imported and the model is built, so a
-child starts in milliseconds and shares the model copy-on-write. A child that hangs is killed
-with its whole process group; one that dies (segfault, ``os._exit``) is reported as such.
+child starts in milliseconds and shares the model copy-on-write.
+
+What a hostile press can do, and what stops it:
+
+* **It starts processes.** The child runs in its own process group; on every exit (a result, a
+  timeout, a death) the group is killed *before* the child is reaped, so the group id cannot have
+  been reused. A process that left the group (``setsid``, double fork) is caught too: the worker
+  is a child subreaper (``PR_SET_CHILD_SUBREAPER``), so every orphan of the press is re-parented to
+  it, and :func:`kill_descendants` kills and reaps everything below the worker after each child.
+* **A grandchild keeps the result pipe open.** The result is framed (an 8-byte length, then JSON);
+  reading stops when the frame is complete, never waiting for end-of-file.
+* **It kills the worker or kvaudit.** The child dies with the worker (``PR_SET_PDEATHSIG``), and
+  the worker with kvaudit (see :func:`guard_parent`; the worker also polls its parent while it waits).
+* **It eats memory.** ``RLIMIT_AS`` caps the child's address space at what it had at the fork plus
+  ``memory_limit`` bytes: past it, allocations fail in the child (a crash of the press), not the machine.
 
 Why fork is safe here: the worker runs torch with one intra-op thread and never enters a
 parallel region before forking (GNU OpenMP is not fork-safe once its pool exists).
@@ -10,10 +23,13 @@ parallel region before forking (GNU OpenMP is not fork-safe once its pool exists
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import select
 import signal
+import struct
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -21,6 +37,13 @@ from dataclasses import dataclass
 from typing import Any
 
 OK, FAILED, TIMEOUT, DIED = "ok", "failed", "timeout", "died"
+
+_FRAME = struct.Struct(">Q")  # the length of the JSON result that follows
+_MAX_RESULT_BYTES = 1 << 30  # a longer "frame" is garbage written by the press, not a result
+PARENT_POLL_S = 0.5  # how often a waiting worker checks that its parent is still there
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 
 
 class ReportedError(Exception):
@@ -36,34 +59,262 @@ class ChildOutcome:
     detail: str = ""
     seconds: float = 0.0
     error_type: str | None = None  # the exception's class name when ``failed``
+    traceback: str | None = None  # when ``failed`` with an exception that is not a ReportedError
 
 
-def _child_main(function: Callable[[], Any], write_fd: int) -> None:
-    os.setpgid(0, 0)  # own process group: a timeout kills whatever the press started too
+# ---------------------------------------------------------------------------------------------
+# Process bookkeeping: prctl, the process table, killing and reaping
+# ---------------------------------------------------------------------------------------------
+
+
+def _prctl(option: int, value: int) -> bool:
+    """``prctl(option, value)`` through libc; False where there is no prctl (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return False
     try:
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)  # the user's code must never read the worker's request stream
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(option, ctypes.c_ulong(value), 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def become_subreaper() -> bool:
+    """Orphaned descendants of this process are re-parented to it instead of to PID 1."""
+    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def die_with_parent(sig: int, parent: int) -> bool:
+    """Ask the kernel for ``sig`` when ``parent`` dies; send it now if it is already gone."""
+    armed = _prctl(_PR_SET_PDEATHSIG, sig)
+    if os.getppid() != parent:  # it died before the request was armed
+        os.kill(os.getpid(), sig)
+    return armed
+
+
+def _process_table() -> dict[int, tuple[int, int]]:
+    """``pid -> (parent pid, session id)`` for every process we can see (empty without /proc)."""
+    table: dict[int, tuple[int, int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return table
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:  # it exited meanwhile
+            continue
+        # Fields after the command name, which may itself hold spaces and parentheses.
+        fields = stat.rpartition(b")")[2].split()
+        try:
+            table[int(name)] = (int(fields[1]), int(fields[3]))
+        except (IndexError, ValueError):
+            continue
+    return table
+
+
+def descendants(root: int) -> list[int]:
+    """Every process below ``root`` (children first), from one snapshot of the process table."""
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in _process_table().items():
+        children.setdefault(parent, []).append(pid)
+    found: list[int] = []
+    pending = list(children.get(root, []))
+    while pending:
+        pid = pending.pop(0)
+        found.append(pid)
+        pending.extend(children.get(pid, []))
+    return found
+
+
+def session_members(session: int) -> list[int]:
+    """Every process of session ``session``."""
+    return [pid for pid, (_, sid) in _process_table().items() if sid == session]
+
+
+def kill_all(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:  # gone already, or not ours
+            pass
+
+
+def kill_descendants(rounds: int = 200) -> None:
+    """Kill and reap every process below this one.
+
+    Killing a process re-parents its own children to this process (a subreaper), so the table is
+    read again until nothing is left; each round also reaps the processes that are our children.
+    """
+    me = os.getpid()
+    for _ in range(rounds):
+        found = descendants(me)
+        if not found:
+            break
+        kill_all(found)
+        table = _process_table()
+        for pid in found:
+            if table.get(pid, (None,))[0] == me:
+                _reap(pid)
+    reap_orphans()
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def reap_orphans() -> None:
+    """Reap every child that has already exited (orphans re-parented to a subreaper)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker's parent
+# ---------------------------------------------------------------------------------------------
+
+_watched_parent: int | None = None
+
+
+def guard_parent(parent: int) -> None:
+    """Make this process (the worker) stop at once when ``parent`` (kvaudit) dies.
+
+    The kernel sends SIGTERM (``PR_SET_PDEATHSIG``); the handler kills every descendant and
+    exits. :func:`run_in_child` also polls the parent while it waits, where prctl is missing.
+    """
+    global _watched_parent
+    _watched_parent = parent
+    signal.signal(signal.SIGTERM, _stop_now)
+    die_with_parent(signal.SIGTERM, parent)
+
+
+def _stop_now(signum: int = signal.SIGTERM, frame: Any = None) -> None:
+    kill_descendants()
+    os._exit(128 + signum)
+
+
+def _parent_gone() -> bool:
+    return _watched_parent is not None and os.getppid() != _watched_parent
+
+
+# ---------------------------------------------------------------------------------------------
+# One child
+# ---------------------------------------------------------------------------------------------
+
+
+def _address_space() -> int:
+    """This process's current virtual memory size in bytes (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm", "rb") as handle:
+            return int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _limit_memory(extra: int) -> None:
+    """Cap the address space at its size now plus ``extra`` bytes (soft and hard: the press cannot lift it)."""
+    import resource
+
+    cap = _address_space() + extra
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _child_main(function: Callable[[], Any], write_fd: int, worker: int, memory_limit: int | None) -> None:
+    os.setpgid(0, 0)  # own process group: whatever the press starts there dies with it
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the worker's clean-up handler is not the child's
+    die_with_parent(signal.SIGKILL, worker)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)  # the user's code must never read the worker's request stream
+    os.close(null)
+    try:
+        if memory_limit:
+            _limit_memory(memory_limit)
         data = json.dumps({"ok": True, "payload": function()}).encode()
     except BaseException as error:  # noqa: BLE001 - everything must reach the worker as one line
-        if isinstance(error, ReportedError):
-            last = str(error)
-        else:
-            last = traceback.format_exception_only(type(error), error)[-1].strip()
-        data = json.dumps({"ok": False, "error": " ".join(last.split()), "type": type(error).__name__}).encode()
-    with os.fdopen(write_fd, "wb") as pipe:
-        pipe.write(data)
+        reported = isinstance(error, ReportedError)
+        last = str(error) if reported else traceback.format_exception_only(type(error), error)[-1].strip()
+        message = {"ok": False, "error": " ".join(last.split()), "type": type(error).__name__}
+        if not reported:
+            message["traceback"] = traceback.format_exc()
+        data = json.dumps(message).encode()
+    _write_all(write_fd, _FRAME.pack(len(data)) + data)
+    os.close(write_fd)
 
 
-def run_in_child(function: Callable[[], Any], timeout: float) -> ChildOutcome:
-    """Fork, run ``function`` in the child, return its JSON-safe result within ``timeout`` seconds."""
+def _exited(pid: int) -> bool:
+    """Whether the child has exited, without reaping it (its group id stays reserved)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _read_frame(read_fd: int, pid: int, deadline: float) -> tuple[bytes | None, bool]:
+    """Read the child's framed result; returns (the JSON bytes, or None if it ended without one; timed out).
+
+    Never waits for end-of-file: a grandchild may hold the pipe open long after the child is done.
+    """
+    buffer = bytearray()
+    needed: int | None = None
+    child_done = False
+    while True:
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            return None, True
+        ready, _, _ = select.select([read_fd], [], [], 0 if child_done else min(remaining, PARENT_POLL_S))
+        if not ready:
+            if child_done:  # it exited, the pipe is drained, and the frame is incomplete
+                return None, False
+            if _parent_gone():
+                _stop_now()
+            child_done = _exited(pid)
+            continue
+        chunk = os.read(read_fd, 1 << 16)
+        if not chunk:
+            return None, False  # the child (and every copy of the pipe) closed it without a result
+        buffer += chunk
+        if needed is None and len(buffer) >= _FRAME.size:
+            needed = _FRAME.unpack_from(buffer)[0]
+            if needed > _MAX_RESULT_BYTES:
+                return None, False
+        if needed is not None and len(buffer) >= _FRAME.size + needed:
+            return bytes(buffer[_FRAME.size : _FRAME.size + needed]), False
+
+
+def run_in_child(function: Callable[[], Any], timeout: float, memory_limit: int | None = None) -> ChildOutcome:
+    """Fork, run ``function`` in the child, return its JSON-safe result within ``timeout`` seconds.
+
+    Whatever happens, the child's process group and every process left below this one are killed
+    and reaped before this returns. ``memory_limit`` (bytes) caps what the child may allocate.
+    """
     read_fd, write_fd = os.pipe()
+    worker = os.getpid()
     started = time.perf_counter()
     pid = os.fork()
     if pid == 0:  # child
         os.close(read_fd)
         code = 0
         try:
-            _child_main(function, write_fd)
+            _child_main(function, write_fd, worker, memory_limit)
         except BaseException:  # noqa: BLE001
             code = 1
         os._exit(code)  # skip the worker's atexit handlers and buffered streams
@@ -73,37 +324,29 @@ def run_in_child(function: Callable[[], Any], timeout: float) -> ChildOutcome:
         os.setpgid(pid, pid)  # also here: a kill may come before the child ran its own setpgid
     except OSError:
         pass
-    chunks: list[bytes] = []
-    deadline = started + timeout
+    data: bytes | None = None
     timed_out = False
-    with os.fdopen(read_fd, "rb", buffering=0) as pipe:
-        while True:
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                timed_out = True
-                break
-            ready, _, _ = select.select([pipe], [], [], remaining)
-            if not ready:
-                timed_out = True
-                break
-            chunk = pipe.read(1 << 16)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    if timed_out:
-        _kill_group(pid)
-    _, status = os.waitpid(pid, 0)
+    try:
+        data, timed_out = _read_frame(read_fd, pid, started + timeout)
+    finally:
+        os.close(read_fd)
+        _kill_group(pid)  # before reaping: an unreaped child keeps its group id from being reused
+        _, status = os.waitpid(pid, 0)
+        kill_descendants()  # whatever left the group: orphans re-parented to this subreaper
     seconds = time.perf_counter() - started
     if timed_out:
         return ChildOutcome(TIMEOUT, detail=f"no result after {timeout:g} s; killed", seconds=seconds)
     try:
-        message = json.loads(b"".join(chunks).decode())
+        message = json.loads(data.decode()) if data is not None else None
     except ValueError:
+        message = None
+    if not isinstance(message, dict):
         return ChildOutcome(DIED, detail=_death(status), seconds=seconds)
     if message.get("ok"):
         return ChildOutcome(OK, payload=message.get("payload"), seconds=seconds)
     return ChildOutcome(
-        FAILED, detail=message.get("error", "unknown error"), seconds=seconds, error_type=message.get("type")
+        FAILED, detail=message.get("error", "unknown error"), seconds=seconds, error_type=message.get("type"),
+        traceback=message.get("traceback"),
     )
 
 
@@ -111,7 +354,6 @@ def _kill_group(pid: int) -> None:
     for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
         try:
             kill()
-            return
         except (ProcessLookupError, PermissionError):
             continue
 

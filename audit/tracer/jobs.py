@@ -15,7 +15,6 @@ from . import build
 from .childproc import ReportedError
 from .loader import import_target, list_classes
 from .options import TraceOptions, run_plan
-from .runner import trace_press
 from .serialize import trace_to_dict
 
 REFERENCE_NAME = "ChunkKVReusePress"
@@ -73,6 +72,8 @@ def _press_factory(module: Any, request: dict[str, Any]) -> tuple[Callable[[], A
 
 def trace_job(model: Any, options: TraceOptions, request: dict[str, Any], reference: bool) -> dict[str, Any]:
     """Trace the requested press, or with ``reference`` the reference press built from it."""
+    from .runner import trace_press  # torch: only where a press runs (``list`` stays light)
+
     module = import_or_explain(request)
     factory, name, input_error = _press_factory(module, request)
     plan = run_plan(options)

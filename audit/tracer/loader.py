@@ -51,19 +51,40 @@ def _load_from_file(file: Path) -> ModuleType:
     return module
 
 
+def _put_first_on_path(folder: Path) -> None:
+    """Make ``folder`` the first place imports look, as ``python FILE`` does with the file's folder.
+
+    A folder already on ``sys.path`` (site-packages, say) keeps its place: moving it first could
+    shadow the standard library.
+    """
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+
+
+def _module_root(file: Path, module_name: str) -> Path:
+    """The folder from which ``module_name`` (found at ``file``) is imported."""
+    depth = module_name.count(".") + (1 if file.name == "__init__.py" else 0)
+    return file.parents[min(depth, len(file.parents) - 1)]
+
+
 def import_target(path: str, module_name: str | None) -> ModuleType:
     """Import the target: by its dotted name when known, else by path.
 
+    The folder the target is imported from comes first on ``sys.path``, so that the target's own
+    imports (``import rules``, ``from utils import x``) find the user's modules beside it, as
+    ``python FILE`` would: the worker itself puts nothing there (it runs with ``python -P``).
     A file inside a package is imported under its package name (relative imports work and its
     classes subclass the one installed ``BasePress``); a loose file is loaded on its own.
     """
-    if module_name:
-        return importlib.import_module(module_name)
     file = Path(path).resolve()
+    if module_name:
+        if importlib.util.find_spec(module_name.partition(".")[0]) is None:
+            # kvaudit found it where the worker does not look (beside the working directory, say).
+            _put_first_on_path(_module_root(file, module_name))
+        return importlib.import_module(module_name)
     dotted, root = _package_name(file)
+    _put_first_on_path(root if dotted and root is not None else file.parent)
     if dotted and root is not None:
-        if str(root) not in sys.path:
-            sys.path.insert(0, str(root))
         try:
             module = importlib.import_module(dotted)
         except ModuleNotFoundError as error:

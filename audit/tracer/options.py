@@ -5,6 +5,9 @@ Plain stdlib so that the CLI and ``kvaudit check`` can build options without imp
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,6 +20,69 @@ DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_TOKENS = 512
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_SEED = 0
+# A traced press may allocate at most this share of the machine's RAM (on top of the worker's model).
+DEFAULT_MEMORY_SHARE = 0.5
+
+# What tracing needs beyond the static audit (the `trace` extra), and how to get it.
+TRACE_PACKAGES = ("torch", "transformers", "kvpress")
+INSTALL_TRACE = "pip install 'kvaudit[trace]'"
+# The environment variable that tells the worker which process is its parent (kvaudit).
+PARENT_ENV = "KVAUDIT_WORKER_PARENT"
+
+
+def missing_trace_extra() -> str | None:
+    """A one-line reason when a package of the ``trace`` extra is missing, else None. Imports nothing."""
+    for name in TRACE_PACKAGES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            return f"tracing needs {name}, which is not installed; add the trace extra: {INSTALL_TRACE}"
+    return None
+
+
+def physical_memory() -> int:
+    """The machine's RAM in bytes (0 when unknown)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
+def default_memory_limit() -> int:
+    return int(physical_memory() * DEFAULT_MEMORY_SHARE)
+
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_memory_limit(text: str) -> int:
+    """``4G``, ``512MiB``, ``1.5g``, ``25%`` (of RAM) or a byte count; ``0``/``none`` means no limit.
+
+    Raises
+    ------
+    ValueError
+        With a one-line reason.
+    """
+    value = text.strip().lower()
+    if value in ("0", "none", "off", "unlimited"):
+        return 0
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(%|[kmgt]?)(?:i?b)?", value)
+    if match is None:
+        raise ValueError("give a size such as 4G, 512M or 25% (of RAM), or 0 for no limit")
+    number, unit = float(match.group(1)), match.group(2)
+    size = int(number / 100 * physical_memory()) if unit == "%" else int(number * _UNITS[unit])
+    if size <= 0:
+        raise ValueError("must be more than 0 bytes (0 alone means no limit)")
+    return size
+
+
+def format_bytes(size: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
 
 
 @dataclass
@@ -45,6 +111,9 @@ class TraceOptions:
         Also trace ``kvaudit.reference.ChunkKVReusePress`` with the same scorer, ratio and chunk length.
     seed : int
         Seed of the embedded model's weights and of the prompt tokens.
+    memory_limit : int
+        Bytes one press may allocate on top of the worker's address space (``RLIMIT_AS``, CPU
+        only); 0 means no limit. Default: half the machine's RAM.
     """
 
     arch: str = "llama"
@@ -57,6 +126,7 @@ class TraceOptions:
     press_expr: str | None = None
     compare_reference: bool = False
     seed: int = DEFAULT_SEED
+    memory_limit: int = field(default_factory=default_memory_limit)
     # Extra environment for the worker (tests use it); HF_HUB_OFFLINE=1 is always set.
     worker_env: dict[str, str] = field(default_factory=dict)
 
@@ -76,7 +146,13 @@ class TraceOptions:
             return "--tokens must be at least 8"
         if self.timeout <= 0:
             return "--timeout must be positive"
+        if self.memory_limit < 0:
+            return "--memory-limit must not be negative"
         return None
+
+    def model_key(self) -> tuple:
+        """What the worker's model depends on: a shared session rebuilds it when this changes."""
+        return (self.arch, self.layers, self.model_path, self.device, self.dtype, self.seed)
 
     def to_wire(self) -> dict:
         """The options as sent to the worker (JSON-safe)."""

@@ -42,7 +42,7 @@ def observe_prefill(model: nn.Module, press: Any, spec: RunSpec, instrumented: b
                 started = time.perf_counter()
                 model(input_ids=input_ids, past_key_values=cache, use_cache=True)
                 observation.prefill_time_s = time.perf_counter() - started
-    except Exception as error:  # the press raised: that is a finding, not a tracer failure
+    except BaseException as error:  # noqa: BLE001 - the press raised (sys.exit() too): a finding, not a tracer failure
         observation.error = one_line(error)
         observation.exception_type = type(error).__name__
         return observation
@@ -119,7 +119,7 @@ def trace_press(
         return trace
     try:
         trace.config = " ".join(repr(press).split())
-    except Exception as error:  # the press's own __repr__: its fault, not a tracer failure
+    except BaseException as error:  # noqa: BLE001 - the press's own __repr__: its fault, not a tracer failure
         trace.config = f"<{type(press).__name__}: repr() raised {one_line(error)}>"
 
     observations: list[RunObservation] = []

@@ -1,6 +1,8 @@
 """A trace session: one worker, one model, any number of targets and presses.
 
 Used by ``kvaudit trace`` and by :func:`kvaudit.tracer.attach_traces`. Stdlib only on this side.
+A session may be shared (the test suite keeps one worker for all its traces): :meth:`TraceSession.use`
+switches the options, and the worker rebuilds its model only when the model options change.
 """
 
 from __future__ import annotations
@@ -25,13 +27,39 @@ class TracedPress:
 
     ``input_error``: the input was wrong (the module does not import, a bad ``--press``).
     ``setup_error``: the press never ran because of the options or the machine (the model cannot
-    be built on ``--device``) or because the tracer itself failed.
+    be built on ``--device``).
+    ``internal_error``: the tracer itself failed (a bug: exit code 2, never 1), with its
+    ``traceback`` for ``--debug``. Each of these lines starts with the press (``PATH::Class``).
     """
 
     target: TraceTarget
     trace: PressTrace
     input_error: str | None = None
     setup_error: str | None = None
+    internal_error: str | None = None
+    traceback: str | None = None
+
+
+# Options sent with each request rather than at init: changing them needs no new model.
+_PER_REQUEST = ("timeout", "press_expr", "compare_reference", "memory_limit", "worker_env")
+
+
+def _init_wire(options: TraceOptions) -> dict[str, Any]:
+    return {k: v for k, v in options.to_wire().items() if k not in _PER_REQUEST}
+
+
+def press_label(target: TraceTarget, class_name: str | None) -> str:
+    """How an error line names a press: ``PATH::Class`` (or the target as given)."""
+    shown = display_path(target.path)
+    return f"{shown}::{class_name}" if class_name else shown
+
+
+class InternalTraceError(TraceInputError):
+    """The tracer failed on a target (a bug, not the target's fault); ``traceback`` is for ``--debug``."""
+
+    def __init__(self, message: str, traceback: str | None = None) -> None:
+        super().__init__(message)
+        self.traceback = traceback
 
 
 class TraceSession:
@@ -40,8 +68,16 @@ class TraceSession:
     def __init__(self, options: TraceOptions) -> None:
         self.options = options
         self._client: WorkerClient | None = None
+        self._client_env: dict[str, str] = {}
+        self._init_sent: dict[str, Any] | None = None  # the options the worker's model was built with
         self.model: dict[str, Any] | None = None
         self.worker_timings: dict[str, float] = {}
+
+    def use(self, options: TraceOptions) -> None:
+        """Trace with ``options`` from now on (a new worker only if ``worker_env`` changed)."""
+        if options.worker_env != self._client_env and self._client is not None:
+            self._restart()
+        self.options = options
 
     def __enter__(self) -> TraceSession:
         self.start()
@@ -60,22 +96,30 @@ class TraceSession:
         """Spawn the worker (it starts importing torch at once)."""
         if self._client is None:
             self._client = WorkerClient(env=self.options.worker_env)
+            self._client_env = dict(self.options.worker_env)
+
+    @property
+    def worker_pid(self) -> int | None:
+        return self._client.pid if self._client is not None else None
 
     def _ready_client(self) -> WorkerClient:
         self.start()
         assert self._client is not None
-        if self.model is None:
+        wire = _init_wire(self.options)
+        if self.model is None or wire != self._init_sent:
+            self.model = None
             reply = self._client.request({"op": "init", "options": self.options.to_wire()}, INIT_TIMEOUT_S)
             if not reply.get("ok"):
                 raise WorkerError(reply.get("error", "trace worker failed to start"))
-            self.model = reply["model"]
-            self.worker_timings = {"import_s": reply.get("import_s", 0.0), "build_s": reply.get("build_s", 0.0)}
+            self.model, self._init_sent = reply["model"], wire
+            if reply.get("import_s") or not self.worker_timings:
+                self.worker_timings = {"import_s": reply.get("import_s", 0.0), "build_s": reply.get("build_s", 0.0)}
         return self._client
 
     def _restart(self) -> None:
         if self._client is not None:
             self._client.close(kill=True)
-        self._client, self.model = None, None
+        self._client, self.model, self._init_sent = None, None, None
 
     def model_info(self) -> dict[str, Any]:
         """Arch, layers and source of the model (starts the worker if needed)."""
@@ -89,18 +133,22 @@ class TraceSession:
         Raises
         ------
         TraceInputError
-            The module cannot be imported (or its import hangs past the timeout).
+            The module cannot be imported (or its import hangs past the timeout); the message
+            starts with the target. :class:`InternalTraceError` when the tracer failed.
         """
         client = self._ready_client()
         request = {"op": "list", "path": str(target.path), "display": display_path(target.path), "module": target.module,
-                   "timeout": self.options.timeout}
+                   "timeout": self.options.timeout, "memory_limit": self.options.memory_limit}
         try:
             reply = client.request(request, self.options.timeout + REPLY_SLACK_S)
         except WorkerError as error:
             self._restart()
             raise TraceInputError(f"{target.text}: {error}") from None
         if not reply.get("ok"):
-            raise TraceInputError(reply.get("error", f"{target.text}: cannot be imported"))
+            message = reply.get("error") or "cannot be imported"
+            if reply.get("internal"):
+                raise InternalTraceError(f"{target.text}: internal error in the tracer: {message}", reply.get("traceback"))
+            raise TraceInputError(f"{target.text}: {message}")
         return list(reply["classes"])
 
     def press_classes(self, target: TraceTarget) -> list[str | None]:
@@ -136,21 +184,35 @@ class TraceSession:
             "expr_class_only": expr_class_only,
             "reference": self.options.compare_reference,
             "timeout": self.options.timeout,
+            "memory_limit": self.options.memory_limit,
         }
         # The worker enforces the timeout per child; the reference run is a second child.
         reply_timeout = self.options.timeout * (2 if self.options.compare_reference else 1) + REPLY_SLACK_S
         name, shown = class_name or "press", display_path(target.path)
+        label = press_label(target, class_name)
         try:
             reply = self._ready_client().request(request, reply_timeout)
         except WorkerError as error:
+            # The worker died or hung while the press ran (a press can kill its parent): the press's doing.
             self._restart()
-            message = f"tracer failure: {error}"
+            message = f"the trace worker died while tracing it: {error}"
             return TracedPress(target, PressTrace(name, shown, "error", message, defects=[Defect(CRASH, message)]))
         if not reply.get("ok"):
             message = reply.get("error") or "trace worker failed"
-            return TracedPress(target, PressTrace(name, shown, "error", message), setup_error=message)
+            trace = PressTrace(name, shown, "error", message)
+            if reply.get("internal"):
+                return TracedPress(target, trace, internal_error=f"{label}: internal error in the tracer: {message}",
+                                   traceback=reply.get("traceback"))
+            return TracedPress(target, trace, setup_error=f"{label}: {message}")
         trace = trace_from_dict(reply["trace"])
         trace.path = shown
         if trace.reference is not None and Path(trace.reference.path).is_absolute():
             trace.reference.path = display_path(Path(trace.reference.path))
-        return TracedPress(target, trace, reply.get("input_error"), reply.get("setup_error"))
+        internal = reply.get("internal_error")
+        return TracedPress(
+            target, trace,
+            input_error=reply.get("input_error"),
+            setup_error=f"{label}: {reply['setup_error']}" if reply.get("setup_error") else None,
+            internal_error=f"{label}: internal error in the tracer: {internal}" if internal else None,
+            traceback=reply.get("traceback"),
+        )

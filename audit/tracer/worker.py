@@ -6,7 +6,14 @@ stdout. File descriptor 1 itself is pointed at stderr, so that whatever the user
 can never corrupt the protocol. Every request that runs user code forks a child
 (:func:`kvaudit.tracer.childproc.run_in_child`) with the request's timeout.
 
-Requests: ``init`` (imports, model), ``list`` (classes of a target), ``trace`` (one press).
+Requests: ``init`` (imports, model; sent again when a shared session changes the model),
+``list`` (classes of a target), ``trace`` (one press).
+
+Process hygiene (see :mod:`kvaudit.tracer.childproc`): the worker runs in its own session, is a
+child subreaper, and stops at once when kvaudit dies; before it exits, on every path, it kills and
+reaps every process below it. It is started with ``python -P``: the working directory is not put
+first on ``sys.path``, so a ``torch.py`` or ``rules/`` there shadows nothing; each target's own
+folder (or package root) is put there instead, in the child that imports it.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # before anything can import huggingface_hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from ..model import Defect, PressTrace  # noqa: E402  (stdlib only, like the rest below)
+from . import childproc  # noqa: E402
 from .childproc import FAILED, OK, TIMEOUT, ChildOutcome, run_in_child  # noqa: E402
-from .options import TraceOptions  # noqa: E402
+from .options import PARENT_ENV, TraceOptions, missing_trace_extra  # noqa: E402
 from .serialize import trace_from_dict, trace_to_dict  # noqa: E402
 from .verdicts import CRASH  # noqa: E402
 
@@ -31,23 +39,38 @@ def _outcome_message(outcome: ChildOutcome) -> str:
     return f"timeout: {outcome.detail}" if outcome.status == TIMEOUT else outcome.detail
 
 
+def _internal(outcome: ChildOutcome) -> bool:
+    """The child raised in the tracer's own code (not the press's, not the module's): a tracer bug."""
+    from .jobs import ImportFailure, ModelFailure
+
+    return outcome.status == FAILED and outcome.error_type not in (ImportFailure.__name__, ModelFailure.__name__)
+
+
 class WorkerState:
     """What the worker holds between requests: the options and the model."""
 
     def __init__(self) -> None:
         self.options = TraceOptions()
         self.model: Any = None
+        self.model_info: dict[str, Any] = {}
 
     def init(self, request: dict[str, Any]) -> dict[str, Any]:
         """Import torch, transformers and kvpress; build and warm the model (CPU) once, before any fork."""
-        self.options = TraceOptions(**request["options"])
+        options = TraceOptions(**request["options"])
+        if self.model is not None and options.model_key() == self.options.model_key():
+            self.options = options  # a shared session changed the prefills, not the model
+            return {"ok": True, "model": self.model_info, "import_s": 0.0, "build_s": 0.0}
+        self.options, self.model = options, None
+        missing = missing_trace_extra()
+        if missing is not None:
+            return {"ok": False, "error": missing}
         started = time.perf_counter()
         import torch
 
         torch.set_num_threads(1)  # tiny models gain nothing from threads, and fork stays safe
         import kvpress  # noqa: F401  (patches the attention functions once, before forking)
 
-        from . import jobs, modelload  # noqa: F401  (jobs: pay its imports before forking)
+        from . import jobs, modelload, runner  # noqa: F401  (pay their imports once, before forking)
 
         imported = time.perf_counter()
         try:
@@ -57,7 +80,13 @@ class WorkerState:
 
             return {"ok": False, "error": f"--device {self.options.device}: {one_line(error)}"}
         if self.options.device == "cpu":
-            self.model, info = modelload.load_model(self.options)
+            try:
+                self.model, info = modelload.load_model(self.options)
+            except Exception as error:  # noqa: BLE001 - a folder that is not a model is bad input
+                from .build import one_line
+
+                what = f"--model {self.options.model_path}" if self.options.model_path else f"--arch {self.options.arch}"
+                return {"ok": False, "error": f"{what}: cannot build the model: {one_line(error)}"}
             modelload.warm_up(self.model)
         else:
             # CUDA cannot be initialised before a fork: each child builds its own model.
@@ -67,30 +96,44 @@ class WorkerState:
                 f"{self.options.device} (HF_HUB_OFFLINE=1: nothing is downloaded)",
             )
         built = time.perf_counter()
+        self.model_info = {"arch": info.arch, "layers": info.layers, "source": info.source}
         return {
             "ok": True,
-            "model": {"arch": info.arch, "layers": info.layers, "source": info.source},
+            "model": self.model_info,
             "import_s": round(imported - started, 3),
             "build_s": round(built - imported, 3),
         }
+
+    def _memory_limit(self, request: dict[str, Any]) -> int | None:
+        # CUDA reserves far more address space than it uses: RLIMIT_AS would break it, so CPU only.
+        limit = request.get("memory_limit")
+        return int(limit) if limit and self.options.device == "cpu" else None
+
+    def _run(self, function: Any, request: dict[str, Any]) -> ChildOutcome:
+        timeout = float(request.get("timeout", self.options.timeout))
+        return run_in_child(function, timeout, self._memory_limit(request))
 
     def list(self, request: dict[str, Any]) -> dict[str, Any]:
         """The classes of a target module, imported in a child."""
         from .jobs import list_job
 
-        outcome = run_in_child(lambda: list_job(request), float(request.get("timeout", self.options.timeout)))
+        outcome = self._run(lambda: list_job(request), request)
         if outcome.status == OK:
             return {"ok": True, **outcome.payload}
-        return {"ok": False, "error": _outcome_message(outcome)}
+        if _internal(outcome):
+            return {"ok": False, "internal": True, "error": outcome.detail, "traceback": outcome.traceback}
+        if outcome.status == FAILED:  # ImportFailure: its message names the module
+            return {"ok": False, "error": outcome.detail}
+        return {"ok": False, "error": f"importing it: {_outcome_message(outcome)}"}
 
     def trace(self, request: dict[str, Any]) -> dict[str, Any]:
         """Trace one press in a child, then (if asked) the reference press in another."""
         from .jobs import ImportFailure
 
-        timeout = float(request.get("timeout", self.options.timeout))
-        outcome = run_in_child(lambda: self._trace_in_child(request, reference=False), timeout)
+        outcome = self._run(lambda: self._trace_in_child(request, reference=False), request)
         input_error: str | None = None
         setup_error: str | None = None
+        internal_error: str | None = None
         if outcome.status == OK:
             trace = trace_from_dict(outcome.payload["trace"])
             input_error = outcome.payload.get("input_error")
@@ -102,17 +145,21 @@ class WorkerState:
                 trace.defects.append(Defect(CRASH, message))
             elif outcome.error_type == ImportFailure.__name__:
                 input_error = message
+            elif _internal(outcome):
+                # Every exception of the press's own code (its build, its prefills) ends up in the
+                # trace; one that reaches here is the tracer's own failure.
+                internal_error = message
             else:
-                # The child raised outside the press's own build and prefills (those end up in the
-                # trace): the model could not be built here (--device, --dtype), or the tracer failed.
+                # The model could not be built here (--device, --dtype): no press can run.
                 setup_error = message
         if request.get("reference"):
-            reference = run_in_child(lambda: self._trace_in_child(request, reference=True), timeout)
+            reference = self._run(lambda: self._trace_in_child(request, reference=True), request)
             if reference.status == OK:
                 trace.reference = trace_from_dict(reference.payload["trace"])
             else:
                 trace.reference = PressTrace("ChunkKVReusePress", "audit/reference", "error", _outcome_message(reference))
         return {"ok": True, "trace": trace_to_dict(trace), "input_error": input_error, "setup_error": setup_error,
+                "internal_error": internal_error, "traceback": outcome.traceback if internal_error else None,
                 "seconds": round(outcome.seconds, 3)}
 
     def _trace_in_child(self, request: dict[str, Any], reference: bool) -> dict[str, Any]:
@@ -132,21 +179,30 @@ class WorkerState:
 
 
 def main() -> None:
-    """Serve requests until stdin closes."""
+    """Serve requests until stdin closes; on every way out, kill and reap everything below."""
+    parent = int(os.environ.get(PARENT_ENV) or os.getppid())
+    childproc.become_subreaper()  # orphans of a press come back here, even from a new session
+    childproc.guard_parent(parent)  # kvaudit died: kill everything below and exit at once
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # prints of the user's code (and of libraries) go to stderr
     sys.stdout = sys.stderr
     state = WorkerState()
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        try:
-            request = json.loads(line)
-            handler = {"init": state.init, "list": state.list, "trace": state.trace}[request["op"]]
-            reply = handler(request)
-        except Exception as error:  # noqa: BLE001 - the parent must always get an answer
-            reply = {"ok": False, "error": f"worker error: {type(error).__name__}: {error}"}
-        protocol.write(json.dumps(reply) + "\n")
+    try:
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            try:
+                request = json.loads(line)
+                handler = {"init": state.init, "list": state.list, "trace": state.trace}[request["op"]]
+                reply = handler(request)
+            except Exception as error:  # noqa: BLE001 - the parent must always get an answer
+                import traceback
+
+                reply = {"ok": False, "internal": True, "error": f"worker error: {type(error).__name__}: {error}",
+                         "traceback": traceback.format_exc()}
+            protocol.write(json.dumps(reply) + "\n")
+    finally:
+        childproc.kill_descendants()
 
 
 if __name__ == "__main__":
