@@ -1,0 +1,216 @@
+"""How the tracer reports failures: the exit-code rule whatever the exception, memory, internal errors.
+
+The rule (README, docs/trace.md): whatever the type of what the user's code raises (an Exception,
+``SystemExit``, ``KeyboardInterrupt``), a press that cannot be built is reported and is not a
+defect (exit 0 on its own), a press that raises in a prefill is a ``crash`` (exit 1), and a module
+that cannot be imported is bad input (exit 2). A failure of the tracer itself is exit 2, never 1.
+Everything here runs on the suite's shared worker, or without one.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from kvaudit.tracer import TraceOptions, trace_targets
+from kvaudit.source import display_path
+from helpers import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = TraceOptions(layers=2, tokens=96)  # the smallest prompt SnapKV's 64-token window accepts
+
+PRESSES = textwrap.dedent('''
+    import sys
+    from dataclasses import dataclass
+
+    from kvpress import KnormPress
+
+
+    @dataclass
+    class ExitsInConstructor(KnormPress):
+        def __post_init__(self):
+            sys.exit(3)
+
+
+    @dataclass
+    class RaisesInConstructor(KnormPress):
+        def __post_init__(self):
+            raise ValueError("bad defaults")
+
+
+    @dataclass
+    class InterruptsInConstructor(KnormPress):
+        def __post_init__(self):
+            raise KeyboardInterrupt
+
+
+    @dataclass
+    class ExitsInPrefill(KnormPress):
+        def score(self, *args, **kwargs):
+            sys.exit(4)
+
+
+    @dataclass
+    class InterruptsInPrefill(KnormPress):
+        def score(self, *args, **kwargs):
+            raise KeyboardInterrupt
+
+
+    @dataclass
+    class RaisesInPrefill(KnormPress):
+        def score(self, *args, **kwargs):
+            raise RuntimeError("boom")
+
+
+    @dataclass
+    class HungryPress(KnormPress):
+        def score(self, module, hidden_states, keys, values, attentions, kwargs):
+            if not hasattr(self, "block"):
+                self.block = bytearray(512 << 20)  # more than the test's --memory-limit
+            return super().score(module, hidden_states, keys, values, attentions, kwargs)
+''')
+
+
+@pytest.fixture(scope="module")
+def presses(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("failing") / "failing_presses.py"
+    path.write_text(PRESSES)
+    return path
+
+
+def trace_one(path: Path, name: str, **options):
+    report = trace_targets([f"{path}::{name}"], TraceOptions(layers=2, tokens=96, **options), progress=False)
+    (trace,) = report.traces
+    return report, trace
+
+
+@pytest.mark.parametrize("name", ["ExitsInConstructor", "RaisesInConstructor", "InterruptsInConstructor"])
+def test_a_constructor_that_raises_anything_is_the_press_not_the_machine(presses: Path, name: str, shared_worker) -> None:
+    report, trace = trace_one(presses, name)
+    assert trace.status == "error" and trace.defects == []
+    assert trace.message.startswith(f"cannot build {name} with defaults: ")
+    assert report.setup_errors == [] and report.error_lines == []
+    assert report.exit_code == 0  # as for a press that needs constructor arguments
+
+
+@pytest.mark.parametrize(("name", "raised"), [
+    ("ExitsInPrefill", "SystemExit: 4"),
+    ("InterruptsInPrefill", "KeyboardInterrupt"),
+    ("RaisesInPrefill", "RuntimeError: boom"),
+])
+def test_a_prefill_that_raises_anything_is_a_crash(presses: Path, name: str, raised: str, shared_worker) -> None:
+    report, trace = trace_one(presses, name)
+    assert [(d.id, d.message) for d in trace.defects] == [("crash", f"prefill 1 (96×1) raised: {raised}")]
+    assert report.error_lines == [] and report.exit_code == 1
+
+
+def test_sys_exit_at_import_is_bad_input_like_any_import_error(tmp_path: Path, shared_worker) -> None:
+    path = tmp_path / "exits_on_import.py"
+    path.write_text("import sys\nsys.exit(5)\n\nclass Helper:\n    pass\n")
+    report = trace_targets([str(path)], SMALL, progress=False)
+    assert report.exit_code == 2
+    assert report.error_lines == [f"{path}: cannot import {display_path(path)}: SystemExit: 5"]
+
+
+# ---------------------------------------------------------------------------------------------
+# --memory-limit
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_press_past_the_memory_limit_is_a_crash(presses: Path, shared_worker) -> None:
+    report, trace = trace_one(presses, "HungryPress", memory_limit=128 << 20)
+    assert [d.id for d in trace.defects] == ["crash"], trace
+    assert "MemoryError" in trace.message
+    assert report.exit_code == 1
+    # without a limit the same press allocates its 512 MiB and passes: the limit made the difference
+    report, trace = trace_one(presses, "HungryPress", memory_limit=0)
+    assert trace.status == "ok" and trace.defects == []
+
+
+@pytest.mark.parametrize("value", ["banana", "-3G", "12X"])
+def test_a_bad_memory_limit_is_one_line_and_exit_2(value: str) -> None:
+    out = run_cli("trace", "tests/presses/dynamic/algorithm2_press.py", f"--memory-limit={value}")
+    assert out.exit_code == 2 and out.exception is None
+    assert out.stderr.strip().splitlines() == [
+        f"error: --memory-limit {value!r}: give a size such as 4G, 512M or 25% (of RAM), or 0 for no limit"
+    ]
+
+
+def test_memory_limit_sizes() -> None:
+    from kvaudit.tracer.options import parse_memory_limit, physical_memory
+
+    assert parse_memory_limit("4G") == 4 << 30 and parse_memory_limit("512MiB") == 512 << 20
+    assert parse_memory_limit("0") == 0 and parse_memory_limit("none") == 0
+    assert parse_memory_limit("50%") == physical_memory() // 2
+    assert TraceOptions().memory_limit == physical_memory() // 2  # the default
+
+
+# ---------------------------------------------------------------------------------------------
+# Internal errors: one line naming the target, exit 2, the traceback only under --debug
+# ---------------------------------------------------------------------------------------------
+
+# Simulates a bug in the tracer's own code in the child: the module (imported in the forked child
+# only) breaks a function the tracer calls after the import.
+SABOTAGE = textwrap.dedent('''
+    import kvaudit.tracer.jobs as jobs
+    from kvpress import KnormPress
+
+
+    def broken(options):
+        raise ZeroDivisionError("simulated tracer bug")
+
+
+    jobs.run_plan = broken
+
+
+    class SabotagedPress(KnormPress):
+        pass
+''')
+
+
+@pytest.fixture
+def sabotaged(tmp_path: Path, monkeypatch) -> str:
+    monkeypatch.chdir(tmp_path)
+    Path("sabotaged.py").write_text(SABOTAGE)
+    return "sabotaged.py"
+
+
+def test_a_tracer_bug_in_the_child_is_one_line_exit_2(sabotaged: str, shared_worker) -> None:
+    report = trace_targets([sabotaged], SMALL, progress=False)
+    assert report.error_lines == [
+        "sabotaged.py::SabotagedPress: internal error in the tracer: ZeroDivisionError: simulated tracer bug"
+    ]
+    assert report.exit_code == 2
+    (traceback,) = report.tracebacks
+    assert "Traceback" in traceback and "jobs.py" in traceback
+
+
+@pytest.mark.parametrize("command", ["trace", "check --trace"])
+def test_cli_shows_the_traceback_of_a_tracer_bug_only_under_debug(command: str, sabotaged: str, shared_worker) -> None:
+    args = [*command.split(), sabotaged, "--layers", "2", "--tokens", "96"]
+    out = run_cli(*args)
+    assert out.exit_code == 2 and out.exception is None
+    line = "error: sabotaged.py::SabotagedPress: internal error in the tracer: ZeroDivisionError: simulated tracer bug"
+    assert line in (out.stdout + out.stderr).splitlines()
+    assert "Traceback" not in out.stdout + out.stderr
+    out = run_cli(*args, "--debug")
+    assert out.exit_code == 2 and "Traceback (most recent call last)" in out.stderr
+
+
+def test_a_bug_in_the_parent_is_one_line_exit_2_never_1(monkeypatch, shared_worker) -> None:
+    import kvaudit.tracer.session
+
+    def broken(data):
+        raise KeyError("simulated parent-side bug")
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(kvaudit.tracer.session, "trace_from_dict", broken)
+    target = "tests/presses/dynamic/algorithm2_press.py"
+    for extra in ([], ["--debug"]):
+        out = run_cli("trace", target, "--layers", "2", "--tokens", "96", *extra)
+        assert out.exit_code == 2 and out.exception is None
+        first = out.stderr.splitlines()[0]
+        assert first.startswith(f"error: {target}: internal error in kvaudit: KeyError: 'simulated parent-side bug'")
+        assert ("Traceback" in out.stderr) == bool(extra)
