@@ -10,10 +10,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -46,15 +49,30 @@ def test_a_traced_module_imports_the_users_rules_package(tmp_path: Path, monkeyp
     assert [(t.name, t.status) for t in report.traces] == [("MyPress", "ok")]
 
 
-def test_the_worker_does_not_put_the_working_directory_first() -> None:
-    from kvaudit.tracer.client import WorkerClient
+def test_the_worker_does_not_put_the_working_directory_first(tmp_path: Path, monkeypatch) -> None:
+    from kvaudit.tracer.client import WorkerClient, WorkerError
 
-    client = WorkerClient()
+    cwd, elsewhere = tmp_path / "cwd", tmp_path / "elsewhere"
+    cwd.mkdir()
+    elsewhere.mkdir()
+    seen = tmp_path / "sys_path.json"
+    probe = elsewhere / "probe.py"
+    probe.write_text(f"import json, sys, time\nopen({str(seen)!r}, 'w').write(json.dumps(sys.path))\ntime.sleep(60)\n")
+    monkeypatch.chdir(cwd)
+    client = WorkerClient()  # a bare worker: no torch needed to import a module
+    request = {"op": "list", "path": str(probe), "display": str(probe), "module": None, "timeout": 60}
+    waiting = threading.Thread(target=lambda: pytest.raises(WorkerError, client.request, request, 60), daemon=True)
+    waiting.start()
     try:
-        command = Path(f"/proc/{client.pid}/cmdline").read_bytes().split(b"\0")
-        assert command[1:4] == [b"-P", b"-m", b"kvaudit.tracer.worker"]
+        deadline = time.monotonic() + 30
+        while not (seen.exists() and seen.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.02)
     finally:
-        client.close()
+        client.close(kill=True)
+        waiting.join(30)
+    paths = json.loads(seen.read_text())
+    assert paths[0] == str(elsewhere)  # the target's own folder first, as `python probe.py` has it
+    assert str(cwd) not in paths and "" not in paths
 
 
 BLOCKER = textwrap.dedent('''

@@ -111,7 +111,7 @@ def test_sys_exit_at_import_is_bad_input_like_any_import_error(tmp_path: Path, s
     path.write_text("import sys\nsys.exit(5)\n\nclass Helper:\n    pass\n")
     report = trace_targets([str(path)], SMALL, progress=False)
     assert report.exit_code == 2
-    assert report.error_lines == [f"{path}: cannot import {display_path(path)}: SystemExit: 5"]
+    assert report.error_lines == [f"cannot import {display_path(path)}: SystemExit: 5"]
 
 
 # ---------------------------------------------------------------------------------------------

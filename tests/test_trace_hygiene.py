@@ -139,7 +139,7 @@ def test_a_module_that_hangs_at_import_is_named_in_its_error(tmp_path: Path, sha
     path.write_text("import time\ntime.sleep(120)\n\nclass Helper:\n    pass\n")
     report = trace_targets([str(path)], TraceOptions(timeout=1), progress=False)
     assert report.exit_code == 2
-    assert report.error_lines == [f"{path}: importing it: timeout: no result after 1 s; killed"]
+    assert report.error_lines == [f"cannot import {path}: timeout: no result after 1 s; killed"]
 
 
 # ---------------------------------------------------------------------------------------------

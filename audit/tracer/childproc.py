@@ -42,6 +42,10 @@ _FRAME = struct.Struct(">Q")  # the length of the JSON result that follows
 _MAX_RESULT_BYTES = 1 << 30  # a longer "frame" is garbage written by the press, not a result
 PARENT_POLL_S = 0.5  # how often a waiting worker checks that its parent is still there
 
+# Descriptors of the worker that a child must not hold (the worker's reply stream): closed after the fork,
+# so that press code can neither write into the protocol nor keep it open after the worker died.
+private_fds: list[int] = []
+
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -245,6 +249,11 @@ def _child_main(function: Callable[[], Any], write_fd: int, worker: int, memory_
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)  # the user's code must never read the worker's request stream
     os.close(null)
+    for fd in private_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
     try:
         if memory_limit:
             _limit_memory(memory_limit)

@@ -148,7 +148,7 @@ class TraceSession:
             message = reply.get("error") or "cannot be imported"
             if reply.get("internal"):
                 raise InternalTraceError(f"{target.text}: internal error in the tracer: {message}", reply.get("traceback"))
-            raise TraceInputError(f"{target.text}: {message}")
+            raise TraceInputError(message)  # "cannot import TARGET: reason"
         return list(reply["classes"])
 
     def press_classes(self, target: TraceTarget) -> list[str | None]:

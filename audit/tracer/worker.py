@@ -122,9 +122,10 @@ class WorkerState:
             return {"ok": True, **outcome.payload}
         if _internal(outcome):
             return {"ok": False, "internal": True, "error": outcome.detail, "traceback": outcome.traceback}
-        if outcome.status == FAILED:  # ImportFailure: its message names the module
+        if outcome.status == FAILED:  # ImportFailure: "cannot import TARGET: reason"
             return {"ok": False, "error": outcome.detail}
-        return {"ok": False, "error": f"importing it: {_outcome_message(outcome)}"}
+        target = request.get("module") or request.get("display") or request["path"]
+        return {"ok": False, "error": f"cannot import {target}: {_outcome_message(outcome)}"}
 
     def trace(self, request: dict[str, Any]) -> dict[str, Any]:
         """Trace one press in a child, then (if asked) the reference press in another."""
@@ -184,6 +185,7 @@ def main() -> None:
     childproc.become_subreaper()  # orphans of a press come back here, even from a new session
     childproc.guard_parent(parent)  # kvaudit died: kill everything below and exit at once
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    childproc.private_fds.append(protocol.fileno())
     os.dup2(2, 1)  # prints of the user's code (and of libraries) go to stderr
     sys.stdout = sys.stderr
     state = WorkerState()
