@@ -226,8 +226,23 @@ def _quantized_backend() -> str | None:
     _quantized_backend() is None,
     reason="QuantizedCache needs optimum-quanto or hqq; neither is installed (pip install optimum-quanto)",
 )
-def test_quantized_cache(model):
+def test_quantized_cache(model, monkeypatch):
     from transformers import QuantizedCache
+
+    if _quantized_backend() == "quanto":
+        # quanto's CPU unpack kernel is C++ compiled on first use (about 23 s on 2 cores, once per
+        # environment): use quanto's own Python implementation of the same op instead. This test is
+        # about the reference press on a quantized cache, not about quanto's kernels.
+        from types import SimpleNamespace
+
+        from optimum.quanto.library.extensions import get_extension
+
+        portable = torch._C.DispatchKeySet(torch._C.DispatchKey.CompositeExplicitAutograd)  # quanto's "default"
+
+        def unpack(packed, bits):
+            return torch.ops.quanto.unpack.default.redispatch(portable, packed, bits)
+
+        monkeypatch.setattr(get_extension("quanto_cpp"), "_lib", SimpleNamespace(unpack=unpack))
 
     cache = QuantizedCache(backend=_quantized_backend(), config=model.config, nbits=4, residual_length=16)
     ids = make_input_ids(123, seed=8)
