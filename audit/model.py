@@ -147,6 +147,10 @@ class TraceRun:
     jaccard_matrix: list[list[float]] = field(default_factory=list)
     layer_score_time_s: list[float] = field(default_factory=list)
     layer_compress_time_s: list[float] = field(default_factory=list)
+    # Repeated timings of this prefill, each on a fresh press (only when presses are compared):
+    # their spread says which differences are noise.
+    repeat_prefill_time_s: list[float] = field(default_factory=list)
+    repeat_score_time_s: list[float] = field(default_factory=list)
 
 
 @dataclass

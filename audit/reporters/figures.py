@@ -48,7 +48,7 @@ def _score_calls_figure(plt, press: PressReport, path: Path) -> None:
     top = max([*run.score_calls, *(reference.score_calls if reference else []), 1])
     axes.set_yticks(range(top + 1))
     axes.set_ylim(0, top * 1.5)  # room for the legend above the bars
-    axes.set_title(f"score() calls per layer, first prefill ({run.tokens} tokens)")
+    axes.set_title(f"{press.name}: score() calls per layer, first prefill ({run.tokens} tokens)", fontsize="medium")
     axes.legend(loc="upper center", ncol=2, fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=100, metadata=_METADATA)
@@ -56,13 +56,22 @@ def _score_calls_figure(plt, press: PressReport, path: Path) -> None:
 
 
 def _jaccard_figure(plt, press: PressReport, path: Path) -> None:
-    matrix = press.trace.runs[0].jaccard_matrix
-    figure, axes = plt.subplots(figsize=(4.5, 4))
+    run = press.trace.runs[0]
+    matrix = run.jaccard_matrix
+    layers = list(range(len(matrix)))
+    size = max(4.5, 2.0 + 0.3 * len(layers))  # every layer keeps a readable tick label
+    figure, axes = plt.subplots(figsize=(size + 0.8, size))
     image = axes.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
+    axes.set_xticks(layers)
+    axes.set_yticks(layers)
+    axes.tick_params(labelsize="small")
     axes.set_xlabel("layer")
     axes.set_ylabel("layer")
-    axes.set_title("Jaccard similarity of kept indices")
-    figure.colorbar(image, ax=axes)
+    axes.set_title(f"{press.name}: Jaccard similarity of kept indices\n"
+                   f"first prefill ({run.tokens} tokens × {run.batch} row{'s' if run.batch > 1 else ''})",
+                   fontsize="medium")
+    colorbar = figure.colorbar(image, ax=axes)
+    colorbar.set_label("Jaccard similarity (0: disjoint, 1: same indices)")
     figure.tight_layout()
     figure.savefig(path, dpi=100, metadata=_METADATA)
     plt.close(figure)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,13 +196,65 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
+@dataclass(frozen=True)
+class _Timed:
+    """A time as the report states it: the median of the repeated runs when there are some."""
+
+    value: float
+    spread: float | None  # interquartile range of the repeats (one slow outlier does not swell it); None for one run
+    runs: int
+
+    def text(self) -> str:
+        if self.spread is None:
+            return _ms(self.value)
+        return f"{_ms(self.value)} (median of {self.runs}, interquartile range {_ms(self.spread)})"
+
+
+def _timed(repeats: list[float], single: float) -> _Timed:
+    if len(repeats) < 3:
+        return _Timed(single, None, 1)
+    first, median, third = statistics.quantiles(repeats, n=4, method="inclusive")
+    return _Timed(median, third - first, len(repeats))
+
+
+def score_time(run: TraceRun) -> _Timed:
+    return _timed(run.repeat_score_time_s, run.score_time_s)
+
+
+def prefill_time(run: TraceRun) -> _Timed:
+    return _timed(run.repeat_prefill_time_s, run.prefill_time_s)
+
+
+def compare_times(mine: _Timed, other: _Timed, whole: float) -> str:
+    """How much less (or more) ``other`` took than ``mine``, or that the runs cannot tell.
+
+    A difference no larger than the spread of the repeated runs (the larger of the two
+    interquartile ranges) is noise
+    on the tiny model: it is reported as "no measurable difference", never as a saving.
+    """
+    if mine.spread is None or other.spread is None:
+        return "a difference one run each cannot tell from noise"
+    difference = mine.value - other.value
+    spread = max(mine.spread, other.spread)
+    if abs(difference) <= spread:
+        return (f"no measurable difference (the medians differ by {_ms(abs(difference))}, within the "
+                f"{_ms(spread)} interquartile range of the repeated runs)")
+    word = "less" if difference > 0 else "more"
+    return f"{_ms(abs(difference))} {word} ({_share(abs(difference), whole)} of the prefill)"
+
+
 def _dynamic_section(press: PressReport, ctx: ReportContext) -> list[str]:
     trace: PressTrace | None = press.trace
     if trace is None:
         return ["**Trace.** Not traced.", ""]
     if trace.status != "ok":
         return [f"**Trace.** The press could not be traced: {trace.message}", ""]
-    out = [f"**Dynamic verdict:** {trace.verdicts.get(LAYER_INDEX_REUSE, '—')}."]
+    out = []
+    if trace.config:
+        out += [f"**Built as:** `{trace.config}`" + (f"; the reference as `{trace.reference.config}`"
+                                                     if trace.reference is not None and trace.reference.config else "")
+                + ".", ""]
+    out.append(f"**Dynamic verdict:** {trace.verdicts.get(LAYER_INDEX_REUSE, '—')}.")
     pair = verdict_pair(press)
     if pair.comparable:
         out.append(f"Static and dynamic verdicts: {pair.explanation}.")
@@ -223,8 +276,12 @@ def _dynamic_section(press: PressReport, ctx: ReportContext) -> list[str]:
             out.append("| | score() calls | score() time | compress() time | prefill time |")
             out.append("| --- | --- | --- | --- | --- |")
             for label, item in ((press.name, run), ("reference", reference)):
-                out.append(f"| {label} | {sum(item.score_calls)} | {_ms(item.score_time_s)} | "
-                           f"{_ms(item.compress_time_s)} | {_ms(item.prefill_time_s)} |")
+                out.append(f"| {label} | {sum(item.score_calls)} | {score_time(item).text()} | "
+                           f"{_ms(item.compress_time_s)} | {prefill_time(item).text()} |")
+            out.append("")
+            out.append(f"`score()` time, reference against {press.name}: "
+                       f"{compare_times(score_time(run), score_time(reference), prefill_time(run).value)}; "
+                       f"prefill time: {compare_times(prefill_time(run), prefill_time(reference), prefill_time(run).value)}.")
             out.append("")
     for caption, filename in ctx.figures.get(press.name, []):
         out += [f"![{caption}]({filename})", ""]
@@ -253,15 +310,16 @@ def key_statements(result: AuditResult) -> list[str]:
             sentence += (f"; traced, `score()` ran on {scored} of {len(run.score_calls)} layers "
                          f"(dynamic verdict `{trace.verdicts.get(LAYER_INDEX_REUSE, '—')}`)")
             reference = trace.reference.runs[0] if trace.reference and trace.reference.runs else None
-            if run.prefill_time_s > 0:
-                sentence += (f". `score()` took {_ms(run.score_time_s)} of a {_ms(run.prefill_time_s)} prefill "
-                             f"({_share(run.score_time_s, run.prefill_time_s)}) on the tiny model")
+            scored_time, whole = score_time(run), prefill_time(run)
+            if whole.value > 0:
+                sentence += (f". `score()` took {_ms(scored_time.value)} of a {_ms(whole.value)} prefill "
+                             f"({_share(scored_time.value, whole.value)}) on the tiny model"
+                             + (f" (medians of {whole.runs} runs)" if whole.spread is not None else ""))
             if reference is not None:
                 ref_scored = sum(1 for calls in reference.score_calls if calls)
-                saved = run.score_time_s - reference.score_time_s
                 sentence += (f"; the reference press with reuse scored on {ref_scored} layers and spent "
-                             f"{_ms(reference.score_time_s)} in `score()`, {_ms(saved)} less "
-                             f"({_share(saved, run.prefill_time_s)} of the prefill)")
+                             f"{_ms(score_time(reference).value)} in `score()`: "
+                             f"{compare_times(scored_time, score_time(reference), whole.value)}")
         lines.append(f"- {sentence}.")
     return lines
 

@@ -73,12 +73,15 @@ def _press_factory(module: Any, request: dict[str, Any]) -> tuple[Callable[[], A
 def trace_job(model: Any, options: TraceOptions, request: dict[str, Any], reference: bool) -> dict[str, Any]:
     """Trace the requested press, or with ``reference`` the reference press built from it."""
     from .runner import trace_press  # torch: only where a press runs (``list`` stays light)
+    from .timing import add_repeat_timings
 
     module = import_or_explain(request)
     factory, name, input_error = _press_factory(module, request)
     plan = run_plan(options)
     if not reference:
         trace = trace_press(model, factory, plan, name, request.get("display") or request["path"])
+        if request.get("reference") and trace.runs:  # compared with the reference: time it again
+            add_repeat_timings(model, factory, plan[0], trace.runs[0])
         return {"trace": trace_to_dict(trace), "input_error": input_error}
 
     def reference_factory() -> Any:
@@ -91,4 +94,6 @@ def trace_job(model: Any, options: TraceOptions, request: dict[str, Any], refere
     except build.BuildError:
         ref_name, ref_path = REFERENCE_NAME, "audit/reference"  # trace_press reports the reason
     trace = trace_press(model, reference_factory, plan, ref_name, ref_path)
+    if trace.runs:
+        add_repeat_timings(model, reference_factory, plan[0], trace.runs[0])
     return {"trace": trace_to_dict(trace), "input_error": None}

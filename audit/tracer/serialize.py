@@ -31,6 +31,8 @@ def run_to_dict(run: TraceRun) -> dict[str, Any]:
             "compress_s": _seconds(run.compress_time_s),
             "layer_score_s": [_seconds(t) for t in run.layer_score_time_s],
             "layer_compress_s": [_seconds(t) for t in run.layer_compress_time_s],
+            **({"repeat_prefill_s": [_seconds(t) for t in run.repeat_prefill_time_s],
+                "repeat_score_s": [_seconds(t) for t in run.repeat_score_time_s]} if run.repeat_prefill_time_s else {}),
         },
     }
 
@@ -51,6 +53,8 @@ def run_from_dict(data: dict[str, Any]) -> TraceRun:
         jaccard_matrix=[list(row) for row in data.get("jaccard_matrix", [])],
         layer_score_time_s=list(timings.get("layer_score_s", [])),
         layer_compress_time_s=list(timings.get("layer_compress_s", [])),
+        repeat_prefill_time_s=list(timings.get("repeat_prefill_s", [])),
+        repeat_score_time_s=list(timings.get("repeat_score_s", [])),
     )
 
 

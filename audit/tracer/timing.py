@@ -1,0 +1,34 @@
+"""Repeated timings of a prefill: the spread that tells a real difference from noise.
+
+On the tiny model a prefill takes tens of milliseconds, and a forked child pays one-time costs
+(copy-on-write page faults) on its first one. So when two presses are compared, the first prefill
+is timed again a few times, each on a freshly built press; the report compares medians and calls
+a difference smaller than the spread of the repeats "no measurable difference".
+
+Runs inside a forked worker child, like :mod:`kvaudit.tracer.runner`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..model import TraceRun
+from .build import BuildError
+from .options import RunSpec
+from .runner import PressFactory, observe_prefill
+
+TIMING_REPEATS = 5
+
+
+def add_repeat_timings(model: Any, factory: PressFactory, spec: RunSpec, run: TraceRun,
+                       repeats: int = TIMING_REPEATS) -> None:
+    """Time ``repeats`` more prefills of ``spec`` (fresh press each) into ``run``; stop at the first failure."""
+    for _ in range(repeats):
+        try:
+            observation = observe_prefill(model, factory(), spec)
+        except BuildError:
+            return
+        if not observation.ok:
+            return
+        run.repeat_prefill_time_s.append(observation.prefill_time_s)
+        run.repeat_score_time_s.append(sum(layer.score_time_s for layer in observation.layers))
