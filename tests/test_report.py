@@ -91,3 +91,79 @@ def test_committed_kvpress_audit_answers_the_seed_question() -> None:
     assert "**ChunkKVPress has no layer-wise index reuse**" in summary
     assert "`score()` ran on 8 of 8 layers" in summary and "less (" in summary
     assert "needs a download from the Hugging Face Hub" in summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Report polish: how each press was built, the Jaccard figure, timing noise
+# ---------------------------------------------------------------------------------------------
+
+
+def test_report_says_how_each_press_was_built(traced_chunkkv, tmp_path: Path) -> None:
+    text = render_markdown(traced_chunkkv, ReportContext(report_dir=tmp_path))
+    assert ("**Built as:** `ChunkKVPress(press=SnapKVPress(compression_ratio=0.5, window_size=64, kernel_size=5), "
+            "chunk_length=20)`; the reference as `ChunkKVReusePress(press=SnapKVPress(") in text
+
+
+def test_compared_presses_are_timed_several_times(traced_chunkkv) -> None:
+    from kvaudit.tracer.timing import TIMING_REPEATS
+
+    (press,) = [p for p in traced_chunkkv.presses if p.name == "ChunkKVPress"]
+    for run in (press.trace.runs[0], press.trace.reference.runs[0]):
+        assert len(run.repeat_prefill_time_s) == len(run.repeat_score_time_s) == TIMING_REPEATS
+        assert all(t > 0 for t in run.repeat_prefill_time_s)
+
+
+def _timed_run(score_ms: list[float], prefill_ms: list[float]):
+    from kvaudit.model import TraceRun
+
+    return TraceRun(tokens=512, batch=1, score_calls=[1], kept=[256], reused_from=[None],
+                    score_time_s=score_ms[0] / 1000, prefill_time_s=prefill_ms[0] / 1000,
+                    repeat_score_time_s=[t / 1000 for t in score_ms], repeat_prefill_time_s=[t / 1000 for t in prefill_ms])
+
+
+def test_a_difference_within_the_spread_is_no_measurable_difference() -> None:
+    from kvaudit.reporters.markdown import compare_times, prefill_time, score_time
+
+    press = _timed_run([4.0, 4.2, 3.9, 4.1, 9.0], [40, 41, 39, 40, 80])
+    noisy = _timed_run([3.8, 4.3, 3.7, 4.0, 4.1], [39, 42, 38, 40, 41])
+    saves = _timed_run([2.0, 2.1, 2.0, 1.9, 2.2], [37, 38, 37, 36, 38])
+    whole = prefill_time(press).value
+    assert compare_times(score_time(press), score_time(noisy), whole).startswith("no measurable difference")
+    assert compare_times(score_time(press), score_time(saves), whole) == "2.1 ms less (5% of the prefill)"
+    assert compare_times(score_time(saves), score_time(press), whole).startswith("2.1 ms more")
+    single = _timed_run([4.0], [40])
+    assert "cannot tell" in compare_times(score_time(single), score_time(saves), whole)
+
+
+def test_summary_never_turns_noise_into_a_saving() -> None:
+    from kvaudit.model import LAYER_INDEX_REUSE, AuditResult, Claim, PressReport, PressTrace
+    from kvaudit.reporters.markdown import key_statements
+
+    trace = PressTrace("P", "p.py", "ok", runs=[_timed_run([4.0, 4.2, 3.9, 4.1, 4.0], [40, 41, 39, 40, 40])],
+                       verdicts={LAYER_INDEX_REUSE: "not-observed"})
+    trace.reference = PressTrace("R", "r.py", "ok", runs=[_timed_run([3.9, 4.3, 3.8, 4.0, 4.1], [40, 40, 41, 39, 40])])
+    press = PressReport("P", "p.py", 1, claims=[Claim(LAYER_INDEX_REUSE, "class docstring: ChunkKV (arXiv 2502.00299)", 1, "chunkkv")],
+                        verdicts={LAYER_INDEX_REUSE: "missing"}, trace=trace)
+    (line,) = key_statements(AuditResult(presses=[press]))
+    assert "no measurable difference" in line and " less (" not in line
+
+
+def test_jaccard_figure_names_press_and_prefill_and_labels_everything(traced_chunkkv, tmp_path: Path, monkeypatch) -> None:
+    drawn = []
+    plt = figures._pyplot()
+    monkeypatch.setattr(figures, "_pyplot", lambda: plt)
+    monkeypatch.setattr(plt, "close", drawn.append)  # keep the figures to look at them
+    figures.write_figures(traced_chunkkv, tmp_path, "r")
+    heatmaps = [f for f in drawn if "Jaccard" in f.axes[0].get_title()]
+    assert heatmaps
+    for figure in heatmaps:
+        heatmap, colorbar = figure.axes
+        title = heatmap.get_title()
+        assert title.startswith(("ChunkKVPress:", "EntropyGatedChunkKVPress:")) and "first prefill (256 tokens" in title
+        assert "Jaccard" in colorbar.get_ylabel()
+        layers = len(heatmap.get_images()[0].get_array())
+        assert list(heatmap.get_xticks()) == list(range(layers)) == list(heatmap.get_yticks())
+        assert [t.get_text() for t in heatmap.get_xticklabels()] == [str(n) for n in range(layers)]
+    monkeypatch.undo()
+    for figure in drawn:
+        plt.close(figure)
