@@ -89,7 +89,9 @@ def test_committed_kvpress_audit_answers_the_seed_question() -> None:
     text = COMMITTED.read_text(encoding="utf-8")
     summary = text.split("## Summary", 1)[1].split("\n## ", 1)[0]
     assert "**ChunkKVPress has no layer-wise index reuse**" in summary
-    assert "`score()` ran on 8 of 8 layers" in summary and "less (" in summary
+    assert "`score()` ran on 8 of 8 layers" in summary
+    # a timed comparison with the reference, in medians of repeated runs (a saving or "no measurable difference")
+    assert "(medians of 5 runs); the reference press with reuse scored on 4 layers" in summary
     assert "needs a download from the Hugging Face Hub" in summary
 
 
