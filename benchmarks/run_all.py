@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPTS = ("bench_check.py", "bench_trace.py", "bench_reference.py", "bench_corpus.py")
+SCRIPTS = ("bench_check.py", "bench_trace.py", "bench_reference.py", "bench_corpus.py", "bench_suite.py")
 
 
 def main() -> int:
