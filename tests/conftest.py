@@ -9,6 +9,7 @@ changes the model options. Only tests about a cold start or a real ``kvaudit`` p
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,11 @@ import pytest
 from kvaudit.targets import resolve_module
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# One torch thread, set before anything imports torch: the tiny models gain nothing from more, and
+# on a shared 2-core machine OpenMP threads that spin against other processes made the reference-
+# press tests two to three times slower (the trace worker does the same for its own reasons).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

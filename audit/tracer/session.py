@@ -98,10 +98,6 @@ class TraceSession:
             self._client = WorkerClient(env=self.options.worker_env)
             self._client_env = dict(self.options.worker_env)
 
-    @property
-    def worker_pid(self) -> int | None:
-        return self._client.pid if self._client is not None else None
-
     def _ready_client(self) -> WorkerClient:
         self.start()
         assert self._client is not None
