@@ -138,13 +138,14 @@ def test_a_difference_within_the_spread_is_no_measurable_difference() -> None:
 
 
 def test_summary_never_turns_noise_into_a_saving() -> None:
-    from kvaudit.model import LAYER_INDEX_REUSE, AuditResult, Claim, PressReport, PressTrace
+    from kvaudit.model import CITATION, LAYER_INDEX_REUSE, AuditResult, Claim, ClaimOrigin, PressReport, PressTrace
     from kvaudit.reporters.markdown import key_statements
 
     trace = PressTrace("P", "p.py", "ok", runs=[_timed_run([4.0, 4.2, 3.9, 4.1, 4.0], [40, 41, 39, 40, 40])],
                        verdicts={LAYER_INDEX_REUSE: "not-observed"})
     trace.reference = PressTrace("R", "r.py", "ok", runs=[_timed_run([3.9, 4.3, 3.8, 4.0, 4.1], [40, 40, 41, 39, 40])])
-    press = PressReport("P", "p.py", 1, claims=[Claim(LAYER_INDEX_REUSE, "class docstring: ChunkKV (arXiv 2502.00299)", 1, "chunkkv")],
+    press = PressReport("P", "p.py", 1, claims=[Claim(LAYER_INDEX_REUSE, 1, ClaimOrigin(CITATION, "class docstring", "chunkkv",
+                                                                         "ChunkKV (arXiv 2502.00299)"))],
                         verdicts={LAYER_INDEX_REUSE: "missing"}, trace=trace)
     (line,) = key_statements(AuditResult(presses=[press]))
     assert "no measurable difference" in line and " less (" not in line
