@@ -6,6 +6,11 @@
     ignore = ["KVA203"]                  # rule ids or prefixes to skip
     fail-on = "warning"                  # error | warning | info | never (default: error)
     per-path-ignores = { "tests/**" = ["KVA201"], "legacy_*.py" = ["KVA1"] }
+    exclude = ["build", "vendored/"]     # replaces the default excludes (see DEFAULT_EXCLUDE)
+    extend-exclude = ["generated/**"]    # adds to them
+    respect-gitignore = true             # skip what .gitignore files ignore when walking folders
+    force-exclude = false                # also exclude files named on the command line
+    max-file-size = "16MiB"              # bytes, or a number with KiB/MiB/GiB (KB/MB/GB: powers of 1000); 0: no cap
 
     [[claim-overrides]]                  # [[tool.kvaudit.claim-overrides]] in pyproject.toml
     path = "src/presses/**"              # a glob; optional when `class` is given
@@ -20,17 +25,22 @@
     layer-index = ["_layer_id"]          # attributes (or entry parameters) holding the layer's index (default: layer_idx)
     state = "per-layer"                  # "per-layer": one object per layer; "shared" (default): one for all
 
-Globs are matched against paths relative to the configuration file's folder: ``*`` and
-``?`` stay inside one path component, ``**`` spans any number; a glob without ``/``
-also matches a file name in any folder.
+Path globs (``exclude``, ``extend-exclude``, ``per-path-ignores``, ``claim-overrides.path``)
+use .gitignore syntax, matched by ``pathspec`` (see :mod:`kvaudit.globs`), relative to the
+configuration file's folder: ``*`` and ``?`` stay inside one path component, ``**`` spans
+any number, a glob without ``/`` (but a trailing one) matches a file or folder name in any
+folder, a trailing ``/`` matches folders only. Files outside that folder are matched by their
+absolute path. Every glob is compiled when the file is loaded: a bad one is a config error.
 
 Discovery: ``--config PATH``; otherwise the first folder, from the working directory up,
 that holds a ``kvaudit.toml``, or a ``pyproject.toml`` with a ``[tool.kvaudit]`` table
 (``kvaudit.toml`` wins in the same folder). Command-line flags override the file.
 
 Validation is strict: an unknown key, a value of the wrong type, an unknown rule id or
-claim, or a bad ``fail-on`` raises :class:`ConfigError`, whose message is one line naming
-the file and the key. The CLI prints it and exits 2.
+claim, a bad glob or a bad ``fail-on`` raises :class:`ConfigError`, whose message is one
+line naming the file and the key (values it echoes are cut short). The CLI prints it and
+exits 2. A setting that is valid but probably a mistake (``select = []``) lands in
+:attr:`Config.warnings`, which the CLI prints on stderr.
 """
 
 from __future__ import annotations
@@ -44,12 +54,17 @@ from pathlib import Path
 
 from .analysis.index import KVPRESS_LAYER_INDEX, PressBase
 from .exitcodes import FAIL_ON_CHOICES
+from .globs import GlobError, glob_matches, validate_glob
 from .model import CONFIG_OVERRIDE, Claim
-from .source import display_path
+from .source import SourceError, display_path, read_capped
 
 KVAUDIT_TOML = "kvaudit.toml"
 PYPROJECT = "pyproject.toml"
-KEYS = ("select", "ignore", "fail-on", "per-path-ignores", "claim-overrides", "press-bases")
+KEYS = ("select", "ignore", "fail-on", "per-path-ignores", "claim-overrides", "press-bases", "exclude",
+        "extend-exclude", "respect-gitignore", "force-exclude", "max-file-size")
+# A configuration file is small; a bigger one is not read (it may be a FIFO, a device, a mistake).
+MAX_CONFIG_BYTES = 1 << 20
+ECHO_WIDTH = 80  # values echoed in error messages are cut to this many characters
 OVERRIDE_KEYS = ("path", "class", "add", "drop")
 PRESS_BASE_KEYS = ("class", "entry-methods", "score-calls", "layer-index", "state")
 PRESS_BASE_STATES = ("shared", "per-layer")
@@ -87,6 +102,12 @@ class Config:
     per_path_ignores: dict[str, list[str]] = field(default_factory=dict)
     claim_overrides: list[ClaimOverride] = field(default_factory=list)
     press_bases: list[PressBase] = field(default_factory=list)
+    exclude: list[str] | None = None  # None: the default excludes (targets.DEFAULT_EXCLUDE)
+    extend_exclude: list[str] = field(default_factory=list)
+    respect_gitignore: bool | None = None
+    force_exclude: bool | None = None
+    max_file_size: int | None = None  # bytes; 0: no cap; None: the default
+    warnings: list[str] = field(default_factory=list)  # valid, but probably not what was meant
 
     @property
     def root(self) -> Path | None:
@@ -97,13 +118,24 @@ class Config:
 # -- discovery and loading ---------------------------------------------------------------
 
 
+def cut(text: str, width: int = ECHO_WIDTH) -> str:
+    """``text`` cut to ``width`` characters, for error messages."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def echo(value: object, width: int = ECHO_WIDTH) -> str:
+    """``repr(value)`` cut to ``width`` characters, for error messages."""
+    return cut(repr(value), width)
+
+
 def _has_tool_table(path: Path) -> bool:
     try:
-        text = path.read_text(encoding="utf-8")
-        data = tomllib.loads(text)
-    except (OSError, UnicodeDecodeError):
+        text = read_capped(path, MAX_CONFIG_BYTES).decode("utf-8")
+    except (SourceError, UnicodeDecodeError):
         return False
-    except tomllib.TOMLDecodeError:
+    try:
+        data = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError):
         # A broken pyproject.toml is not ours to judge, unless it holds our table: then
         # load_config reports it instead of the run silently dropping the settings.
         return "[tool.kvaudit" in text
@@ -125,16 +157,21 @@ def find_config(start: Path) -> Path | None:
 def load_config(path: Path) -> Config:
     """Read and validate ``path``; raises :class:`ConfigError`."""
     shown = display_path(path)
+    if not path.exists() and not path.is_symlink():
+        raise ConfigError(f"{shown}: configuration file not found")
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{shown}: configuration file not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{shown}: cannot read configuration: {getattr(err, 'strerror', None) or err}") from None
+        # Never opened unless it is a regular file: a FIFO or a device would block or never end.
+        text = read_capped(path, MAX_CONFIG_BYTES).decode("utf-8")
+    except SourceError as err:
+        raise ConfigError(f"{shown}: cannot read configuration: {str(err).replace('--max-file-size', 'configuration files')}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{shown}: cannot read configuration: not UTF-8 (invalid byte at offset {err.start})") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{shown}: invalid TOML: {err}") from None
+        raise ConfigError(f"{shown}: invalid TOML: {str(err).splitlines()[0][:ECHO_WIDTH * 2]}") from None
+    except RecursionError:
+        raise ConfigError(f"{shown}: invalid TOML: nested too deeply") from None
     if path.name == KVAUDIT_TOML:
         table, prefix = data, ""
     else:
@@ -175,7 +212,7 @@ def _validate(table: dict, path: Path, shown: str, prefix: str) -> Config:
 
     unknown = sorted(set(table) - set(KEYS))
     if unknown:
-        raise ConfigError(f"{shown}: unknown key {prefix}{unknown[0]} (known keys: {', '.join(KEYS)})")
+        raise ConfigError(f"{shown}: unknown key {prefix}{cut(unknown[0])} (known keys: {', '.join(KEYS)})")
 
     config = Config(path=path)
     if "select" in table:
@@ -185,17 +222,36 @@ def _validate(table: dict, path: Path, shown: str, prefix: str) -> Config:
     if "fail-on" in table:
         value = table["fail-on"]
         if not isinstance(value, str) or value not in FAIL_ON_CHOICES:
-            raise fail("fail-on", f"must be one of {', '.join(FAIL_ON_CHOICES)}, not {value!r}")
+            raise fail("fail-on", f"must be one of {', '.join(FAIL_ON_CHOICES)}, not {echo(value)}")
         config.fail_on = value
+    if config.select == []:
+        config.warnings.append(f"{shown}: {prefix}select = [] selects no rule: kvaudit will report no finding "
+                               "(remove the key to run every rule)")
     if "per-path-ignores" in table:
         value = table["per-path-ignores"]
         if not isinstance(value, dict):
             raise fail("per-path-ignores", "must be a table of glob = [rule ids]")
         for glob, ids in value.items():
-            key = f'per-path-ignores."{glob}"'
-            if not glob.strip():
-                raise fail(key, "empty glob")
+            key = f'per-path-ignores."{cut(glob)}"'
+            _glob(glob, lambda p, k=key: fail(k, p))
             config.per_path_ignores[glob] = _rule_list(ids, lambda p, k=key: fail(k, p))
+    for key in ("exclude", "extend-exclude"):
+        if key in table:
+            globs = _glob_list(table[key], lambda p, k=key: fail(k, p))
+            if key == "exclude":
+                config.exclude = globs
+            else:
+                config.extend_exclude = globs
+    for key in ("respect-gitignore", "force-exclude"):
+        if key in table:
+            if not isinstance(table[key], bool):
+                raise fail(key, f"must be true or false, not {echo(table[key])}")
+            setattr(config, key.replace("-", "_"), table[key])
+    if "max-file-size" in table:
+        try:
+            config.max_file_size = parse_size(table["max-file-size"])
+        except ValueError as err:
+            raise fail("max-file-size", str(err)) from None
     if "claim-overrides" in table:
         value = table["claim-overrides"]
         if not isinstance(value, list):
@@ -213,12 +269,12 @@ def _validate(table: dict, path: Path, shown: str, prefix: str) -> Config:
 
 def _names(value: object, what: str, fail, required: bool, dotted: bool = True) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise fail(f"must be a list of {what}, not {value!r}")
+        raise fail(f"must be a list of {what}, not {echo(value)}")
     if required and not value:
         raise fail(f"must name at least one of {what}")
     for name in value:
         if not (_DOTTED.match(name) if dotted else name.isidentifier()):
-            raise fail(f"{name!r} is not a Python {'name or dotted name' if dotted else 'name'}")
+            raise fail(f"{echo(name)} is not a Python {'name or dotted name' if dotted else 'name'}")
     return tuple(dict.fromkeys(value))
 
 
@@ -234,7 +290,7 @@ def _press_base(entry: object, where: str, fail, shown: str) -> PressBase:
             raise fail(where, f"needs `{key}` (keys: class, entry-methods, score-calls; optional layer-index, state)")
     cls = entry["class"]
     if not isinstance(cls, str) or not _DOTTED.match(cls):
-        raise fail(f"{where}.class", f"must be a class name or a dotted path such as pkg.module.Class, not {cls!r}")
+        raise fail(f"{where}.class", f"must be a class name or a dotted path such as pkg.module.Class, not {echo(cls)}")
     entry_methods = _names(entry["entry-methods"], "method names", lambda p: fail(f"{where}.entry-methods", p),
                            required=True, dotted=False)
     score_calls = _names(entry["score-calls"], "call names", lambda p: fail(f"{where}.score-calls", p), required=True)
@@ -242,7 +298,7 @@ def _press_base(entry: object, where: str, fail, shown: str) -> PressBase:
                          lambda p: fail(f"{where}.layer-index", p), required=True, dotted=False)
     state = entry.get("state", "shared")
     if state not in PRESS_BASE_STATES:
-        raise fail(f"{where}.state", f"must be one of {', '.join(PRESS_BASE_STATES)}, not {state!r}")
+        raise fail(f"{where}.state", f"must be one of {', '.join(PRESS_BASE_STATES)}, not {echo(state)}")
     return PressBase(cls=cls, entry_methods=entry_methods, score_calls=score_calls, layer_index=layer_index,
                      per_layer_state=state == "per-layer", origin=f"{shown} {where}")
 
@@ -252,26 +308,75 @@ def rule_ids_option(values: list[str], option: str) -> list[str]:
     return _rule_list(list(values), lambda problem: ConfigError(f"{option}: {problem}"))
 
 
+def split_commas(values: list[str] | None) -> list[str] | None:
+    """``["KVA101,KVA202", "KVA1"]`` -> ``["KVA101", "KVA202", "KVA1"]`` (repeated or comma-separated options)."""
+    if values is None:
+        return None
+    return [part.strip() for value in values for part in value.split(",")]
+
+
 def _rule_list(value: object, fail) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise fail(f"must be a list of rule ids, not {value!r}")
+        raise fail(f"must be a list of rule ids, not {echo(value)}")
     ids = _rule_ids()
     checked = []
     for item in value:
         code = item.strip().upper()
         if not code or not any(rule_id.startswith(code) for rule_id in ids):
-            raise fail(f"unknown rule id {item!r} (`kvaudit rules` lists them)")
+            raise fail(f"unknown rule id {echo(item)} (`kvaudit rules` lists them)")
         checked.append(code)
     return checked
 
 
+def _glob(value: object, fail) -> str:
+    if not isinstance(value, str):
+        raise fail(f"must be a glob string, not {echo(value)}")
+    try:
+        validate_glob(value)
+    except GlobError as err:
+        raise fail(f"{err}: {echo(value)}") from None
+    return value
+
+
+def _glob_list(value: object, fail) -> list[str]:
+    if not isinstance(value, list):
+        raise fail(f"must be a list of globs, not {echo(value)}")
+    return [_glob(item, fail) for item in value]
+
+
+def glob_option(values: list[str] | None, option: str) -> list[str] | None:
+    """Validate globs given on the command line (``--exclude``/``--extend-exclude``) as the file's are."""
+    if values is None:
+        return None
+    return _glob_list(split_commas(values), lambda problem: ConfigError(f"{option}: {problem}"))
+
+
+_SIZE = re.compile(r"(?i)^\s*(\d+)\s*(|b|k|kb|kib|m|mb|mib|g|gb|gib)\s*$")
+_SCALE = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30,
+          "kb": 10**3, "mb": 10**6, "gb": 10**9}
+
+
+def parse_size(value: object) -> int:
+    """Bytes from ``16777216``, ``"16MiB"``, ``"16M"`` (powers of 1024) or ``"16MB"`` (of 1000); 0 means no cap."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a size such as 16MiB, not {echo(value)}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"must not be negative, not {value}")
+        return value
+    match = _SIZE.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"must be a size such as 16MiB, 10MB or 1048576, not {echo(value)}")
+    return int(match.group(1)) * _SCALE[match.group(2).lower()]
+
+
 def _claim_list(value: object, fail) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise fail(f"must be a list of claim ids, not {value!r}")
+        raise fail(f"must be a list of claim ids, not {echo(value)}")
     known = _known_claims()
     for claim in value:
         if claim not in known:
-            raise fail(f"unknown claim {claim!r} (known: {', '.join(sorted(known))})")
+            raise fail(f"unknown claim {echo(claim)} (known: {', '.join(sorted(known))})")
     return tuple(dict.fromkeys(value))
 
 
@@ -280,10 +385,12 @@ def _claim_override(entry: object, where: str, fail, shown: str) -> ClaimOverrid
         raise fail(where, "must be a table with path/class and add/drop")
     unknown = sorted(set(entry) - set(OVERRIDE_KEYS))
     if unknown:
-        raise fail(f"{where}.{unknown[0]}", f"unknown key (known keys: {', '.join(OVERRIDE_KEYS)})")
+        raise fail(f"{where}.{cut(unknown[0])}", f"unknown key (known keys: {', '.join(OVERRIDE_KEYS)})")
     for key in ("path", "class"):
         if key in entry and (not isinstance(entry[key], str) or not entry[key].strip()):
-            raise fail(f"{where}.{key}", f"must be a non-empty string, not {entry[key]!r}")
+            raise fail(f"{where}.{key}", f"must be a non-empty string, not {echo(entry[key])}")
+    if "path" in entry:
+        _glob(entry["path"], lambda p: fail(f"{where}.path", p))
     if "path" not in entry and "class" not in entry:
         raise fail(where, "needs `path` or `class` (or both) to say which presses it applies to")
     add = _claim_list(entry.get("add", []), lambda p: fail(f"{where}.add", p))
@@ -299,55 +406,9 @@ def _claim_override(entry: object, where: str, fail, shown: str) -> ClaimOverrid
 # -- matching ------------------------------------------------------------------------------
 
 
-@cache
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    out, i = [], 0
-    while i < len(pattern):
-        char = pattern[i]
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-            continue
-        if pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-            continue
-        if char == "*":
-            out.append("[^/]*")
-        elif char == "?":
-            out.append("[^/]")
-        elif char == "[":
-            end = pattern.find("]", i + 1)
-            if end == -1:
-                out.append(re.escape(char))
-            else:
-                body = pattern[i + 1:end]
-                body = "^" + body[1:] if body.startswith("!") else body
-                out.append(f"[{body}]")
-                i = end
-        else:
-            out.append(re.escape(char))
-        i += 1
-    return re.compile("".join(out) + r"\Z")
-
-
 def path_matches(pattern: str, shown: str, root: Path | None) -> bool:
     """Whether ``pattern`` matches the file shown as ``shown`` (a run's display path)."""
-    candidates = [shown]
-    path = Path(shown)
-    absolute = path if path.is_absolute() else Path.cwd() / path
-    base = root if root is not None else Path.cwd().resolve()
-    try:
-        candidates.insert(0, absolute.resolve().relative_to(base).as_posix())
-    except ValueError:
-        candidates.append(absolute.resolve().as_posix())
-    pattern = pattern.removeprefix("./")
-    if "/" not in pattern.rstrip("/"):
-        candidates.append(path.name)
-    if pattern.endswith("/"):
-        pattern += "**"
-    regex = _glob_regex(pattern)
-    return any(regex.match(candidate) for candidate in candidates)
+    return glob_matches(pattern, shown, root)
 
 
 def apply_claim_overrides(press_name: str, press_path: str, press_line: int, claims: list[Claim],

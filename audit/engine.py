@@ -14,11 +14,12 @@ from .analysis.index import ClassInfo, PressBase, ProjectIndex
 from .analysis.reuse import analyse_reuse
 from .claims import claims_for
 from .config import ClaimOverride, apply_claim_overrides, ignored_for_path
+from .inherited import unread_base_note
 from .model import LAYER_INDEX_REUSE, AuditResult, FileStatus, PressReport
 from .rule import PressContext, Rule, all_rules, rule_by_id
-from .source import EmptySourceError, SourceError, SourceFile, display_path, load_source
+from .source import DEFAULT_MAX_FILE_BYTES, EmptySourceError, SourceError, SourceFile, display_path, load_source
 from .suppression import apply_suppressions
-from .targets import expand_targets, named_files
+from .targets import WalkSettings, expand_targets
 
 
 @dataclass
@@ -35,6 +36,8 @@ class CheckOptions:
     config_root: Path | None = None
     # Press-like classes the project declares (`[[press-bases]]`): audited as presses are.
     press_bases: tuple[PressBase, ...] = ()
+    walk: WalkSettings | None = None  # excludes, .gitignore (None: the defaults)
+    max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES  # the size cap; None or 0: none
 
 
 def _selected(rule: type[Rule], options: CheckOptions) -> bool:
@@ -76,25 +79,27 @@ def run_check(targets: list[str], options: CheckOptions | None = None) -> AuditR
     """Audit ``targets`` statically. Never raises for bad input: it lands in ``files``."""
     options = options or CheckOptions()
     result = AuditResult()
-    paths, target_errors = expand_targets(targets)
+    paths, target_errors = expand_targets(targets, options.walk)
     result.files.extend(FileStatus(path=e.target, status="error", message=e.message) for e in target_errors)
 
     sources: list[SourceFile] = []
-    named = named_files(targets)
     for path in paths:
         display = display_path(path)
         try:
-            sources.append(load_source(path, display))
+            sources.append(load_source(path, display, options.max_file_bytes))
         except EmptySourceError:
-            # An empty `__init__.py` found in a package is normal; an empty file named on purpose is not.
-            status = "error" if path in named else "ok"
-            result.files.append(FileStatus(path=display, status=status, message=f"{display}: empty file"))
+            # Never an error, named or found: pre-commit passes every empty `__init__.py` it sees.
+            result.files.append(FileStatus(path=display, status="ok", message=f"{display}: empty file"))
         except SourceError as err:
             result.files.append(FileStatus(path=display, status="error", message=f"{display}: {err}"))
 
     index = ProjectIndex(sources, options.press_bases)
+    presses = index.presses()
+    warning = unread_base_note(presses)
+    if warning is not None:
+        result.warnings.append(warning)
     failed: set[str] = set()
-    for press in index.presses():
+    for press in presses:
         try:
             result.presses.append(audit_press(index, press, options, result.notes))
         except RecursionError:

@@ -64,6 +64,9 @@ class Finding:
     path: str
     column: int = 1
     press: str | None = None
+    # Where the finding's node ends (1-based line; 1-based column just past the node, as in SARIF).
+    end_line: int | None = None
+    end_column: int | None = None
 
 
 # Where a claim comes from (ClaimOrigin.kind).
@@ -207,6 +210,8 @@ class AuditResult:
     extra_findings: list[Finding] = field(default_factory=list)
     # Lines for the user that are neither findings nor errors, e.g. why `--claim` left a press alone.
     notes: list[str] = field(default_factory=list)
+    # Warnings about the run as a whole, each said once: the audit is incomplete (kvpress's source unreadable).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def findings(self) -> list[Finding]:

@@ -8,16 +8,20 @@ on the invalid ones.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import pkgutil
-from pathlib import Path
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache, cached_property
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import libcst as cst
+if TYPE_CHECKING:
+    import libcst as cst
+else:  # libcst is imported on first use (start-up cost)
+    from .lazy_libcst import cst
 
 from . import rules as rules_package
 from .analysis.flow import FlowAnalyzer, FlowFacts
@@ -59,28 +63,46 @@ class Rule:
     severity: ClassVar[Severity]
     message: ClassVar[str]  # one-line summary; findings may give a more precise message
     claim: ClassVar[str | None] = None  # the claim this rule audits, if any
+    help_url: ClassVar[str | None] = None  # a real web page about the rule, if one exists (SARIF helpUri)
     VALID: ClassVar[list[str]] = []
     INVALID: ClassVar[list[str]] = []
 
     def check(self, ctx: PressContext) -> Iterator[Finding]:
         raise NotImplementedError
 
-    def finding(self, ctx: PressContext, line: int, message: str, path: str | None = None) -> Finding:
-        return Finding(rule=self.id, severity=self.severity, line=line, message=message,
-                       path=path or ctx.source.display, press=ctx.press.name)
+    def finding(self, ctx: PressContext, line: int, message: str, path: str | None = None, *,
+                node: cst.CSTNode | ast.AST | None = None, source: SourceFile | None = None) -> Finding:
+        """A finding at ``line`` of ``path`` (default: the press's file).
+
+        ``node``, of ``source`` (default: the press's file) and of either tree, gives the
+        region's columns and end, when it lies on that line of that file.
+        """
+        shown = path or ctx.source.display
+        span = None
+        if node is not None and (source or ctx.source).display == shown:
+            span = (source or ctx.source).span_of(node)
+            span = span if span.line == line else None
+        return Finding(rule=self.id, severity=self.severity, line=line, message=message, path=shown,
+                       press=ctx.press.name, column=span.column if span else 1,
+                       end_line=span.end_line if span else None, end_column=span.end_column if span else None)
 
     @classmethod
     def documentation(cls) -> str:
         return inspect.cleandoc(cls.__doc__ or "")
 
     @classmethod
-    def help_uri(cls) -> str:
-        """An absolute URI of the rule's file, which holds its documentation and examples.
+    def help_markdown(cls) -> str:
+        """The rule's whole documentation as Markdown, with one invalid and one valid example.
 
-        SARIF wants an absolute URI; kvaudit has no hosted docs, so this points at the
-        installed rule file (the full text also travels in SARIF's ``help``).
+        SARIF viewers (GitHub code scanning) show it beside each result: kvaudit has no
+        hosted documentation, so the text travels with the log instead of a link.
         """
-        return Path(inspect.getfile(cls)).resolve().as_uri()
+        docs = re.sub(r"``([^`]+)``", r"`\1`", cls.documentation() or cls.message)
+        parts = [f"**{cls.id} {cls.name}** ({cls.severity.value})", docs]
+        for title, examples in (("Flagged", cls.INVALID), ("Not flagged", cls.VALID)):
+            if examples:
+                parts.append(f"{title}:\n\n```python\n{examples[0].strip()}\n```")
+        return "\n\n".join(parts) + "\n"
 
 
 @cache

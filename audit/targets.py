@@ -3,19 +3,46 @@
 A module name is resolved to its file **without importing anything**: importing
 ``kvpress`` would import torch, and the static path must stay light and never run
 the audited code.
+
+Directories are walked without following directory symlinks (a symlinked folder is not
+entered, so link loops cannot recur), without opening anything but folders, and skipping:
+the excludes (:data:`DEFAULT_EXCLUDE`, or the configuration's ``exclude`` plus
+``extend-exclude``), what ``.gitignore`` files ignore, and the pseudo-file systems
+(:data:`SYSTEM_DIRS`). FIFOs, devices and sockets named ``*.py`` are skipped, never opened.
+A ``.py`` path that cannot be stat'ed (a symlink loop, a broken link) and a folder that
+cannot be listed are errors of that path only. A path named on the command line is
+audited even when an exclude matches it, unless ``force-exclude`` is set.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.machinery import PathFinder
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-# The embedded default target of `kvaudit check`: the installed kvpress ChunkKVPress.
-DEFAULT_TARGET = "kvpress.presses.chunkkv_press"
+from .defaults import DEFAULT_TARGET  # noqa: F401  (re-exported)
+from .source import display_path, irregular_kind, os_reason
 
-_SKIP_DIRS = {".git", ".hg", ".venv", "venv", "__pycache__", "node_modules", ".tox", ".mypy_cache"}
+if TYPE_CHECKING:
+    from pathspec import GitIgnoreSpec
+
+
+# Skipped when found in a walk (Ruff's defaults, plus caches and dist-packages). `exclude`
+# in the configuration replaces them; `extend-exclude` adds to them.
+DEFAULT_EXCLUDE: tuple[str, ...] = (
+    ".bzr", ".direnv", ".eggs", ".git", ".git-rewrite", ".hg", ".ipynb_checkpoints", ".mypy_cache", ".nox",
+    ".pants.d", ".pyenv", ".pytest_cache", ".pytype", ".ruff_cache", ".svn", ".tox", ".venv", ".vscode",
+    "__pycache__", "__pypackages__", "_build", "buck-out", "build", "dist", "dist-packages", "node_modules",
+    "site-packages", "venv",
+)
+# Pseudo-file systems: never walked into (walking `/` must end, and must not read /proc).
+SYSTEM_DIRS = frozenset({"/proc", "/sys", "/dev", "/run"})
+TARGET_ECHO = 300  # a target echoed in an error message is cut to this many characters
 
 
 @dataclass(frozen=True)
@@ -24,6 +51,17 @@ class TargetError:
 
     target: str
     message: str
+
+
+@dataclass(frozen=True)
+class WalkSettings:
+    """What a walk skips; ``root`` is the folder path globs are relative to (None: the working directory)."""
+
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE
+    extend_exclude: tuple[str, ...] = ()
+    respect_gitignore: bool = True
+    force_exclude: bool = False
+    root: Path | None = None
 
 
 def looks_like_module(target: str) -> bool:
@@ -55,57 +93,229 @@ def resolve_module(name: str, search_path: list[str] | None = None) -> Path | No
     return origin if origin.suffix == ".py" else None
 
 
-def _python_files(directory: Path) -> list[Path]:
-    found = []
-    for path in sorted(directory.rglob("*.py")):
-        if not any(part in _SKIP_DIRS for part in path.relative_to(directory).parts[:-1]):
-            found.append(path)
-    return found
+@dataclass
+class _Excludes:
+    """Exclude globs split as Ruff does: a glob without ``/`` tests the entry's own name, so a
+    folder above the walked root (``site-packages`` for an installed package) never excludes
+    it; a glob with ``/`` tests the path relative to the configuration folder."""
+
+    names: GitIgnoreSpec | None
+    paths: GitIgnoreSpec | None
+    root: Path
+
+    @classmethod
+    def of(cls, settings: WalkSettings) -> _Excludes:
+        from .globs import compile_globs
+
+        globs = [*settings.exclude, *settings.extend_exclude]
+        names = [g for g in globs if "/" not in g.rstrip("/")]
+        paths = [g for g in globs if "/" in g.rstrip("/")]
+        root = (settings.root or Path.cwd()).resolve()
+        return cls(compile_globs(names) if names else None, compile_globs(paths) if paths else None, root)
+
+    def excludes(self, path: Path, is_dir: bool, use_paths: bool = True) -> bool:
+        from .globs import relative_key
+
+        if self.names is not None and self.names.match_file(path.name + ("/" if is_dir else "")):
+            return True
+        return use_paths and self.paths is not None and self.paths.match_file(relative_key(path, self.root, is_dir))
 
 
-def expand_targets(targets: list[str]) -> tuple[list[Path], list[TargetError]]:
-    """Expand targets into a sorted, de-duplicated list of files, plus one error per bad target.
+@dataclass
+class _GitIgnore:
+    folder: Path
+    spec: GitIgnoreSpec
+
+
+def _read_gitignore(folder: Path) -> _GitIgnore | None:
+    from .globs import compile_globs
+    from .source import SourceError, read_capped
+
+    try:
+        text = read_capped(folder / ".gitignore", 1 << 20).decode("utf-8", errors="replace")
+    except SourceError:
+        return None
+    spec = compile_globs(text.splitlines(), strict=False)
+    return _GitIgnore(folder, spec) if spec.patterns else None
+
+
+def _repository_gitignores(root: Path) -> list[_GitIgnore]:
+    """The .gitignore files of ``root``'s parents, up to the repository's top (none outside a repository)."""
+    parents = []
+    for folder in root.parents:
+        parents.append(folder)
+        if (folder / ".git").exists():
+            break
+    else:
+        return []
+    found = [_read_gitignore(folder) for folder in reversed(parents)]
+    # A folder named on purpose is walked even if a parent's .gitignore ignores it.
+    return [g for g in found if g is not None and not _ignored_by(g, root, True)]
+
+
+def _ignored_by(gitignore: _GitIgnore, path: Path, is_dir: bool) -> bool:
+    from .globs import relative_key
+
+    return gitignore.spec.match_file(relative_key(path, gitignore.folder, is_dir))
+
+
+def _gitignored(gitignores: list[_GitIgnore], path: Path, is_dir: bool) -> bool:
+    # The deepest .gitignore that says something about the path decides (a later `!x` re-includes).
+    from .globs import relative_key
+
+    for gitignore in reversed(gitignores):
+        verdict = gitignore.spec.check_file(relative_key(path, gitignore.folder, is_dir)).include
+        if verdict is not None:
+            return verdict
+    return False
+
+
+@dataclass
+class Walk:
+    """What one walk found: the files, and how many ``.py`` files and folders it left out on purpose."""
+
+    files: list[Path] = field(default_factory=list)
+    excluded: int = 0
+
+
+def walk_python_files(root: Path, settings: WalkSettings, excludes: _Excludes | None = None,
+                      errors: list[TargetError] | None = None) -> Walk:
+    """The ``*.py`` regular files under ``root``, sorted; problems with single paths go to ``errors``."""
+    from .globs import relative_key
+
+    excludes = excludes or _Excludes.of(settings)
+    errors = errors if errors is not None else []
+    root = Path(os.path.abspath(root))
+    # Path globs never exclude what lies in the named root because of the root's own path.
+    use_paths = excludes.paths is None or not excludes.paths.match_file(relative_key(root, excludes.root, True))
+    gitignores = _repository_gitignores(root) if settings.respect_gitignore else []
+    walk = Walk()
+    seen_dirs: set[tuple[int, int]] = set()
+    stack: list[tuple[Path, list[_GitIgnore]]] = [(root, gitignores)]
+    while stack:
+        folder, inherited = stack.pop()
+        try:
+            info = os.stat(folder)
+        except OSError as err:
+            errors.append(TargetError(display_path(folder), f"{display_path(folder)}: {os_reason(err)}"))
+            continue
+        if (info.st_dev, info.st_ino) in seen_dirs:  # a bind mount or hard-linked folder loop
+            continue
+        seen_dirs.add((info.st_dev, info.st_ino))
+        active = inherited
+        if settings.respect_gitignore:
+            own = _read_gitignore(folder)
+            active = [*inherited, own] if own is not None else inherited
+        try:
+            with os.scandir(folder) as entries:
+                listing = sorted(entries, key=lambda e: e.name)
+        except OSError as err:
+            errors.append(TargetError(display_path(folder), f"{display_path(folder)}: cannot list folder: "
+                                      f"{err.strerror or err}"))
+            continue
+        subfolders = []
+        for entry in listing:
+            path = folder / entry.name
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if (str(path) in SYSTEM_DIRS or excludes.excludes(path, True, use_paths)
+                        or (active and _gitignored(active, path, True))):
+                    walk.excluded += 1
+                    continue
+                subfolders.append(path)
+            elif entry.name.endswith(".py"):
+                if excludes.excludes(path, False, use_paths) or (active and _gitignored(active, path, False)):
+                    walk.excluded += 1
+                    continue
+                try:
+                    mode = entry.stat().st_mode  # follows a file symlink: a loop raises ELOOP here
+                except OSError as err:
+                    errors.append(TargetError(display_path(path), f"{display_path(path)}: {os_reason(err)}"))
+                    continue
+                if stat.S_ISREG(mode):
+                    walk.files.append(path)
+                # FIFOs, devices, sockets and symlinked folders named *.py: skipped, never opened.
+        stack.extend((sub, active) for sub in reversed(subfolders))
+    walk.files.sort()
+    return walk
+
+
+def _cut(target: str) -> str:
+    return target if len(target) <= TARGET_ECHO else target[: TARGET_ECHO - 1] + "…"
+
+
+def _canonical(path: Path) -> Path:
+    """The resolved path (a file named twice through different paths is audited once)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop on Python 3.11
+        return Path(os.path.abspath(path))
+
+
+def expand_targets(targets: list[str], settings: WalkSettings | None = None) -> tuple[list[Path], list[TargetError]]:
+    """Expand targets into a sorted, de-duplicated list of files, plus one error per bad target or path.
 
     A missing target is an error; the others are still returned.
     """
+    settings = settings or WalkSettings()
+    compiled: list[_Excludes] = []
+
+    def excludes() -> _Excludes:  # compiled on first need: naming one file never loads pathspec
+        if not compiled:
+            compiled.append(_Excludes.of(settings))
+        return compiled[0]
+
     files: dict[Path, None] = {}  # keyed by resolved path: a file named twice is audited once
     errors: list[TargetError] = []
+
+    def add_walk(folder: Path, target: str) -> None:
+        before = len(errors)
+        walk = walk_python_files(folder, settings, excludes(), errors)
+        if not walk.files and len(errors) == before:
+            left_out = f" ({walk.excluded} excluded or git-ignored)" if walk.excluded else ""
+            errors.append(TargetError(target, f"{_cut(target)}: directory holds no Python files{left_out}"))
+        files.update(dict.fromkeys(_canonical(p) for p in walk.files))
+
     for target in targets:
-        path = Path(target)
         if not target.strip():
             errors.append(TargetError(target, "empty target name"))
-        elif path.is_dir():
-            found = _python_files(path)
-            if not found:
-                errors.append(TargetError(target, f"{target}: directory holds no Python files"))
-            files.update(dict.fromkeys(p.resolve() for p in found))
-        elif path.exists():
-            files[path.resolve()] = None
+            continue
+        path = Path(target)
+        try:
+            info = os.stat(path)
+        except OSError as err:
+            info = None
+            if err.errno != errno.ENOENT or path.is_symlink():  # a loop, a broken link, no permission...
+                errors.append(TargetError(target, f"{_cut(target)}: {os_reason(err)}"))
+                continue
+        except ValueError:  # a NUL character in the name
+            errors.append(TargetError(target, f"{_cut(target)!r}: not a valid path"))
+            continue
+        if info is not None and settings.force_exclude and excludes().excludes(
+                Path(os.path.abspath(path)), stat.S_ISDIR(info.st_mode)):
+            continue
+        if info is not None and stat.S_ISDIR(info.st_mode):
+            add_walk(path, target)
+        elif info is not None:
+            kind = irregular_kind(info.st_mode)
+            if kind is not None:  # refused from its stat alone: /dev/zero or a FIFO would never end
+                errors.append(TargetError(target, f"{_cut(target)}: {kind}"))
+            else:
+                files[_canonical(path)] = None
         elif looks_like_module(target):
             resolved = resolve_module(target)
             if resolved is None:
-                errors.append(TargetError(target, f"{target}: no such file, directory or importable module"))
+                errors.append(TargetError(target, f"{_cut(target)}: no such file, directory or importable module"))
             elif resolved.name == "__init__.py":  # a package names all of its modules
-                files.update(dict.fromkeys(p.resolve() for p in _python_files(resolved.parent)))
+                add_walk(resolved.parent, target)
             else:
-                files[resolved.resolve()] = None
+                files[_canonical(resolved)] = None
         else:
-            errors.append(TargetError(target, f"{target}: no such file or directory"))
+            errors.append(TargetError(target, f"{_cut(target)}: no such file or directory"))
     return list(files), errors
-
-
-def named_files(targets: list[str]) -> set[Path]:
-    """The files a target names one by one (not found by searching a directory or package)."""
-    named = set()
-    for target in targets:
-        path = Path(target)
-        if target.strip() and path.is_file():
-            named.add(path.resolve())
-        elif target.strip() and not path.exists() and looks_like_module(target):
-            resolved = resolve_module(target)
-            if resolved is not None and resolved.name != "__init__.py":
-                named.add(resolved.resolve())
-    return named
 
 
 def split_class_selector(target: str) -> tuple[str, str | None]:

@@ -165,4 +165,5 @@ class ChunkKVBlendsPrevious(BasePress):
         where = f"`{sites[0].call}` runs on every layer" if sites else "no score() call is guarded by layer position"
         why = "".join(f"; {note}" for note in ctx.reuse.notes)
         yield self.finding(ctx, line, f"{claim.holds(ctx.press.name)} layer-wise index reuse, but has none: {where}; "
-                           f"no layer-group check, reuse parameter or index cache{why}")
+                           f"no layer-group check, reuse parameter or index cache{why}",
+                           node=sites[0].node if sites else None, source=sites[0].source if sites else None)

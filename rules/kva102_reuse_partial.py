@@ -95,4 +95,5 @@ class ChunkKVDeclaresOnly(BasePress):
         sites = ctx.reuse.unguarded_scores
         line = ctx.line_in_press_file(sites[0].source, sites[0].node) if sites else ctx.press.line
         yield self.finding(ctx, line, f"{ctx.press.name}: layer-wise index reuse is only partly implemented: "
-                           + "; ".join(ctx.reuse.gaps + ctx.reuse.notes))
+                           + "; ".join(ctx.reuse.gaps + ctx.reuse.notes),
+                           node=sites[0].node if sites else None, source=sites[0].source if sites else None)

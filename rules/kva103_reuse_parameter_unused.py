@@ -106,4 +106,5 @@ class ChunkKVValidatesOnly(BasePress):
             uses = ctx.reuse.unused_uses.get(decl.name)
             how = f"only validated or shown ({uses}), never used" if uses else "declared but never used"
             yield self.finding(ctx, decl.source.line_of(decl.node),
-                               f"{ctx.press.name}.{decl.name} is {how}: it cannot set reuse groups")
+                               f"{ctx.press.name}.{decl.name} is {how}: it cannot set reuse groups",
+                               node=decl.node, source=decl.source)

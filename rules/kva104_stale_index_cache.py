@@ -93,4 +93,5 @@ class ChunkKVOnce(BasePress):
         for attr, read in ctx.reuse.stale_caches:
             yield self.finding(ctx, ctx.line_in_press_file(read.source, read.node),
                                f"{ctx.press.name}: `self.{attr}` is read on follower layers but only filled when "
-                               f"empty and never cleared, so a new sequence reuses the previous one's indices")
+                               f"empty and never cleared, so a new sequence reuses the previous one's indices",
+                               node=read.node, source=read.source)

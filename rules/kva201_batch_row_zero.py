@@ -224,6 +224,7 @@ class RowZeroScores(BasePress):
                 f"made from it to every row (`{snippet(method.source, sink)}`): with a batch of several prompts, "
                 f"rows 1.. are compressed with row 0's selection",
                 path=None if method.source is ctx.source else method.source.display,
+                node=source, source=method.source,
             )
 
     @staticmethod

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-import libcst as cst
+if TYPE_CHECKING:
+    import libcst as cst
+else:  # libcst is imported on first use (start-up cost)
+    from ..lazy_libcst import cst
 
 from ..analysis.reuse import FieldDecl, constructor_fields
 from ..claims import find_paper
@@ -177,4 +181,5 @@ class InitChunks(BasePress):
                 ctx, ctx.line_in_press_file(decl.source, decl.node),
                 f"{ctx.press.name}.{decl.name} defaults to {ours!r}{where}, but {paper.label} uses "
                 f"{theirs!r}: the press run with its defaults is not the paper's configuration",
+                node=decl.node, source=decl.source,
             )

@@ -14,7 +14,6 @@ BAD_FILES = {
     "syntax.py": ("def compress(self:\n    pass\n", "syntax error at line 1"),
     "latin1.py": ("# caf\xe9\n".encode("latin-1"), "not UTF-8"),
     "binary.py": (b"\x7fELF\x00\x00\x01", "binary file"),
-    "empty.py": ("", "empty file"),
     "nested_parens.py": ("x = " + "(" * 5000 + "1" + ")" * 5000 + "\n", "too deeply nested"),
     "nested_blocks.py": ("".join(" " * i + "if x:\n" for i in range(120)) + " " * 120 + "pass\n",
                          "too many levels of indentation"),
@@ -114,8 +113,19 @@ def test_empty_init_inside_a_package_is_not_an_error(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stdout
     statuses = {Path(f["path"]).name: (f["status"], f["message"]) for f in result.json()["files"]}
     assert statuses["__init__.py"][0] == "ok" and statuses["__init__.py"][1].endswith("empty file")
-    # ...but the same empty file named on purpose is bad input
-    assert run_cli("check", str(package / "__init__.py")).exit_code == 2
+
+
+@pytest.mark.parametrize("content", ["", "\n\n   \n", "\ufeff"])
+def test_an_empty_file_named_on_the_command_line_is_not_an_error(tmp_path: Path, content: str) -> None:
+    # pre-commit passes every changed file by name, empty __init__.py files included (issue 8).
+    (tmp_path / "__init__.py").write_text(content, encoding="utf-8")
+    (tmp_path / "good.py").write_text(GOOD)
+    result = run_cli("check", str(tmp_path / "__init__.py"), str(tmp_path / "good.py"), "-f", "json")
+    assert result.exit_code == 0 and result.exception is None, result.stderr
+    [empty] = [f for f in result.json()["files"] if f["path"].endswith("__init__.py")]
+    assert empty["status"] == "ok" and empty["message"].endswith("empty file")
+    assert run_cli("check", str(tmp_path / "__init__.py")).exit_code == 0
+    assert run_cli("check", str(tmp_path / "__init__.py"), "-f", "concise").stderr == ""
 
 
 def test_a_file_named_twice_is_audited_once(tmp_path: Path) -> None:

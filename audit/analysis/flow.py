@@ -31,8 +31,12 @@ reads across layers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import libcst as cst
+if TYPE_CHECKING:
+    import libcst as cst
+else:  # libcst is imported on first use (start-up cost)
+    from ..lazy_libcst import cst
 
 from .index import KVPRESS_MODEL, ClassInfo, PressBase, ProjectIndex, dotted
 from ..source import SourceFile

@@ -17,8 +17,12 @@ import ast
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import libcst as cst
+if TYPE_CHECKING:
+    import libcst as cst
+else:  # libcst is imported on first use (start-up cost)
+    from ..lazy_libcst import cst
 
 from ..source import SourceError, SourceFile, load_source
 from ..targets import resolve_module
@@ -67,11 +71,13 @@ def dotted(expr: ast.expr | cst.BaseExpression) -> str | None:
     """``a.b.C`` for a Name/Attribute chain (of either tree), else None."""
     if isinstance(expr, ast.Name):
         return expr.id
-    if isinstance(expr, cst.Name):
-        return expr.value
     if isinstance(expr, ast.Attribute):
         head = dotted(expr.value)
         return f"{head}.{expr.attr}" if head else None
+    if isinstance(expr, ast.AST):
+        return None  # decided without touching libcst, which a file without presses never loads
+    if isinstance(expr, cst.Name):
+        return expr.value
     if isinstance(expr, cst.Attribute):
         head = dotted(expr.value)
         return f"{head}.{expr.attr.value}" if head else None

@@ -18,8 +18,12 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import libcst as cst
+if TYPE_CHECKING:
+    import libcst as cst
+else:  # libcst is imported on first use (start-up cost)
+    from ..lazy_libcst import cst
 
 from .flow import (
     GROUP,

@@ -1,12 +1,19 @@
 """The ``kvaudit`` command line: one typer app, one module per command.
 
 Exit codes (documented in README.md):
-    0  nothing at or above --fail-on
+    0  nothing at or above --fail-on (or --exit-zero)
     1  findings at or above --fail-on
     2  a target is missing, unreadable or cannot be parsed; or a usage/configuration error
+
+Start-up is kept to typer itself: the command modules import only typer and the standard
+library at the top, and load the engine, rich, libcst or the tracer inside the command that
+needs them. Help is plain click text (``rich_markup_mode=None``): rendering it with rich
+would double the cost of ``kvaudit --help`` (benchmarks/bench_startup.py).
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import typer
 
@@ -16,9 +23,29 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-# Each command module registers itself on `app` when imported.
+
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"kvaudit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    version: Optional[bool] = typer.Option(
+        None, "--version", "-V", callback=_print_version, is_eager=True, help="Print kvaudit's version and exit."
+    ),
+) -> None:
+    """Does this KV-cache press really do what its paper says?"""
+
+
+# Each command module registers itself on `app` when imported; each is small and light.
 from . import check as _check  # noqa: E402,F401
 from . import report as _report  # noqa: E402,F401
 from . import rules as _rules  # noqa: E402,F401

@@ -1,13 +1,20 @@
-"""``kvaudit check``: the static audit (plus, on request, the tracer's view beside it)."""
+"""``kvaudit check``: the static audit (plus, on request, the tracer's view beside it).
+
+Conventions follow Ruff and Semgrep: ``--select``/``--ignore`` take comma lists and
+prefixes, ``--format concise`` prints one ``path:line:col: ID message`` line per finding,
+``--exit-zero``, ``--quiet``, ``--statistics``, ``--baseline``/``--write-baseline``,
+``--exclude``/``--extend-exclude``/``--force-exclude`` and ``.gitignore`` in walks.
+The engine, rich and the reporters are imported inside the command (start-up cost).
+"""
 
 from __future__ import annotations
 
 import sys
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING, Optional
 
 import typer
-from rich.console import Console
 
 from . import app
 from .trace_options import (
@@ -28,15 +35,20 @@ from .trace_options import (
     require_trace_extra,
     trace_options,
 )
-from ..config import Config, ConfigError, discover, rule_ids_option
-from ..engine import CheckOptions, run_check
-from ..exitcodes import BAD_INPUT, check_exit_code
-from ..model import AuditResult
-from ..targets import DEFAULT_TARGET
+from ..defaults import DEFAULT_MAX_FILE_BYTES, DEFAULT_TARGET
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..engine import CheckOptions
+    from ..model import AuditResult
+
+BAD_INPUT = 2  # kvaudit.exitcodes.BAD_INPUT, without importing the findings model for --help
+FILTERS = "Files and rules"
 
 
 class CheckFormat(str, Enum):
     terminal = "terminal"
+    concise = "concise"
     json = "json"
     sarif = "sarif"
     github = "github"
@@ -49,8 +61,12 @@ class FailOn(str, Enum):
     never = "never"
 
 
-def render(result: AuditResult, output_format: CheckFormat) -> str:
-    """``result`` as text in one of the machine formats (json, sarif, github)."""
+def render(result: AuditResult, output_format: CheckFormat, quiet: bool = False) -> str:
+    """``result`` as text in one of the text formats (concise, json, sarif, github)."""
+    if output_format is CheckFormat.concise:
+        from ..reporters.concise import render_concise
+
+        return render_concise(result, quiet)
     if output_format is CheckFormat.json:
         from ..reporters.json_report import render_json
 
@@ -66,45 +82,115 @@ def render(result: AuditResult, output_format: CheckFormat) -> str:
     raise ValueError(f"{output_format.value} is not a text format")
 
 
-def emit(result: AuditResult, output_format: CheckFormat) -> None:
-    """Write ``result`` to stdout in ``output_format``."""
-    if output_format is not CheckFormat.terminal:
-        sys.stdout.write(render(result, output_format))
-    else:
+def _print_problems(result: AuditResult) -> None:
+    """Targets that could not be audited and warnings about the run, one line each on stderr."""
+    for status in result.files:
+        if status.status == "error":
+            typer.echo(f"error: {status.message}", err=True)
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+
+
+def emit(result: AuditResult, output_format: CheckFormat, quiet: bool = False, statistics: bool = False) -> None:
+    """Write ``result`` to stdout in ``output_format`` (or its per-rule counts); problems go to stderr."""
+    if statistics:
+        from ..reporters.statistics import render_statistics, render_statistics_json
+
+        _print_problems(result)
+        as_json = output_format is CheckFormat.json
+        sys.stdout.write(render_statistics_json(result) if as_json else render_statistics(result))
+    elif output_format is CheckFormat.terminal:
+        from rich.console import Console
+
         from ..reporters.terminal import render_terminal
 
-        render_terminal(result, Console(), errors=Console(stderr=True))
+        render_terminal(result, Console(), errors=Console(stderr=True), quiet=quiet)
+    else:
+        _print_problems(result)  # the one line a shell user sees, whatever the format on stdout
+        sys.stdout.write(render(result, output_format, quiet))
+
+
+def _usage_error(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(BAD_INPUT)
 
 
 def static_options(
-    claim: list[str], select: list[str] | None, ignore: list[str] | None, config: Path | None, no_config: bool
+    claim: list[str], select: list[str] | None, ignore: list[str] | None, config: Path | None, no_config: bool,
+    *, exclude: list[str] | None = None, extend_exclude: list[str] | None = None, force_exclude: bool | None = None,
+    respect_gitignore: bool | None = None, max_file_size: str | None = None,
 ) -> tuple[CheckOptions, Config]:
-    """Merge the command-line flags over the configuration file; exit 2 on a bad claim or file."""
+    """Merge the command-line flags over the configuration file; exit 2 on a bad claim, flag or file."""
     from ..claims import known_claims
+    from ..config import Config, ConfigError, discover, glob_option, parse_size, rule_ids_option, split_commas
+    from ..engine import CheckOptions
+    from ..targets import DEFAULT_EXCLUDE, WalkSettings
 
     unknown = sorted(set(claim) - known_claims())
     if unknown:
-        typer.echo(f"error: unknown claim {', '.join(unknown)}; known: {', '.join(sorted(known_claims()))}", err=True)
-        raise typer.Exit(BAD_INPUT)
+        raise _usage_error(f"unknown claim {', '.join(unknown)}; known: {', '.join(sorted(known_claims()))}")
     try:
         settings = Config() if no_config else discover(config)
         # A typo in --select or --ignore must not quietly switch rules off and open the gate.
-        select = rule_ids_option(select, "--select") if select else None
-        ignore = rule_ids_option(ignore, "--ignore") if ignore else None
+        select = rule_ids_option(split_commas(select), "--select") if select else None
+        ignore = rule_ids_option(split_commas(ignore), "--ignore") if ignore else None
+        exclude = glob_option(exclude, "--exclude")
+        extend_exclude = glob_option(extend_exclude, "--extend-exclude")
+        cap = settings.max_file_size
+        if max_file_size is not None:
+            try:
+                cap = parse_size(max_file_size)
+            except ValueError as err:
+                raise ConfigError(f"--max-file-size: {err}") from None
     except ConfigError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(BAD_INPUT) from None
+        raise _usage_error(str(err)) from None
+    for warning in settings.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    walk = WalkSettings(
+        exclude=tuple(exclude if exclude is not None else settings.exclude if settings.exclude is not None
+                      else DEFAULT_EXCLUDE),
+        extend_exclude=(*settings.extend_exclude, *(extend_exclude or ())),
+        respect_gitignore=next(v for v in (respect_gitignore, settings.respect_gitignore, True) if v is not None),
+        force_exclude=next(v for v in (force_exclude, settings.force_exclude, False) if v is not None),
+        root=settings.root,
+    )
     # Command-line flags override the file.
     options = CheckOptions(
         forced_claims=list(claim),
-        select=select or settings.select,
+        select=select if select is not None else settings.select,
         ignore=ignore or list(settings.ignore or []),
         per_path_ignores=dict(settings.per_path_ignores),
         claim_overrides=list(settings.claim_overrides),
         config_root=settings.root,
         press_bases=tuple(settings.press_bases),
+        walk=walk,
+        max_file_bytes=cap if cap is not None else DEFAULT_MAX_FILE_BYTES,
     )
     return options, settings
+
+
+def _baseline(result: AuditResult, path: Path, write: bool, quiet: bool) -> int | None:
+    """Write the baseline (returns the exit code), or drop the findings it holds (returns None)."""
+    from ..baseline import BaselineError, apply_baseline, load_baseline, write_baseline
+
+    if write:
+        try:
+            count = write_baseline(result, path)
+        except OSError as err:
+            raise _usage_error(f"cannot write {path}: {err.strerror or err}") from None
+        _print_problems(result)
+        typer.echo(f"kvaudit: wrote {count} finding(s) to the baseline {path}", err=True)
+        return BAD_INPUT if result.has_errors else 0
+    try:
+        keys = load_baseline(path)
+    except BaselineError as err:
+        raise _usage_error(str(err)) from None
+    applied = apply_baseline(result, keys, path)
+    if not quiet and (applied.hidden or applied.stale):
+        fixed = f"; {applied.stale} baseline entr{'y' if applied.stale == 1 else 'ies'} no longer found" \
+            if applied.stale else ""
+        typer.echo(f"kvaudit: {applied.hidden} finding(s) in the baseline {path} not shown{fixed}", err=True)
+    return None
 
 
 @app.command()
@@ -112,21 +198,52 @@ def check(
     targets: list[str] = typer.Argument(
         None, help=f"Files, directories or dotted module names. Default: {DEFAULT_TARGET}."
     ),
-    output_format: CheckFormat = typer.Option(CheckFormat.terminal, "--format", "-f", help="Output format."),
+    output_format: CheckFormat = typer.Option(
+        CheckFormat.terminal, "--format", "-f",
+        help="Output format: terminal (rich), concise (one `path:line:col: ID message` line per finding), json, "
+        "sarif or github.",
+    ),
     fail_on: FailOn = typer.Option(
         None, "--fail-on", help="Lowest severity that makes the exit code 1 (default: the config's, else error)."
     ),
+    exit_zero: bool = typer.Option(False, "--exit-zero", help="Exit 0 even when there are findings (bad input still exits 2)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print the findings and errors only: no press overview, no summary."),
+    statistics: bool = typer.Option(False, "--statistics", help="Print how many findings each rule produced instead of the findings."),
+    select: Optional[list[str]] = typer.Option(
+        None, "--select", help="Run only these rule ids or prefixes (comma-separated or repeated: KVA101,KVA2); "
+        "replaces the config's.", rich_help_panel=FILTERS),
+    ignore: Optional[list[str]] = typer.Option(
+        None, "--ignore", help="Skip these rule ids or prefixes (comma-separated or repeated); replaces the config's.",
+        rich_help_panel=FILTERS),
+    exclude: Optional[list[str]] = typer.Option(
+        None, "--exclude", help="Globs (.gitignore syntax) to skip when walking folders; replaces the config's and the "
+        "defaults.", rich_help_panel=FILTERS),
+    extend_exclude: Optional[list[str]] = typer.Option(
+        None, "--extend-exclude", help="Globs to skip as well (added to the config's and the defaults).",
+        rich_help_panel=FILTERS),
+    force_exclude: Optional[bool] = typer.Option(
+        None, "--force-exclude/--no-force-exclude", help="Apply the excludes to files named on the command line too "
+        "(pre-commit passes every file by name).", show_default=False, rich_help_panel=FILTERS),
+    respect_gitignore: Optional[bool] = typer.Option(
+        None, "--respect-gitignore/--no-respect-gitignore", help="Skip what .gitignore files ignore when walking "
+        "folders (default: yes).", show_default=False, rich_help_panel=FILTERS),
+    max_file_size: Optional[str] = typer.Option(
+        None, "--max-file-size", metavar="SIZE", help=f"Refuse files larger than this (16MiB, 10MB, bytes; 0: no cap). "
+        f"Default: the config's, else {DEFAULT_MAX_FILE_BYTES >> 20}MiB.", rich_help_panel=FILTERS),
+    baseline: Optional[Path] = typer.Option(
+        None, "--baseline", metavar="FILE", dir_okay=False,
+        help="Report and fail only on findings this baseline file does not hold."),
+    write_baseline: bool = typer.Option(
+        False, "--write-baseline", help="Write the current findings to the --baseline FILE and exit 0."),
     claim: list[str] = typer.Option([], "--claim", help="Force a claim (e.g. layer-index-reuse) onto presses that cite no paper."),
-    select: list[str] = typer.Option(None, "--select", help="Run only these rule ids (or prefixes); replaces the config's."),
-    ignore: list[str] = typer.Option(None, "--ignore", help="Skip these rule ids (or prefixes); replaces the config's."),
-    config: Path = typer.Option(
+    config: Optional[Path] = typer.Option(
         None, "--config", help="Configuration file (kvaudit.toml, or pyproject.toml with [tool.kvaudit]). "
         "Default: the nearest one from the working directory up.", dir_okay=False,
     ),
     no_config: bool = typer.Option(False, "--no-config", help="Ignore every configuration file."),
-    output_json: Path = typer.Option(None, "--output-json", help="Also write the JSON report to this file.", dir_okay=False),
-    output_sarif: Path = typer.Option(None, "--output-sarif", help="Also write SARIF 2.1.0 to this file.", dir_okay=False),
-    output_github: Path = typer.Option(
+    output_json: Optional[Path] = typer.Option(None, "--output-json", help="Also write the JSON report to this file.", dir_okay=False),
+    output_sarif: Optional[Path] = typer.Option(None, "--output-sarif", help="Also write SARIF 2.1.0 to this file.", dir_okay=False),
+    output_github: Optional[Path] = typer.Option(
         None, "--output-github", help="Also write GitHub annotations to this file.", dir_okay=False
     ),
     trace: bool = typer.Option(False, "--trace", help="Also run each press on a tiny model and show both verdicts."),
@@ -143,7 +260,14 @@ def check(
     debug: Debug = False,
 ) -> None:
     """Audit press source statically: claims, verdicts, line-level evidence and findings."""
-    options, settings = static_options(claim, select, ignore, config, no_config)
+    from ..engine import run_check
+    from ..exitcodes import FINDINGS, OK, check_exit_code
+
+    if write_baseline and baseline is None:
+        raise _usage_error("--write-baseline needs --baseline FILE (the file to write)")
+    options, settings = static_options(claim, select, ignore, config, no_config, exclude=exclude,
+                                       extend_exclude=extend_exclude, force_exclude=force_exclude,
+                                       respect_gitignore=respect_gitignore, max_file_size=max_file_size)
     threshold = fail_on.value if fail_on is not None else settings.fail_on or FailOn.error.value
     tracing = None
     if trace or compare_reference:
@@ -161,13 +285,17 @@ def check(
 
         with internal_errors(", ".join(chosen), debug):
             print_tracebacks(attach_traces(result, tracing), debug)
-    emit(result, output_format)
+    if baseline is not None:
+        written = _baseline(result, baseline, write_baseline, quiet)
+        if written is not None:
+            raise typer.Exit(written)
+    emit(result, output_format, quiet, statistics)
     for path, file_format in ((output_json, CheckFormat.json), (output_sarif, CheckFormat.sarif),
                               (output_github, CheckFormat.github)):
         if path is not None:
             try:
                 path.write_text(render(result, file_format), encoding="utf-8")
             except OSError as err:
-                typer.echo(f"error: cannot write {path}: {err.strerror or err}", err=True)
-                raise typer.Exit(BAD_INPUT) from None
-    raise typer.Exit(check_exit_code(result, threshold))
+                raise _usage_error(f"cannot write {path}: {err.strerror or err}") from None
+    code = check_exit_code(result, threshold)
+    raise typer.Exit(OK if exit_zero and code == FINDINGS else code)

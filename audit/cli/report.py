@@ -8,14 +8,13 @@ use ``kvaudit check`` as the CI gate.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from .. import __version__
 from . import app
-from .check import static_options
+from .check import BAD_INPUT, static_options
 from .trace_options import (
     DEFAULTS,
     Arch,
@@ -34,14 +33,16 @@ from .trace_options import (
     require_trace_extra,
     trace_options,
 )
-from ..engine import run_check
-from ..exitcodes import BAD_INPUT, OK
-from ..model import AuditResult
-from ..targets import DEFAULT_TARGET
-from ..tracer.options import TraceOptions, run_plan
+from ..defaults import DEFAULT_TARGET
+
+if TYPE_CHECKING:  # the engine and the tracer load when the command runs, not for --help
+    from ..model import AuditResult
+    from ..tracer.options import TraceOptions
 
 
 def _installed(package: str) -> str:
+    from importlib import metadata
+
     try:
         return metadata.version(package)  # reads the dist-info, imports nothing
     except metadata.PackageNotFoundError:
@@ -49,6 +50,9 @@ def _installed(package: str) -> str:
 
 
 def header_lines(options: TraceOptions | None, timestamp: bool) -> list[str]:
+    from .. import __version__
+    from ..tracer.options import run_plan
+
     lines = [f"kvaudit {__version__}; kvpress {_installed('kvpress')}; transformers {_installed('transformers')}; "
              f"torch {_installed('torch')}"]
     if options is not None:
@@ -101,6 +105,9 @@ def report(
     debug: Debug = False,
 ) -> None:
     """Write a Markdown report: summary, static evidence, per-layer traces, reference comparison, figures."""
+    from ..engine import run_check
+    from ..exitcodes import OK
+
     options, _ = static_options(claim, None, None, config, no_config)
     chosen = list(targets) if targets else [DEFAULT_TARGET]
     trace_settings = None

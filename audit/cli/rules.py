@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
-from rich.console import Console
-from rich.syntax import Syntax
-from rich.table import Table
 
 from . import app
-from ..exitcodes import BAD_INPUT
-from ..rule import all_rules, rule_by_id
+from .check import BAD_INPUT
 
 
 @app.command("rules")
-def rules_command(rule_id: str = typer.Argument(None, help="A rule id such as KVA101.")) -> None:
+def rules_command(rule_id: Optional[str] = typer.Argument(None, help="A rule id such as KVA101.")) -> None:
     """List the rules, or print one rule's documentation and examples."""
+    from rich.console import Console
+    from rich.syntax import Syntax
+    from rich.table import Table
+
+    from ..rule import all_rules, rule_by_id
+
     console = Console()
     if rule_id is None:
         table = Table(title="kvaudit rules")

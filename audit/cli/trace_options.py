@@ -1,6 +1,8 @@
 """Tracer options shared by ``trace``, ``check --trace`` and ``report``: declared once here.
 
-Plain typer and stdlib: building options must not import torch.
+Plain typer and stdlib: building options must not import torch, nor the tracer's package
+(``kvaudit --help`` shows these options): what the tracer provides is imported inside the
+functions that use it.
 """
 
 from __future__ import annotations
@@ -8,45 +10,41 @@ from __future__ import annotations
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from ..exitcodes import BAD_INPUT
-from ..tracer.options import (
-    DEFAULT_MEMORY_SHARE,
-    DEFAULT_TIMEOUT_S,
-    DEFAULT_TOKENS,
-    TraceOptions,
-    default_memory_limit,
-    missing_trace_extra,
-    parse_memory_limit,
-)
+from ..defaults import DEFAULT_MEMORY_SHARE, DEFAULT_TIMEOUT_S, DEFAULT_TOKENS
+
+if TYPE_CHECKING:
+    from ..tracer.options import TraceOptions
 
 PANEL = "Tracing (tiny local model, never downloads)"
 
 PressExpr = Annotated[Optional[str], typer.Option(
-    "--press", help='Build the press from this Python expression, e.g. "ChunkKVPress(SnapKVPress(0.5), 10)". '
+    "--press", help='Tracing: build the press from this Python expression, e.g. "ChunkKVPress(SnapKVPress(0.5), 10)". '
     "It is evaluated (eval) in the tracer's worker: pass only trusted expressions.",
     rich_help_panel=PANEL)]
-Arch = Annotated[str, typer.Option("--arch", help="Embedded tiny model: llama, qwen2, qwen3 or mistral.",
+Arch = Annotated[str, typer.Option("--arch", help="Tracing: embedded tiny model: llama, qwen2, qwen3 or mistral.",
                                    rich_help_panel=PANEL)]
-Layers = Annotated[int, typer.Option("--layers", help="Layers of the embedded tiny model.", rich_help_panel=PANEL)]
-Tokens = Annotated[int, typer.Option("--tokens", help="First prefill length (the second is 1.5× longer).",
+Layers = Annotated[int, typer.Option("--layers", help="Tracing: layers of the embedded tiny model.",
                                      rich_help_panel=PANEL)]
-ModelPath = Annotated[Optional[str], typer.Option("--model", help="Local Hugging Face model folder (never downloads).",
-                                                  rich_help_panel=PANEL)]
-Device = Annotated[str, typer.Option("--device", help="Torch device.", rich_help_panel=PANEL)]
-Dtype = Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.", rich_help_panel=PANEL)]
-Timeout = Annotated[float, typer.Option("--timeout", help="Seconds allowed per press before it is killed.",
+Tokens = Annotated[int, typer.Option("--tokens", help="Tracing: first prefill length (the second is 1.5× longer).",
+                                     rich_help_panel=PANEL)]
+ModelPath = Annotated[Optional[str], typer.Option(
+    "--model", help="Tracing: local Hugging Face model folder (never downloads).", rich_help_panel=PANEL)]
+Device = Annotated[str, typer.Option("--device", help="Tracing: torch device.", rich_help_panel=PANEL)]
+Dtype = Annotated[str, typer.Option("--dtype", help="Tracing: float32, bfloat16 or float16.", rich_help_panel=PANEL)]
+Timeout = Annotated[float, typer.Option("--timeout", help="Tracing: seconds allowed per press before it is killed.",
                                         rich_help_panel=PANEL)]
 CompareReference = Annotated[bool, typer.Option(
-    "--compare-reference", help="Also run the reference ChunkKVReusePress with the same scorer, ratio and chunk length.",
+    "--compare-reference",
+    help="Tracing: also run the reference ChunkKVReusePress with the same scorer, ratio and chunk length.",
     rich_help_panel=PANEL)]
 
 MemoryLimit = Annotated[Optional[str], typer.Option(
     "--memory-limit", metavar="SIZE",
-    help=f"Memory one press may allocate (RLIMIT_AS, CPU only): 4G, 512M, 25% of RAM, or 0 for no limit. "
+    help=f"Tracing: memory one press may allocate (RLIMIT_AS, CPU only): 4G, 512M, 25% of RAM, or 0 for no limit. "
     f"Default: {DEFAULT_MEMORY_SHARE:.0%} of RAM. Past it the press is reported as a crash.",
     rich_help_panel=PANEL)]
 # Shared by every command (the static path's internal errors too): keep this definition the only one.
@@ -58,6 +56,8 @@ DEFAULTS = {"arch": "llama", "layers": 8, "tokens": DEFAULT_TOKENS, "device": "c
 
 def fail(message: str) -> typer.Exit:
     """Print ``error: MESSAGE`` on stderr; the caller raises the returned exit (code 2)."""
+    from ..exitcodes import BAD_INPUT
+
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(BAD_INPUT)
 
@@ -67,6 +67,8 @@ def trace_options(
     press: str | None, compare_reference: bool, memory_limit: str | None = None,
 ) -> TraceOptions:
     """The options of one trace; exit 2 with one line on a bad ``--memory-limit``."""
+    from ..tracer.options import TraceOptions, default_memory_limit, parse_memory_limit
+
     try:
         limit = default_memory_limit() if memory_limit is None else parse_memory_limit(memory_limit)
     except ValueError as error:
@@ -77,6 +79,8 @@ def trace_options(
 
 def require_trace_extra(alternative: str = "") -> None:
     """Exit 2 with one line naming the missing package and the install command (no torch, say)."""
+    from ..tracer.options import missing_trace_extra
+
     problem = missing_trace_extra()
     if problem is not None:
         raise fail(problem + alternative)

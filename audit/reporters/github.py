@@ -6,7 +6,8 @@ Format (GitHub's workflow commands)::
 
 Escaping follows GitHub's toolkit: in the message ``%``, ``\\r`` and ``\\n`` become ``%25``,
 ``%0D`` and ``%0A``; property values also escape ``:`` and ``,`` (``%3A``, ``%2C``).
-Files that could not be audited become ``::error`` lines too.
+Files that could not be audited become ``::error`` lines too; warnings about the run
+(kvpress's source unreadable) ``::warning`` lines.
 """
 
 from __future__ import annotations
@@ -41,5 +42,8 @@ def render_github(result: AuditResult) -> str:
         rule = rule_by_id(finding.rule)
         title = f"{finding.rule} {rule.name}" if rule is not None else finding.rule
         lines.append(annotation(COMMANDS[finding.severity], finding.message, file=finding.path, line=finding.line,
-                                col=finding.column, title=title))
+                                col=finding.column, endLine=finding.end_line, endColumn=finding.end_column,
+                                title=title))
+    for warning in result.warnings:
+        lines.append(annotation("warning", warning, title="kvaudit: incomplete audit"))
     return "".join(line + "\n" for line in lines)

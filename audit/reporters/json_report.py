@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 from ..model import AuditResult, Claim, Evidence, Finding, PressReport
-from ..tracer.serialize import trace_to_dict
 
 SCHEMA = "kvaudit.check/1"
 
@@ -25,8 +24,12 @@ def claim_dict(claim: Claim) -> dict[str, Any]:
 
 
 def finding_dict(finding: Finding) -> dict[str, Any]:
-    return {"rule": finding.rule, "severity": finding.severity.value, "line": finding.line,
-            "message": finding.message}
+    data: dict[str, Any] = {"rule": finding.rule, "severity": finding.severity.value, "line": finding.line,
+                            "column": finding.column}
+    if finding.end_line is not None and finding.end_column is not None:  # where the rule knew the node
+        data["end_line"], data["end_column"] = finding.end_line, finding.end_column
+    data["message"] = finding.message
+    return data
 
 
 def press_dict(press: PressReport) -> dict[str, Any]:
@@ -38,8 +41,14 @@ def press_dict(press: PressReport) -> dict[str, Any]:
         "verdicts": dict(sorted(press.verdicts.items())),
         "evidence": [evidence_dict(e) for e in press.evidence],
         "findings": [finding_dict(f) for f in press.findings],
-        **({"trace": trace_to_dict(press.trace)} if press.trace is not None else {}),
+        **({"trace": _trace_dict(press)} if press.trace is not None else {}),
     }
+
+
+def _trace_dict(press: PressReport) -> dict[str, Any]:
+    from ..tracer.serialize import trace_to_dict  # the tracer's modules load only when it ran
+
+    return trace_to_dict(press.trace)
 
 
 def check_payload(result: AuditResult) -> dict[str, Any]:
@@ -50,6 +59,8 @@ def check_payload(result: AuditResult) -> dict[str, Any]:
     }
     if result.extra_findings:
         payload["other_findings"] = [{**finding_dict(f), "path": f.path} for f in result.extra_findings]
+    if result.warnings:  # e.g. kvpress's source could not be read, so inherited code went unaudited
+        payload["warnings"] = list(result.warnings)
     return payload
 
 

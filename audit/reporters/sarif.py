@@ -1,32 +1,33 @@
 """SARIF 2.1.0 output of ``kvaudit check``, for GitHub code scanning and other SARIF viewers.
 
-One run, one tool (``kvaudit``) whose rules carry their documentation (``help``) and a link
-to it (``helpUri``). Each finding is a result with a level mapped from its severity
-(error -> error, warning -> warning, info -> note) and a ``partialFingerprints`` entry that
-survives edits elsewhere in the file: a hash of the rule id, the path, the press and the
-finding's source line with its whitespace collapsed (not its line number), plus an
-occurrence count for identical lines. Files that could not be audited appear as
-``toolExecutionNotifications`` of the invocation, which is then not successful.
+One run, one tool (``kvaudit``, with ``version`` and ``semanticVersion``) whose rules carry
+their whole documentation as ``help.markdown`` (kvaudit has no hosted docs, so there is no
+``helpUri``: a rule gets one only if it sets ``Rule.help_url``). Each finding is a result
+with a level mapped from its severity (error -> error, warning -> warning, info -> note), a
+region with the node's start and end (line and column) where the rule knows the node, and
+a ``partialFingerprints`` entry that survives edits elsewhere in the file
+(:mod:`kvaudit.fingerprint`). Files that could not be audited appear as error
+``toolExecutionNotifications`` of the invocation, which is then not successful; warnings
+about the run (kvpress's source unreadable) as warning notifications.
 
 The output is byte-stable: no timestamps, no absolute paths beyond those the run shows.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from .. import __version__
+from ..fingerprint import FINGERPRINT_KEY, fingerprints
 from ..model import AuditResult, Finding, Severity
 from ..rule import Rule, all_rules
 
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 SARIF_VERSION = "2.1.0"
 TOOL_NAME = "kvaudit"
-FINGERPRINT_KEY = "kvauditFinding/v1"
 SRCROOT = "%SRCROOT%"
 LEVELS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
 
@@ -53,58 +54,38 @@ def _first_paragraph(text: str) -> str:
 
 def rule_descriptor(rule: type[Rule]) -> dict[str, Any]:
     docs = rule.documentation()
-    return {
+    descriptor = {
         "id": rule.id,
         "name": rule.name,
         "shortDescription": {"text": rule.message},
         "fullDescription": {"text": _first_paragraph(docs) or rule.message},
-        "help": {"text": docs or rule.message, "markdown": f"**{rule.id} {rule.name}**\n\n{docs or rule.message}"},
-        "helpUri": rule.help_uri(),
+        "help": {"text": docs or rule.message, "markdown": rule.help_markdown()},
         "defaultConfiguration": {"level": LEVELS[rule.severity]},
         "properties": {"tags": ["kvaudit", rule.claim or "implementation"]},
     }
+    if rule.help_url:
+        descriptor["helpUri"] = rule.help_url
+    return descriptor
 
 
-class _LineCache:
-    def __init__(self) -> None:
-        self._files: dict[str, list[str] | None] = {}
-
-    def line(self, path: str, number: int) -> str | None:
-        if path not in self._files:
-            try:
-                self._files[path] = Path(path).read_text(encoding="utf-8").splitlines()
-            except (OSError, UnicodeDecodeError):
-                self._files[path] = None
-        lines = self._files[path]
-        if lines is None or not 1 <= number <= len(lines):
-            return None
-        return lines[number - 1]
-
-
-def fingerprint(finding: Finding, line_text: str | None, occurrence: int) -> str:
-    """Stable across edits that move the finding: no line number, the line's text instead."""
-    text = " ".join(line_text.split()) if line_text is not None else f"message:{finding.message}"
-    key = "\x1f".join((finding.rule, Path(finding.path).as_posix(), finding.press or "", text, str(occurrence)))
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+def region(finding: Finding) -> dict[str, Any]:
+    """The finding's region: start, and the node's end where the rule knew the node."""
+    area: dict[str, Any] = {"startLine": max(1, finding.line), "startColumn": max(1, finding.column)}
+    if finding.end_line is not None and finding.end_column is not None:
+        area["endLine"] = max(area["startLine"], finding.end_line)
+        area["endColumn"] = max(1, finding.end_column)
+    return area
 
 
 def sarif_log(result: AuditResult) -> dict[str, Any]:
     """The SARIF log as a plain dict."""
     rules = list(all_rules())
     rule_index = {rule.id: number for number, rule in enumerate(rules)}
-    lines = _LineCache()
-    seen: dict[str, int] = {}
+    findings = result.findings
     results = []
-    for finding in result.findings:
-        text = lines.line(finding.path, finding.line)
-        base = fingerprint(finding, text, 0)
-        occurrence = seen.get(base, 0)
-        seen[base] = occurrence + 1
+    for finding, print_ in zip(findings, fingerprints(findings)):
         location: dict[str, Any] = {
-            "physicalLocation": {
-                "artifactLocation": _artifact_location(finding.path),
-                "region": {"startLine": max(1, finding.line), "startColumn": max(1, finding.column)},
-            }
+            "physicalLocation": {"artifactLocation": _artifact_location(finding.path), "region": region(finding)}
         }
         if finding.press:
             location["logicalLocations"] = [{"name": finding.press, "kind": "type"}]
@@ -113,7 +94,7 @@ def sarif_log(result: AuditResult) -> dict[str, Any]:
             "level": LEVELS[finding.severity],
             "message": {"text": finding.message},
             "locations": [location],
-            "partialFingerprints": {FINGERPRINT_KEY: fingerprint(finding, text, occurrence)},
+            "partialFingerprints": {FINGERPRINT_KEY: print_},
         }
         if finding.rule in rule_index:
             entry["ruleIndex"] = rule_index[finding.rule]
@@ -131,6 +112,8 @@ def sarif_log(result: AuditResult) -> dict[str, Any]:
         if status.path:
             notification["locations"] = [{"physicalLocation": {"artifactLocation": _artifact_location(status.path)}}]
         notifications.append(notification)
+    for warning in result.warnings:
+        notifications.append({"level": "warning", "message": {"text": warning}, "descriptor": {"id": "incomplete-audit"}})
     invocation: dict[str, Any] = {"executionSuccessful": not result.has_errors}
     if notifications:
         invocation["toolExecutionNotifications"] = notifications

@@ -1,4 +1,10 @@
-"""Rich terminal view of ``kvaudit check``: one row per press, then each finding in context."""
+"""Rich terminal view of ``kvaudit check``: one row per press, then each finding in context.
+
+A finding's location (``path:line:col``) is printed on a line of its own that is never
+wrapped or cut, whatever the width: a long path must not eat ``chunkkv_press.py:69``. In a
+terminal the presses form a table and each finding's excerpt sits in a box; piped (CI logs,
+``| grep``), the same content comes as plain lines.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..model import AuditResult, Finding, PressReport, Severity
-from .trace_terminal import render_trace_panel
+from ..source import SourceError, read_text
 
 VERDICT_STYLES = {
     "implemented": "bold green", "observed": "bold green",
@@ -37,13 +43,16 @@ def _verdict_cell(press: PressReport) -> Text:
     return text
 
 
+def _evidence_lines(press: PressReport) -> list[str]:
+    return [f"L{e.line} {e.kind}: {e.detail}" + (f" [{e.path}]" if e.path else "") for e in press.evidence]
+
+
 def _evidence_cell(press: PressReport) -> Text:
     if not press.verdicts:
         return Text("")
     if not press.evidence:
         return Text("none found", style="dim")
-    lines = [f"L{e.line} {e.kind}: {e.detail}" + (f" [{e.path}]" if e.path else "") for e in press.evidence]
-    return Text("\n".join(lines))
+    return Text("\n".join(_evidence_lines(press)))
 
 
 def press_table(result: AuditResult) -> Table:
@@ -58,23 +67,56 @@ def press_table(result: AuditResult) -> Table:
     return table
 
 
+def print_press_lines(result: AuditResult, console: Console) -> None:
+    """The press table as plain lines, for piped output: nothing is boxed, locations are never cut."""
+    for press in result.presses:
+        console.print(Text.assemble((press.name, "bold"), f"  {press.path}:{press.line}"), soft_wrap=True)
+        for claim in press.claims:
+            verdict = press.verdicts.get(claim.id, "—")
+            console.print(Text.assemble(f"  {claim.id} ({claim.origin}, L{claim.line}): ",
+                                        (verdict, VERDICT_STYLES.get(verdict, ""))), soft_wrap=True)
+        if not press.claims:
+            console.print(Text("  claims: none", style="dim"), soft_wrap=True)
+        if press.verdicts:
+            for line in _evidence_lines(press) or ["none found"]:
+                console.print(f"    evidence: {line}", soft_wrap=True, highlight=False)
+
+
 def _source_excerpt(finding: Finding) -> Syntax | None:
-    path = Path(finding.path)
     try:
-        code = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        code = read_text(Path(finding.path))
+    except SourceError:
         return None
     start = max(1, finding.line - CONTEXT_LINES)
     return Syntax(code, "python", line_numbers=True, line_range=(start, finding.line + CONTEXT_LINES),
                   highlight_lines={finding.line}, theme="ansi_dark", word_wrap=True)
 
 
+def location(finding: Finding) -> str:
+    return f"{finding.path}:{finding.line}:{finding.column}"
+
+
+def finding_header(finding: Finding) -> Text:
+    return Text.assemble((location(finding), "bold"), " ", (finding.rule, SEVERITY_STYLES[finding.severity]),
+                         f" {finding.severity.value}")
+
+
 def finding_panel(finding: Finding) -> Panel:
-    title = Text.assemble((finding.rule, SEVERITY_STYLES[finding.severity]), f" {finding.severity.value}  ",
-                          (f"{finding.path}:{finding.line}", "dim"))
     excerpt = _source_excerpt(finding)
     body = Group(Text(finding.message), excerpt) if excerpt is not None else Text(finding.message)
-    return Panel(body, title=title, title_align="left", border_style=SEVERITY_STYLES[finding.severity])
+    return Panel(body, border_style=SEVERITY_STYLES[finding.severity])
+
+
+def print_finding(finding: Finding, console: Console) -> None:
+    # soft_wrap: the location line goes out whole, however long, never folded or cropped.
+    console.print(finding_header(finding), soft_wrap=True)
+    if console.is_terminal:
+        console.print(finding_panel(finding))
+        return
+    console.print(Text(finding.message), highlight=False)
+    excerpt = _source_excerpt(finding)
+    if excerpt is not None:
+        console.print(excerpt)
 
 
 def summary_line(result: AuditResult) -> Text:
@@ -88,17 +130,31 @@ def summary_line(result: AuditResult) -> Text:
     return text
 
 
-def render_terminal(result: AuditResult, console: Console, errors: Console | None = None) -> None:
-    """Print the whole check result on ``console``; unauditable targets go to ``errors``."""
-    errors = errors or console
+def print_problems(result: AuditResult, errors: Console) -> None:
+    """One line per target that could not be audited, and per warning about the run; never wrapped."""
     for status in result.files:
         if status.status == "error":
-            # One line each, never wrapped: people and scripts grep these.
             errors.print(Text(f"error: {status.message}", style="bold red"), soft_wrap=True)
-    if result.presses:
-        console.print(press_table(result))
+    for warning in result.warnings:
+        errors.print(Text(f"warning: {warning}", style="yellow"), soft_wrap=True)
+
+
+def render_terminal(result: AuditResult, console: Console, errors: Console | None = None, quiet: bool = False) -> None:
+    """Print the whole check result on ``console``; unauditable targets and warnings go to ``errors``.
+
+    ``quiet`` keeps the findings (and the error lines) and drops the press overview and the summary.
+    """
+    print_problems(result, errors or console)
+    if result.presses and not quiet:
+        if console.is_terminal:
+            console.print(press_table(result))
+        else:
+            print_press_lines(result, console)
     for finding in result.findings:
-        console.print(finding_panel(finding))
+        print_finding(finding, console)
     if any(press.trace is not None for press in result.presses):
+        from .trace_terminal import render_trace_panel  # the tracer's modules load only when it ran
+
         render_trace_panel(console, result)
-    console.print(summary_line(result))
+    if not quiet:
+        console.print(summary_line(result))

@@ -11,17 +11,13 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+# The defaults `--help` shows live in kvaudit.defaults, which imports nothing; explained there.
+from ..defaults import DEFAULT_MEMORY_SHARE, DEFAULT_TIMEOUT_S, DEFAULT_TOKENS
+
 ARCHES = ("llama", "qwen2", "qwen3", "mistral")
 DTYPES = ("float32", "bfloat16", "float16")
 
-# Default first-prefill length. Long enough that SnapKV's 64-token observation window is a small
-# part of the kept budget: at 256 tokens, kvpress's ChunkKV on random weights keeps the very same
-# chunks on several adjacent layers by coincidence, which would look like index sharing.
-DEFAULT_TOKENS = 512
-DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_SEED = 0
-# A traced press may allocate at most this share of the machine's RAM (on top of the worker's model).
-DEFAULT_MEMORY_SHARE = 0.5
 
 # What tracing needs beyond the static audit (the `trace` extra), and how to get it.
 TRACE_PACKAGES = ("torch", "transformers", "kvpress")

@@ -1,0 +1,23 @@
+"""Defaults the command line shows in ``--help``, in a module that imports nothing.
+
+``kvaudit --help`` must not import the engine, libcst or the tracer's package just to
+print a default; the modules that use these values import them from here.
+"""
+
+from __future__ import annotations
+
+# The embedded default target of `kvaudit check`: the installed kvpress ChunkKVPress.
+DEFAULT_TARGET = "kvpress.presses.chunkkv_press"
+
+# Files larger than this are refused with one line, never read (README: "size cap").
+# 16 MiB is well above any hand-written module (kvpress's largest is 20 KB; generated
+# protobuf modules reach a few MB) and bounds the memory one file's trees can take.
+DEFAULT_MAX_FILE_BYTES = 16 * 1024 * 1024
+
+# Default first-prefill length of a trace. Long enough that SnapKV's 64-token observation window is a
+# small part of the kept budget: at 256 tokens, kvpress's ChunkKV on random weights keeps the very same
+# chunks on several adjacent layers by coincidence, which would look like index sharing.
+DEFAULT_TOKENS = 512
+DEFAULT_TIMEOUT_S = 120.0
+# A traced press may allocate at most this share of the machine's RAM (on top of the worker's model).
+DEFAULT_MEMORY_SHARE = 0.5
