@@ -116,7 +116,10 @@ def one_line(code: str, width: int = SNIPPET_WIDTH) -> str:
 
 def display_path(path: Path) -> str:
     """How every output names a file: relative to the working directory when inside it, else absolute."""
-    resolved = path.resolve()
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError on Python 3.11): show the path as given
+        resolved = Path(os.path.abspath(path))
     try:
         return resolved.relative_to(Path.cwd().resolve()).as_posix()
     except ValueError:

@@ -113,6 +113,14 @@ class _Excludes:
         root = (settings.root or Path.cwd()).resolve()
         return cls(compile_globs(names) if names else None, compile_globs(paths) if paths else None, root)
 
+    def excludes_named(self, path: Path, is_dir: bool) -> bool:
+        """``force-exclude``: whether a path named on the command line, or a folder above it inside
+        the configuration folder, is excluded."""
+        if self.excludes(path, is_dir):
+            return True
+        return any(self.excludes(parent, True) for parent in path.parents if parent.is_relative_to(self.root)
+                   and parent != self.root)
+
     def excludes(self, path: Path, is_dir: bool, use_paths: bool = True) -> bool:
         from .globs import relative_key
 
@@ -294,7 +302,7 @@ def expand_targets(targets: list[str], settings: WalkSettings | None = None) -> 
         except ValueError:  # a NUL character in the name
             errors.append(TargetError(target, f"{_cut(target)!r}: not a valid path"))
             continue
-        if info is not None and settings.force_exclude and excludes().excludes(
+        if info is not None and settings.force_exclude and excludes().excludes_named(
                 Path(os.path.abspath(path)), stat.S_ISDIR(info.st_mode)):
             continue
         if info is not None and stat.S_ISDIR(info.st_mode):

@@ -10,7 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPTS = ("bench_check.py", "bench_trace.py", "bench_reference.py", "bench_corpus.py", "bench_suite.py")
+SCRIPTS = ("bench_startup.py", "bench_check.py", "bench_trace.py", "bench_reference.py", "bench_corpus.py",
+           "bench_suite.py")
 
 
 def main() -> int:

@@ -168,7 +168,6 @@ def test_missing_model_folder_is_one_line(tmp_path: Path) -> None:
         ("syntax.py", b"class A(:\n"),
         ("binary.py", b"class A:\x00 pass\n"),
         ("latin1.py", "class Caf\u00e9: pass\n".encode("latin-1")),
-        ("empty.py", b""),
         ("deep.py", b"x = " + b"(" * 300 + b")" * 300 + b"\nclass A: pass\n"),
         ("missing.py", None),
     ],

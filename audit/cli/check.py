@@ -196,30 +196,30 @@ def _baseline(result: AuditResult, path: Path, write: bool, quiet: bool) -> int 
 @app.command()
 def check(
     targets: list[str] = typer.Argument(
-        None, help=f"Files, directories or dotted module names. Default: {DEFAULT_TARGET}."
+        None, metavar="TARGET", help=f"Files, directories or dotted module names. Default: {DEFAULT_TARGET}."
     ),
     output_format: CheckFormat = typer.Option(
-        CheckFormat.terminal, "--format", "-f",
-        help="Output format: terminal (rich), concise (one `path:line:col: ID message` line per finding), json, "
+        CheckFormat.terminal, "--format", "-f", metavar="FORMAT",
+        help="terminal (rich), concise (one `path:line:col: ID message` line per finding), json, "
         "sarif or github.",
     ),
     fail_on: FailOn = typer.Option(
-        None, "--fail-on", help="Lowest severity that makes the exit code 1 (default: the config's, else error)."
+        None, "--fail-on", metavar="SEVERITY", help="error, warning, info or never: the lowest severity that makes the exit code 1 (default: the config's, else error)."
     ),
     exit_zero: bool = typer.Option(False, "--exit-zero", help="Exit 0 even when there are findings (bad input still exits 2)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print the findings and errors only: no press overview, no summary."),
     statistics: bool = typer.Option(False, "--statistics", help="Print how many findings each rule produced instead of the findings."),
     select: Optional[list[str]] = typer.Option(
-        None, "--select", help="Run only these rule ids or prefixes (comma-separated or repeated: KVA101,KVA2); "
+        None, "--select", metavar="CODES", help="Run only these rule ids or prefixes (comma-separated or repeated: KVA101,KVA2); "
         "replaces the config's.", rich_help_panel=FILTERS),
     ignore: Optional[list[str]] = typer.Option(
-        None, "--ignore", help="Skip these rule ids or prefixes (comma-separated or repeated); replaces the config's.",
+        None, "--ignore", metavar="CODES", help="Skip these rule ids or prefixes (comma-separated or repeated); replaces the config's.",
         rich_help_panel=FILTERS),
     exclude: Optional[list[str]] = typer.Option(
-        None, "--exclude", help="Globs (.gitignore syntax) to skip when walking folders; replaces the config's and the "
+        None, "--exclude", metavar="GLOBS", help="Globs (.gitignore syntax) to skip when walking folders; replaces the config's and the "
         "defaults.", rich_help_panel=FILTERS),
     extend_exclude: Optional[list[str]] = typer.Option(
-        None, "--extend-exclude", help="Globs to skip as well (added to the config's and the defaults).",
+        None, "--extend-exclude", metavar="GLOBS", help="Globs to skip as well (added to the config's and the defaults).",
         rich_help_panel=FILTERS),
     force_exclude: Optional[bool] = typer.Option(
         None, "--force-exclude/--no-force-exclude", help="Apply the excludes to files named on the command line too "
@@ -235,16 +235,16 @@ def check(
         help="Report and fail only on findings this baseline file does not hold."),
     write_baseline: bool = typer.Option(
         False, "--write-baseline", help="Write the current findings to the --baseline FILE and exit 0."),
-    claim: list[str] = typer.Option([], "--claim", help="Force a claim (e.g. layer-index-reuse) onto presses that cite no paper."),
+    claim: list[str] = typer.Option([], "--claim", metavar="CLAIM", help="Force a claim (e.g. layer-index-reuse) onto presses that cite no paper."),
     config: Optional[Path] = typer.Option(
-        None, "--config", help="Configuration file (kvaudit.toml, or pyproject.toml with [tool.kvaudit]). "
+        None, "--config", metavar="FILE", help="Configuration file (kvaudit.toml, or pyproject.toml with [tool.kvaudit]). "
         "Default: the nearest one from the working directory up.", dir_okay=False,
     ),
     no_config: bool = typer.Option(False, "--no-config", help="Ignore every configuration file."),
-    output_json: Optional[Path] = typer.Option(None, "--output-json", help="Also write the JSON report to this file.", dir_okay=False),
-    output_sarif: Optional[Path] = typer.Option(None, "--output-sarif", help="Also write SARIF 2.1.0 to this file.", dir_okay=False),
+    output_json: Optional[Path] = typer.Option(None, "--output-json", metavar="FILE", help="Also write the JSON report to this file.", dir_okay=False),
+    output_sarif: Optional[Path] = typer.Option(None, "--output-sarif", metavar="FILE", help="Also write SARIF 2.1.0 to this file.", dir_okay=False),
     output_github: Optional[Path] = typer.Option(
-        None, "--output-github", help="Also write GitHub annotations to this file.", dir_okay=False
+        None, "--output-github", metavar="FILE", help="Also write GitHub annotations to this file.", dir_okay=False
     ),
     trace: bool = typer.Option(False, "--trace", help="Also run each press on a tiny model and show both verdicts."),
     press: PressExpr = None,
