@@ -55,5 +55,5 @@ def test_pre_commit_hook_runs_kvaudit_check_on_python_files() -> None:
     yaml = pytest.importorskip("yaml")
     hooks = yaml.safe_load((Path(__file__).parents[1] / ".pre-commit-hooks.yaml").read_text(encoding="utf-8"))
     [hook] = hooks
-    assert hook["id"] == "kvaudit" and hook["entry"] == "kvaudit check"
+    assert hook["id"] == "kvaudit" and hook["entry"] == "kvaudit check --force-exclude"
     assert hook["language"] == "python" and hook["types"] == ["python"]
