@@ -8,6 +8,7 @@ terminal the presses form a table and each finding's excerpt sits in a box; pipe
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from rich.console import Console, Group
@@ -113,10 +114,13 @@ def print_finding(finding: Finding, console: Console) -> None:
     if console.is_terminal:
         console.print(finding_panel(finding))
         return
-    console.print(Text(finding.message), highlight=False)
+    message = textwrap.fill(finding.message, width=max(40, console.width), initial_indent="  ",
+                            subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
+    console.print(Text(message), soft_wrap=True)
     excerpt = _source_excerpt(finding)
     if excerpt is not None:
         console.print(excerpt)
+    console.print()
 
 
 def summary_line(result: AuditResult) -> Text:
