@@ -14,7 +14,7 @@ from .analysis.index import ClassInfo, PressBase, ProjectIndex
 from .analysis.reuse import analyse_reuse
 from .claims import claims_for
 from .config import ClaimOverride, apply_claim_overrides, ignored_for_path
-from .inherited import unread_base_note
+from .inherited import unread_base_warning
 from .model import LAYER_INDEX_REUSE, AuditResult, FileStatus, PressReport
 from .rule import PressContext, Rule, all_rules, rule_by_id
 from .source import DEFAULT_MAX_FILE_BYTES, EmptySourceError, SourceError, SourceFile, display_path, load_source
@@ -95,7 +95,7 @@ def run_check(targets: list[str], options: CheckOptions | None = None) -> AuditR
 
     index = ProjectIndex(sources, options.press_bases)
     presses = index.presses()
-    warning = unread_base_note(presses)
+    warning = unread_base_warning(index, presses)
     if warning is not None:
         result.warnings.append(warning)
     failed: set[str] = set()

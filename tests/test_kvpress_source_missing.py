@@ -47,7 +47,7 @@ def _check(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def test_with_kvpress_installed_the_inherited_code_is_audited_and_nothing_is_said(press_file: Path) -> None:
     result = run_cli("check", str(press_file), "-f", "json")
     payload = result.json()
-    assert "notes" not in payload and "warning:" not in result.stderr
+    assert "warnings" not in payload and "warning:" not in result.stderr
     rules = {f["rule"] for p in payload["presses"] for f in p["findings"]}
     assert {"KVA101", "KVA202"} <= rules  # KVA202: chunk_length = 20, declared in kvpress's ChunkKVPress
 
@@ -60,27 +60,30 @@ def test_kvpress_not_on_sys_path_is_said_once_on_stderr_and_in_the_json(press_fi
     result = run_cli("check", str(press_file), "-f", "json")
     assert result.exception is None, result.exception
     payload = result.json()
-    [note] = payload["notes"]
-    assert note.startswith("kvpress is not installed for this Python")
-    assert "RenamedChunkKV" in note and "AnotherChunkKV" in note and "kvpress.ChunkKVPress" in note
-    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
-    assert warnings == [f"warning: {note}"]  # once, for both presses
+    [warning] = payload["warnings"]
+    assert warning.startswith("kvpress is not installed for this Python")
+    assert "RenamedChunkKV" in warning and "AnotherChunkKV" in warning and "kvpress.ChunkKVPress" in warning
+    lines = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert lines == [f"warning: {warning}"]  # once, for both presses
     # the presses are still recognised; what they inherit is missing, and the note says so
     assert sorted(p["name"] for p in payload["presses"]) == ["AnotherChunkKV", "RenamedChunkKV"]
     assert "KVA202" not in {f["rule"] for p in payload["presses"] for f in p["findings"]}
 
 
 def test_a_kvpress_whose_presses_cannot_be_read_is_said_too(press_file: Path, tmp_path: Path) -> None:
-    """In a fresh interpreter, a kvpress first on PYTHONPATH whose chunkkv_press.py is a folder."""
+    """In a fresh interpreter, a kvpress first on PYTHONPATH whose chunkkv_press.py cannot be read."""
     shadow = tmp_path / "shadow" / "kvpress"
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text("from kvpress.presses.chunkkv_press import ChunkKVPress\n")
     (shadow / "presses").mkdir()
     (shadow / "presses" / "__init__.py").write_text("")
-    (shadow / "presses" / "chunkkv_press.py").mkdir()  # there, but not a file kvaudit can read
+    (shadow / "presses" / "chunkkv_press.py").write_bytes(b"class ChunkKVPress:\x00\n")  # there, but binary
     done = _check("check", str(press_file), "-f", "concise", env={"PYTHONPATH": str(tmp_path / "shadow")})
     warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1 and f"kvpress's source under {shadow} could not be read" in warnings[0], done.stderr
+    assert len(warnings) == 1, done.stderr
+    assert warnings[0].startswith(f"warning: kvpress's source could not be read ({shadow / 'presses' / 'chunkkv_press.py'}: "
+                                  "binary file"), warnings
+    assert "RenamedChunkKV, AnotherChunkKV" in warnings[0] or "AnotherChunkKV, RenamedChunkKV" in warnings[0]
     sarif = json.loads(_check("check", str(press_file), "-f", "sarif",
                               env={"PYTHONPATH": str(tmp_path / "shadow")}).stdout)
     notes = sarif["runs"][0]["invocations"][0]["toolExecutionNotifications"]

@@ -329,6 +329,11 @@ class ProjectIndex:
     def _kvpress_installed(self) -> bool:
         return resolve_module(KVPRESS) is not None
 
+    @property
+    def unloaded_modules(self) -> frozenset[str]:
+        """Modules a base was looked up in that could not be found or read (kvaudit.inherited reports kvpress's)."""
+        return frozenset(self._aux_failed)
+
     # -- queries -------------------------------------------------------------------------
     def is_press(self, cls: ClassInfo, seen: frozenset[int] = frozenset()) -> bool:
         """True when ``cls`` inherits, directly or not, from kvpress's BasePress."""
