@@ -52,7 +52,8 @@ _MUTATORS = frozenset({"append", "add", "update", "setdefault", "insert", "exten
 _RESETTERS = frozenset({"clear", "pop", "popitem"})
 _KEEP_POSITION_CALLS = frozenset({"int", "abs", "min", "max", "divmod", "range"})
 _INDEX_CALLS = frozenset({"argsort", "argmax", "argmin", "argwhere", "nonzero"})
-_ARITHMETIC = (cst.Add, cst.Subtract, cst.Multiply, cst.Divide, cst.MatrixMultiply, cst.Power)
+# libcst's operator classes, by name: a module-level cst.X would import libcst at start-up.
+_ARITHMETIC = frozenset({"Add", "Subtract", "Multiply", "Divide", "MatrixMultiply", "Power"})
 # Reads that only look at a value, never act on it (validation, messages): see Read.sink.
 _LOG_METHODS = frozenset({"debug", "info", "warning", "warn", "error", "exception", "critical", "log"})
 _REPR_METHODS = frozenset({"__repr__", "__str__", "__format__", "__rich_repr__"})
@@ -746,7 +747,7 @@ class FlowAnalyzer:
     def _binary(self, frame: _Frame, node: cst.BinaryOperation, context: Context) -> Labels:
         left, right = self._expr(frame, node.left, context), self._expr(frame, node.right, context)
         labels = left | right
-        if isinstance(node.operator, _ARITHMETIC):
+        if type(node.operator).__name__ in _ARITHMETIC:
             self._blend(frame, node, left, right, node.right, node.left)
         if isinstance(node.operator, (cst.Modulo, cst.FloorDivide)) and labels & POSITION_LABELS:
             fields = attrs_in(right if left & POSITION_LABELS else left)

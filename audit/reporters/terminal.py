@@ -74,7 +74,7 @@ def print_press_lines(result: AuditResult, console: Console) -> None:
         console.print(Text.assemble((press.name, "bold"), f"  {press.path}:{press.line}"), soft_wrap=True)
         for claim in press.claims:
             verdict = press.verdicts.get(claim.id, "—")
-            console.print(Text.assemble(f"  {claim.id} ({claim.origin}, L{claim.line}): ",
+            console.print(Text.assemble(f"  {claim.id} ({claim.origin.summary}, L{claim.line}): ",
                                         (verdict, VERDICT_STYLES.get(verdict, ""))), soft_wrap=True)
         if not press.claims:
             console.print(Text("  claims: none", style="dim"), soft_wrap=True)
