@@ -23,7 +23,8 @@ def rules_command(rule_id: Optional[str] = typer.Argument(None, help="A rule id 
     if rule_id is None:
         table = Table(title="kvaudit rules")
         for column in ("id", "name", "severity", "claim", "summary"):
-            table.add_column(column)
+            # Never cut an id or a name; fold the rest rather than cut it.
+            table.add_column(column, no_wrap=column in ("id", "name"), overflow="fold")
         for rule in all_rules():
             table.add_row(rule.id, rule.name, rule.severity.value, rule.claim or "—", rule.message)
         console.print(table)
