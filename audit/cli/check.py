@@ -18,6 +18,7 @@ import typer
 
 from . import app
 from .trace_options import (
+    BAD_INPUT,
     DEFAULTS,
     Arch,
     CompareReference,
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
     from ..engine import CheckOptions
     from ..model import AuditResult
 
-BAD_INPUT = 2  # kvaudit.exitcodes.BAD_INPUT, without importing the findings model for --help
 FILTERS = "Files and rules"
 
 

@@ -19,6 +19,9 @@ from ..defaults import DEFAULT_MEMORY_SHARE, DEFAULT_TIMEOUT_S, DEFAULT_TOKENS
 if TYPE_CHECKING:
     from ..tracer.options import TraceOptions
 
+# kvaudit.exitcodes.BAD_INPUT (a test checks they agree): that module imports the findings model,
+# which `kvaudit --help` does not need.
+BAD_INPUT = 2
 PANEL = "Tracing (tiny local model, never downloads)"
 
 PressExpr = Annotated[Optional[str], typer.Option(
@@ -56,8 +59,6 @@ DEFAULTS = {"arch": "llama", "layers": 8, "tokens": DEFAULT_TOKENS, "device": "c
 
 def fail(message: str) -> typer.Exit:
     """Print ``error: MESSAGE`` on stderr; the caller raises the returned exit (code 2)."""
-    from ..exitcodes import BAD_INPUT
-
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(BAD_INPUT)
 
