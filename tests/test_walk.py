@@ -108,16 +108,15 @@ def test_a_folder_of_excluded_files_says_so(tmp_path: Path) -> None:
     assert "directory holds no Python files (1 excluded or git-ignored)" in result.json()["files"][0]["message"]
 
 
-def test_walking_root_never_enters_the_pseudo_file_systems(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_walking_root_never_enters_the_pseudo_file_systems(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """`check /` is bounded by the skip list: /proc, /sys, /dev are never listed (checked without walking /)."""
     listed: list[str] = []
     real_scandir = os.scandir
 
     def scandir(path):  # list / for real, every other folder as empty
         listed.append(str(path))
-        return real_scandir(path) if str(path) == "/" else real_scandir(Path(__file__).parent / "presses" / "empty")
+        return real_scandir(path) if str(path) == "/" else real_scandir(tmp_path)
 
-    (Path(__file__).parent / "presses" / "empty").mkdir(exist_ok=True)
     monkeypatch.setattr(targets_module.os, "scandir", scandir)
     walk_python_files(Path("/"), WalkSettings(exclude=()))
     assert listed[0] == "/" and len(listed) > 1
