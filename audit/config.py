@@ -331,6 +331,8 @@ def _rule_list(value: object, fail) -> list[str]:
 def _glob(value: object, fail) -> str:
     if not isinstance(value, str):
         raise fail(f"must be a glob string, not {echo(value)}")
+    if value.lstrip().startswith("!"):  # excludes are split by kind (name / path), so order cannot re-include
+        raise fail(f"a leading '!' (re-include) works in .gitignore files only: {echo(value)}")
     try:
         validate_glob(value)
     except GlobError as err:

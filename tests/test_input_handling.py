@@ -164,6 +164,9 @@ def test_a_bad_glob_is_a_config_error_when_loaded(tmp_path: Path) -> None:
         (tmp_path / "kvaudit.toml").write_text(f"{key} = {value}\n")
         with pytest.raises(ConfigError, match=f"{key}: invalid glob"):
             load_config(tmp_path / "kvaudit.toml")
+    (tmp_path / "kvaudit.toml").write_text('extend-exclude = ["!keep.py"]\n')
+    with pytest.raises(ConfigError, match="re-include"):
+        load_config(tmp_path / "kvaudit.toml")
     (tmp_path / "kvaudit.toml").write_text('[[claim-overrides]]\npath = "[z-a]"\nadd = ["layer-index-reuse"]\n')
     with pytest.raises(ConfigError, match=r"claim-overrides\[0\]\.path: invalid glob"):
         load_config(tmp_path / "kvaudit.toml")
