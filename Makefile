@@ -1,13 +1,14 @@
 # The two commands a fresh machine needs (see README.md):
 #   make audit   set up, then audit the installed kvpress ChunkKVPress against the reference press
 #   make test    set up, then run the whole test suite (.ci/run calls this)
+#   make fuzz    the fuzz tests with 10,000 cases each
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 # torch is pinned: its CPU wheel lies on every machine here; an unpinned torch pulls a CUDA build.
 TORCH   = torch==2.13.0
 
-.PHONY: setup audit test bench kvpress-report
+.PHONY: setup audit test bench fuzz kvpress-report
 
 $(BIN)/kvaudit: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +27,11 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
+
+# The fuzz tests with 10,000 cases each (CI runs a few hundred): `check` never tracebacks,
+# never exits 1 on a crash, and finishes each file in bounded time.
+fuzz: setup
+	KVAUDIT_FUZZ_EXAMPLES=10000 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz.py
 
 # The committed audit of every kvpress press (static for all, a trace for each that runs offline).
 kvpress-report: setup

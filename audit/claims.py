@@ -17,7 +17,7 @@ import ast
 import re
 import tomllib
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property, lru_cache
 from importlib.resources import files
 
 from .analysis.index import ClassInfo, ProjectIndex, docstring_constant
@@ -38,7 +38,7 @@ class Paper:
     claims: dict[str, str]  # claim id -> where in the paper
     defaults: dict[str, object]
 
-    @property
+    @cached_property
     def pattern(self) -> re.Pattern[str]:
         alternatives = [re.escape(self.arxiv)] + [rf"(?<![A-Za-z0-9]){re.escape(n)}" for n in self.names]
         return re.compile("|".join(alternatives))
@@ -164,6 +164,16 @@ def strip_example_code(text: str) -> str:
                      for line, kept in zip(lines, keep))
 
 
+@lru_cache(maxsize=32)
+def _comment_citation(text: str) -> tuple[Paper, str, int] | None:
+    # Memoised: every class of a file, and every press whose bases live in it, asks again.
+    for number, comment in _comment_lines(text):
+        found = _first_citation(comment)
+        if found:
+            return found[0], "comment", number
+    return None
+
+
 def find_paper(press: ClassInfo) -> tuple[Paper, str, int] | None:
     """The paper ``press`` cites, where, and on which line (read from the ``ast`` index)."""
     source = press.source
@@ -176,10 +186,9 @@ def find_paper(press: ClassInfo) -> tuple[Paper, str, int] | None:
         if found:
             paper, offset = found
             return paper, where, node.lineno + raw.count("\n", 0, offset)
-    for number, comment in _comment_lines(source.text):
-        found = _first_citation(comment)
-        if found:
-            return found[0], "comment", number
+    in_comment = _comment_citation(source.text)
+    if in_comment is not None:
+        return in_comment
     # In an identifier a name may follow other words: `MyChunkKVPress` cites ChunkKV.
     named = [paper for paper in load_registry() if any(name in press.name for name in paper.names)]
     if named:

@@ -1,25 +1,45 @@
 """The static audit: targets in, one :class:`AuditResult` out.
 
-Steps: expand targets into files, read and parse each (a bad file becomes an error
-status, never an exception), index classes across the run, then for each press find its
-claims, run the flow pass, judge the claimed mechanisms and apply the rules.
+Steps:
+1. expand targets into files;
+2. read every file and scan it cheaply (``analysis/prefilter.py``): only files that may
+   define a press, and files named one by one, are parsed;
+3. index and audit those: find presses, their claims, run the flow pass, judge the
+   claimed mechanisms and apply the rules; bases are read from the other files of the
+   run (or kvpress) only when a lookup needs them;
+4. apply inline suppressions and put everything in a stable order.
+
+Steps 2 and 3 run on every core when there is enough work (``workers.py``). Nothing in a
+file stops the run: bad input becomes an error status of that file, and so does an
+exception inside kvaudit while it analyses one (an internal error, reported as such).
 """
 
 from __future__ import annotations
 
+import hashlib
+import sys
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .analysis.index import ClassInfo, PressBase, ProjectIndex
+from .analysis.index import ClassInfo, PressBase, ProjectIndex, module_name_of, source_root
+from .analysis.prefilter import TextScan, press_candidates, scan_text
 from .analysis.reuse import analyse_reuse
 from .claims import claims_for
 from .config import ClaimOverride, apply_claim_overrides, ignored_for_path
 from .inherited import unread_base_warning
 from .model import LAYER_INDEX_REUSE, AuditResult, FileStatus, PressReport
 from .rule import PressContext, Rule, all_rules, rule_by_id
-from .source import DEFAULT_MAX_FILE_BYTES, EmptySourceError, SourceError, SourceFile, display_path, load_source
-from .suppression import apply_suppressions
-from .targets import WalkSettings, expand_targets
+from .source import DEFAULT_MAX_FILE_BYTES, SourceError, display_path, load_source, one_line, read_text
+from .suppression import MARKER, apply_suppressions
+from .targets import WalkSettings, expand_targets, looks_like_module, resolve_module
+from .workers import Runner, available_cores
+
+# Below these, a pool costs more than it saves (forking, and each worker reading the bases again).
+_PARALLEL_SCAN_FILES = 400
+_PARALLEL_AUDIT_BYTES = 2_000_000
+_SCAN_CHUNK_FILES = 64
+_MESSAGE_WIDTH = 240
 
 
 @dataclass
@@ -38,6 +58,11 @@ class CheckOptions:
     press_bases: tuple[PressBase, ...] = ()
     walk: WalkSettings | None = None  # excludes, .gitignore (None: the defaults)
     max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES  # the size cap; None or 0: none
+    # How to run, not what to find: none of these changes a result.
+    debug: bool = False  # print the traceback of each internal error on stderr
+    jobs: int | None = None  # worker processes; None: every core this process may use
+    prefilter: bool = True  # parse only the files that may define a press (and the named ones)
+    cache_dir: Path | None = None  # the on-disk cache (audit/cache.py); None: no cache
 
 
 def _selected(rule: type[Rule], options: CheckOptions) -> bool:
@@ -75,55 +100,401 @@ def rule_active(rule_id: str, path: str, options: CheckOptions) -> bool:
             and not ignored_for_path(rule.id, path, options.per_path_ignores, options.config_root))
 
 
-def run_check(targets: list[str], options: CheckOptions | None = None) -> AuditResult:
-    """Audit ``targets`` statically. Never raises for bad input: it lands in ``files``."""
+def internal_error(display: str, doing: str, err: BaseException) -> str:
+    """The one line that reports a bug of kvaudit met while analysing ``display`` (as the CLI's own, see
+    ``cli.trace_options.internal_errors``)."""
+    detail = one_line(f"{type(err).__name__}: {err}", _MESSAGE_WIDTH)
+    return f"{display}: internal error in kvaudit while {doing}: {detail} (run with --debug for the traceback)"
+
+
+# -- step 2: read and scan -------------------------------------------------------------------
+@dataclass
+class FileScan:
+    """One file after reading and the cheap scan."""
+
+    path: Path
+    display: str
+    status: str  # "ok" | "empty" | "error"
+    message: str | None = None
+    digest: str | None = None  # of the text, for the cache
+    scan: TextScan | None = None  # None: not scanned (named on purpose, or no prefilter)
+    suppression_text: str | None = None  # kept only when the file holds a kvaudit comment
+    named: bool = False
+    size: int = 0
+    traceback: str | None = None
+
+
+def text_digest(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def scan_file(path: Path, display: str, named: bool, want_scan: bool,
+              previous: tuple[str, TextScan] | None = None,
+              max_bytes: int | None = DEFAULT_MAX_FILE_BYTES) -> FileScan:
+    """Read ``path`` and scan it; every failure becomes the file's status."""
+    try:
+        text = read_text(path, max_bytes)
+    except SourceError as err:
+        return FileScan(path, display, "error", f"{display}: {err}", named=named)
+    except Exception as err:  # noqa: BLE001 - an internal error of this file only
+        return FileScan(path, display, "error", internal_error(display, "reading it", err), named=named,
+                        traceback=traceback.format_exc())
+    if not text.strip():
+        return FileScan(path, display, "empty", f"{display}: empty file", named=named)
+    try:
+        digest = text_digest(text)
+        scan = None
+        if want_scan and not named:
+            scan = previous[1] if previous is not None and previous[0] == digest else scan_text(text)
+        kept = text if MARKER in text.lower() else None
+    except Exception as err:  # noqa: BLE001
+        return FileScan(path, display, "error", internal_error(display, "scanning it", err), named=named,
+                        traceback=traceback.format_exc())
+    return FileScan(path, display, "ok", digest=digest, scan=scan, suppression_text=kept, named=named,
+                    size=len(text))
+
+
+@dataclass
+class ScanTask:
+    """Read and scan a few files (in a worker, or in-process)."""
+
+    files: list[tuple[Path, str, bool]]  # path, display, named
+    want_scan: bool
+    previous: dict[Path, tuple[str, TextScan]] = field(default_factory=dict)
+    max_bytes: int | None = DEFAULT_MAX_FILE_BYTES
+
+    @property
+    def size(self) -> int:
+        return len(self.files)
+
+    def __call__(self) -> list[FileScan]:
+        return [scan_file(path, display, named, self.want_scan, self.previous.get(path), self.max_bytes)
+                for path, display, named in self.files]
+
+    def split(self) -> list[ScanTask]:
+        return [ScanTask([entry], self.want_scan, self.previous, self.max_bytes) for entry in self.files]
+
+    def crashed(self, reason: str) -> list[FileScan]:
+        return [FileScan(path, display, "error", f"{display}: {reason}", named=named)
+                for path, display, named in self.files]
+
+    @classmethod
+    def merge(cls, results: list[list[FileScan]]) -> list[FileScan]:
+        return [scan for part in results for scan in part]
+
+
+# -- step 3: parse, index and audit ----------------------------------------------------------
+@dataclass
+class FileAudit:
+    """The presses of one parsed file, or why it could not be (fully) audited."""
+
+    display: str
+    reports: list[PressReport] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    tracebacks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AuditOutcome:
+    files: list[FileAudit] = field(default_factory=list)
+    # Files of the run, not parsed up front, that a base lookup found unreadable: path -> message.
+    load_errors: dict[str, str] = field(default_factory=dict)
+    aux_paths: set[str] = field(default_factory=set)  # files read outside the run (kvpress's source)
+    notes: list[str] = field(default_factory=list)  # e.g. why --claim left a press alone
+    warnings: list[str] = field(default_factory=list)  # an incomplete audit (kvpress's source unread)
+    # display -> (class, base) of classes deriving from a kvpress name the installed kvpress lacks.
+    unknown_bases: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    missing: list[tuple[str, list[str] | None]] = field(default_factory=list)  # modules not found
+
+
+def audit_files(files: list[tuple[Path, str]], owners: dict[str, Path], roots: list[str],
+                options: CheckOptions) -> AuditOutcome:
+    """Parse ``files``, find their presses and audit each; one failure costs one file, never the run."""
+    audits = {display: FileAudit(display) for _, display in files}
+    index = ProjectIndex([], options.press_bases, owners=owners, roots=roots)
+
+    def failed(display: str, message: str, with_traceback: bool = False) -> None:
+        audits[display].errors.append(message)
+        if with_traceback:
+            audits[display].tracebacks.append(traceback.format_exc())
+
+    for path, display in files:
+        try:
+            index.add_source(load_source(path, display, options.max_file_bytes))
+        except SourceError as err:
+            failed(display, f"{display}: {err}")
+        except Exception as err:  # noqa: BLE001
+            failed(display, internal_error(display, "indexing it", err), True)
+    presses: list[ClassInfo] = []
+    for info in index.modules:
+        for cls in info.classes.values():
+            try:
+                if index.is_press(cls):
+                    presses.append(cls)
+            except Exception as err:  # noqa: BLE001
+                failed(info.source.display, internal_error(info.source.display, f"resolving the bases of {cls.name}",
+                                                           err), True)
+    notes: list[str] = []
+    warnings: list[str] = []
+    try:
+        warning = unread_base_warning(index, presses)
+        if warning is not None:
+            warnings.append(warning)
+    except Exception as err:  # noqa: BLE001
+        warnings.append(internal_error("the run", "checking for unread kvpress bases", err))
+    for press in presses:
+        display = press.source.display
+        try:
+            audits[display].reports.append(audit_press(index, press, options, notes))
+        except RecursionError:
+            failed(display, f"{display}: too deeply nested to analyse ({press.name})")
+        except SourceError as err:  # libcst, parsing lazily, refused what CPython accepted
+            failed(display, f"{display}: {err}")
+        except Exception as err:  # noqa: BLE001
+            failed(display, internal_error(display, f"auditing {press.name}", err), True)
+    unknown: dict[str, list[tuple[str, str]]] = {}
+    pressed = {press.source.display for press in presses}
+    for info in index.modules:
+        if info.source.display not in pressed:
+            try:
+                unknown[info.source.display] = index.unknown_bases(info.source)
+            except Exception as err:  # noqa: BLE001
+                audits[info.source.display].errors.append(
+                    internal_error(info.source.display, "resolving its bases", err))
+    return AuditOutcome(
+        notes=notes, warnings=warnings, unknown_bases=unknown,
+        files=list(audits.values()),
+        load_errors={display_path(path): f"{display_path(path)}: {message}"
+                     for path, message in index.load_errors.items()},
+        aux_paths={str(path) for path in index.aux_paths},
+        missing=list(index.missing_modules),
+    )
+
+
+@dataclass
+class AuditTask:
+    """Audit a few files (in a worker, or in-process), against the whole run's module map."""
+
+    files: list[tuple[Path, str]]
+    owners: dict[str, Path]
+    roots: list[str]
+    options: CheckOptions
+
+    @property
+    def size(self) -> int:
+        return len(self.files)
+
+    def __call__(self) -> AuditOutcome:
+        return audit_files(self.files, self.owners, self.roots, self.options)
+
+    def split(self) -> list[AuditTask]:
+        return [AuditTask([entry], self.owners, self.roots, self.options) for entry in self.files]
+
+    def crashed(self, reason: str) -> AuditOutcome:
+        return AuditOutcome(files=[FileAudit(display, errors=[f"{display}: {reason}"]) for _, display in self.files])
+
+    @classmethod
+    def merge(cls, results: list[AuditOutcome]) -> AuditOutcome:
+        merged = AuditOutcome()
+        for part in results:
+            merged.files.extend(part.files)
+            merged.load_errors.update(part.load_errors)
+            merged.aux_paths |= part.aux_paths
+            merged.notes.extend(part.notes)
+            merged.warnings.extend(part.warnings)
+            merged.unknown_bases.update(part.unknown_bases)
+            merged.missing.extend(part.missing)
+        return merged
+
+
+def _chunks(items: list, count: int, weight) -> list[list]:
+    """Split ``items`` into about ``count`` contiguous runs of similar total weight.
+
+    Contiguous: files of one folder tend to share bases, which a worker then reads once.
+    """
+    total = sum(weight(item) for item in items) or 1
+    target = total / max(1, count)
+    chunks: list[list] = [[]]
+    acc = 0
+    for item in items:
+        if chunks[-1] and acc >= target:
+            chunks.append([])
+            acc = 0
+        chunks[-1].append(item)
+        acc += weight(item)
+    return [chunk for chunk in chunks if chunk]
+
+
+class _Progress:
+    """What the engine tells a progress display (the CLI's rich bar, or nothing)."""
+
+    def phase(self, description: str, total: int) -> None: ...
+
+    def advance(self, amount: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# -- the whole run ------------------------------------------------------------------------------
+def run_check(targets: list[str], options: CheckOptions | None = None, progress: _Progress | None = None) -> AuditResult:
+    """Audit ``targets`` statically. Never raises for bad input: it lands in ``files``.
+
+    An exception inside kvaudit while it analyses one file becomes an error status of that
+    file too (see :func:`internal_error`); the other files are still audited and reported.
+    """
     options = options or CheckOptions()
+    progress = progress or _Progress()
+    try:
+        return _run(targets, options, progress)
+    finally:
+        progress.close()
+
+
+def _run(targets: list[str], options: CheckOptions, progress: _Progress) -> AuditResult:
+    from .cache import RunCache  # small; imported here to keep the engine's import graph flat
+
+    cache = RunCache.open(options.cache_dir)
+    jobs = options.jobs or available_cores()
+    runner = Runner(jobs, on_done=progress.advance)
     result = AuditResult()
     paths, target_errors = expand_targets(targets, options.walk)
     result.files.extend(FileStatus(path=e.target, status="error", message=e.message) for e in target_errors)
 
-    sources: list[SourceFile] = []
-    for path in paths:
-        display = display_path(path)
-        try:
-            sources.append(load_source(path, display, options.max_file_bytes))
-        except EmptySourceError:
-            # Never an error, named or found: pre-commit passes every empty `__init__.py` it sees.
-            result.files.append(FileStatus(path=display, status="ok", message=f"{display}: empty file"))
-        except SourceError as err:
-            result.files.append(FileStatus(path=display, status="error", message=f"{display}: {err}"))
+    named = _named_files(targets)
+    show = _display_paths()
+    entries = [(path, show(path), path in named) for path in paths]
+    previous = cache.scans(p for p, _, _ in entries) if cache else {}
+    scan_tasks = [ScanTask(chunk, options.prefilter, {p: previous[p] for p, _, _ in chunk if p in previous},
+                           options.max_file_bytes)
+                  for chunk in _chunks(entries, max(1, len(entries) // _SCAN_CHUNK_FILES), lambda _: 1)]
+    progress.phase("reading", len(entries))
+    scans = ScanTask.merge(runner.run(scan_tasks, parallel=len(entries) >= _PARALLEL_SCAN_FILES))
+    _report_tracebacks(options, [s.traceback for s in scans if s.traceback])
 
-    index = ProjectIndex(sources, options.press_bases)
-    presses = index.presses()
-    warning = unread_base_warning(index, presses)
-    if warning is not None:
-        result.warnings.append(warning)
+    for scan in scans:
+        if scan.status == "error":
+            result.files.append(FileStatus(path=scan.display, status="error", message=scan.message))
+        elif scan.status == "empty":
+            # Never an error, named or found: pre-commit passes every empty `__init__.py` it sees.
+            result.files.append(FileStatus(path=scan.display, status="ok", message=scan.message))
+    readable = [scan for scan in scans if scan.status == "ok"]
+    key = cache.run_key(targets, options, scans) if cache else None
+    cached = cache.load_result(key) if cache else None
+    if cached is not None:
+        return cached
+
+    is_package = _package_test()
+    owners: dict[str, Path] = {}
+    roots: set[str] = set()
+    for scan in readable:
+        name = module_name_of(scan.path, is_package)
+        owners.setdefault(name, scan.path)
+        roots.add(str(source_root(scan.path, name)))
+    chosen = _to_parse(readable, options)
+
+    weights = {scan.path: scan.size for scan in chosen}
+    big = sum(weights.values()) >= _PARALLEL_AUDIT_BYTES and len(chosen) > 1
+    audit_tasks = [AuditTask([(s.path, s.display) for s in chunk], owners, sorted(roots), options)
+                   for chunk in _chunks(chosen, 2 * jobs if big else 1, lambda s: s.size + 2000)]
+    progress.phase("auditing", len(chosen))
+    outcome = AuditTask.merge(runner.run(audit_tasks, parallel=big))
+    progress.close()  # before anything else reaches stderr
+    _report_tracebacks(options, [t for audit in outcome.files for t in audit.tracebacks])
+
     failed: set[str] = set()
-    for press in presses:
-        try:
-            result.presses.append(audit_press(index, press, options, result.notes))
-        except RecursionError:
-            failed.add(press.source.display)
-            result.files.append(FileStatus(press.source.display, "error",
-                                           f"{press.source.display}: too deeply nested to analyse ({press.name})"))
-        except SourceError as err:  # libcst, parsing lazily, refused what CPython accepted
-            failed.add(press.source.display)
-            result.files.append(FileStatus(press.source.display, "error", f"{press.source.display}: {err}"))
+    for audit in outcome.files:
+        result.presses.extend(audit.reports)
+        for message in audit.errors:
+            result.files.append(FileStatus(audit.display, "error", message))
+            failed.add(audit.display)
+    result.notes.extend(outcome.notes)
+    result.warnings.extend(dict.fromkeys(outcome.warnings))
+    for display, message in outcome.load_errors.items():
+        if display not in failed:
+            result.files.append(FileStatus(display, "error", message))
+            failed.add(display)
     pressed = {p.path for p in result.presses}
-    for source in sources:
-        if source.display in failed:
-            continue
-        message = None if source.display in pressed else f"{source.display}: no press classes" + "".join(
-            f"; {cls} derives from {base}, which the installed kvpress does not have, so it is not audited"
-            for cls, base in index.unknown_bases(source))
-        result.files.append(FileStatus(path=source.display, status="ok", message=message))
+    for scan in readable:
+        if scan.display not in failed:
+            message = None if scan.display in pressed else f"{scan.display}: no press classes" + "".join(
+                f"; {cls} derives from {base}, which the installed kvpress does not have, so it is not audited"
+                for cls, base in outcome.unknown_bases.get(scan.display, ()))
+            result.files.append(FileStatus(path=scan.display, status="ok", message=message))
     _flag_directories_without_presses(targets, result)
     # Inline `# kvaudit: ignore[...]` comments, once every rule has run (KVA001, KVA002).
-    apply_suppressions(result, {s.display: s.text for s in sources if s.display not in failed},
+    texts = {s.display: s.suppression_text for s in readable if s.suppression_text and s.display not in failed}
+    apply_suppressions(result, texts,
                        lambda rule_id, path: rule_active(rule_id, path, options),
-                       lambda rule_id: rule_by_id(rule_id) is not None)
+                       lambda rule_id: rule_by_id(rule_id) is not None,
+                       on_error=lambda path, err: result.files.append(
+                           FileStatus(path, "error", internal_error(path, "reading its suppression comments", err))))
     result.sort()
+    if cache:
+        cache.store(key, result, scans, outcome.aux_paths, outcome.missing)
     return result
+
+
+def _to_parse(readable: list[FileScan], options: CheckOptions) -> list[FileScan]:
+    """The files to parse: those that may define a press, and every file named on purpose."""
+    if not options.prefilter:
+        return list(readable)
+    scanned = {i: scan.scan for i, scan in enumerate(readable) if scan.scan is not None}
+    # A configured press base (`[[press-bases]]`) is a root too, by its class name.
+    seeds = {base.cls.rpartition(".")[2] for base in options.press_bases}
+    candidates = press_candidates(scanned, seeds) if scanned else set()
+    return [scan for i, scan in enumerate(readable) if scan.scan is None or i in candidates]
+
+
+def _named_files(targets: list[str]) -> set[Path]:
+    """Files a target names one by one (not found by walking a folder or package): always parsed."""
+    named: set[Path] = set()
+    for target in targets:
+        try:
+            path = Path(target)
+            if target.strip() and path.is_file():
+                named.add(path.resolve())
+            elif target.strip() and not path.exists() and looks_like_module(target):
+                resolved = resolve_module(target)
+                if resolved is not None and resolved.name != "__init__.py":
+                    named.add(resolved.resolve())
+        except (OSError, RuntimeError, ValueError):
+            continue
+    return named
+
+
+def _display_paths():
+    """``display_path`` for the resolved paths of ``expand_targets``, without resolving them again."""
+    cwd = Path.cwd().resolve()
+
+    def show(path: Path) -> str:
+        if not path.is_absolute():
+            return display_path(path)
+        try:
+            return path.relative_to(cwd).as_posix()
+        except ValueError:
+            return path.as_posix()
+
+    return show
+
+
+def _package_test():
+    folders: dict[Path, bool] = {}
+
+    def is_package(folder: Path) -> bool:
+        if folder not in folders:
+            try:
+                folders[folder] = (folder / "__init__.py").exists()
+            except (OSError, ValueError):
+                folders[folder] = False
+        return folders[folder]
+
+    return is_package
+
+
+def _report_tracebacks(options: CheckOptions, tracebacks: list[str]) -> None:
+    if options.debug:
+        for text in tracebacks:
+            sys.stderr.write(text if text.endswith("\n") else text + "\n")
 
 
 def _flag_directories_without_presses(targets: list[str], result: AuditResult) -> None:

@@ -6,7 +6,8 @@ Two parses, each where it pays:
 - libcst, the analyzer's tree, is built lazily, only for files whose presses a rule or a
   claim actually inspects (parsing all 46 files with libcst alone costs about 0.5 s).
 Node positions (libcst's PositionProvider, about 1 s for those files) are resolved later
-still: only for files that report evidence or findings.
+still: only for files that report evidence or findings. Both are done class by class,
+never for a whole large file (see :meth:`SourceFile.class_node`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import errno
 import os
 import re
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -39,32 +41,121 @@ class EmptySourceError(SourceError):
     """A file with nothing in it: bad input when named, a normal sight inside a package."""
 
 
+def _libcst_parse(text: str, first_line: int = 1) -> cst.Module:
+    """Parse ``text`` with libcst; raises :class:`SourceError` with the file's line numbers."""
+    try:
+        return cst.parse_module(text)
+    except cst.ParserSyntaxError as err:
+        reason = re.sub(r"^(parser error: )?(error at \d+:\d+: )?", "", str(err.message).splitlines()[0])
+        line = err.raw_line + first_line - 1
+        raise SourceError(f"syntax error at line {line}, column {err.raw_column + 1}: {reason}") from None
+    except RecursionError:
+        raise SourceError("too deeply nested to parse") from None
+
+
+@dataclass(eq=False)
+class _Segment:
+    """The libcst tree of a few lines of a file (one top-level class), and its node positions."""
+
+    module: cst.Module
+    first_line: int
+    positions: Mapping[cst.CSTNode, CodeRange] | None = None
+
+    def resolve(self) -> Mapping[cst.CSTNode, CodeRange]:
+        if self.positions is None:
+            from libcst.metadata import MetadataWrapper, PositionProvider
+
+            self.positions = MetadataWrapper(self.module, unsafe_skip_copy=True).resolve(PositionProvider)
+        return self.positions
+
+
 @dataclass(eq=False)
 class SourceFile:
-    """One file: its text, its ``ast`` tree, and (lazily) its libcst module and positions."""
+    """One file: its text, its ``ast`` tree, and (lazily) libcst trees and positions.
+
+    The analyzer reads classes, never a whole module: each class it inspects is parsed
+    with libcst on its own (:meth:`class_node`), so that the cost of libcst and of node
+    positions follows the size of the presses, not of the file around them (a 10 MB
+    file with one small press costs what its ``ast`` parse costs).
+    """
 
     path: Path
     display: str
     text: str
     tree: ast.Module = field(repr=False)
     _positions: dict | None = field(default=None, repr=False)
+    _segments: list[_Segment] = field(default_factory=list, repr=False)
+    _code: dict[cst.CSTNode, str] = field(default_factory=dict, repr=False)
+    _unlocated: list[_Segment] = field(default_factory=list, repr=False)  # parsed, positions not yet in _located
+    _located: dict[cst.CSTNode, CodeRange] = field(default_factory=dict, repr=False)
 
     @cached_property
     def module(self) -> cst.Module:
-        """The libcst tree; raises :class:`SourceError` if libcst cannot parse the file."""
-        try:
-            return cst.parse_module(self.text)
-        except cst.ParserSyntaxError as err:
-            reason = re.sub(r"^(parser error: )?(error at \d+:\d+: )?", "", str(err.message).splitlines()[0])
-            raise SourceError(f"syntax error at line {err.raw_line}, column {err.raw_column + 1}: {reason}") from None
-        except RecursionError:
-            raise SourceError("too deeply nested to parse") from None
+        """The libcst tree of the whole file; raises :class:`SourceError` if libcst cannot parse it.
+
+        Costly on a large file: the analyzer uses :meth:`class_node` instead.
+        """
+        return _libcst_parse(self.text)
 
     @cached_property
     def lines(self) -> list[str]:
-        return self.text.splitlines()
+        # Python's line ends only: str.splitlines() also splits at form feeds and U+2028,
+        # which would shift every line number after them.
+        return _LINE_END.split(self.text)
+
+    def class_node(self, tree: ast.ClassDef, occurrence: int = 0) -> cst.ClassDef:
+        """The libcst tree of the top-level class ``tree`` (the ``occurrence``-th class of its name)."""
+        return self.top_level_node(tree, occurrence)
+
+    def top_level_node(self, tree: ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef, occurrence: int = 0,
+                       last: bool = False):
+        """The libcst tree of a top-level class or function of this file, given its ``ast`` node.
+
+        Only its own lines are parsed; the whole file only when they cannot be parsed on
+        their own. ``occurrence`` (or ``last``) picks among top-level definitions of the
+        same name in that fallback.
+        """
+        kind = cst.ClassDef if isinstance(tree, ast.ClassDef) else cst.FunctionDef
+        first = min([tree.lineno, *(d.lineno for d in tree.decorator_list)])
+        last_line = tree.end_lineno or tree.lineno
+        text = "\n".join(self.lines[first - 1 : last_line]) + "\n"
+        try:
+            module = _libcst_parse(text, first)
+        except SourceError:
+            module = None
+        if module is not None and len(module.body) == 1 and isinstance(module.body[0], kind) \
+                and module.body[0].name.value == tree.name:
+            segment = _Segment(module, first)
+            self._segments.append(segment)
+            self._unlocated.append(segment)
+            return module.body[0]
+        same_name = [s for s in self.module.body if isinstance(s, kind) and s.name.value == tree.name]
+        return same_name[-1] if last else same_name[occurrence]
+
+    def code_for_node(self, node: cst.CSTNode) -> str:
+        """The source text of ``node`` (a node of any of this file's libcst trees), memoised."""
+        code = self._code.get(node)
+        if code is None:
+            config = self._segments[0].module if self._segments else self.__dict__.get("module") or cst.Module(body=[])
+            code = self._code[node] = config.code_for_node(node)
+        return code
 
     def position(self, node: cst.CSTNode) -> CodeRange:
+        found = self._located.get(node)
+        if found is None and self._unlocated:
+            from libcst.metadata import CodeRange
+
+            # Positions of every class parsed so far, resolved once each, in one table.
+            for segment in self._unlocated:
+                shift = segment.first_line - 1
+                for each, where in segment.resolve().items():
+                    self._located[each] = CodeRange((where.start.line + shift, where.start.column),
+                                                    (where.end.line + shift, where.end.column))
+                segment.positions = None  # the table holds them now
+            self._unlocated.clear()
+            found = self._located.get(node)
+        if found is not None:
+            return found
         if self._positions is None:
             from libcst.metadata import MetadataWrapper, PositionProvider
 
@@ -103,6 +194,9 @@ class Span:
     column: int
     end_line: int
     end_column: int
+
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 SNIPPET_WIDTH = 72

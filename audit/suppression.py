@@ -47,12 +47,11 @@ class Suppression:
 def _comments(text: str) -> list[tuple[int, int, str, bool]]:
     """(line, column, comment, alone on its line) for every comment, found with tokenize."""
     found = []
-    lines = text.splitlines()
     try:
         for token in tokenize.generate_tokens(io.StringIO(text).readline):
             if token.type == tokenize.COMMENT:
                 line, column = token.start
-                alone = not lines[line - 1][:column].strip()
+                alone = not token.line[:column].strip()
                 found.append((line, column + 1, token.string, alone))
     except (tokenize.TokenError, IndentationError, SyntaxError):
         pass  # a file that parsed with libcst tokenizes; be safe anyway
@@ -65,8 +64,8 @@ def parse_suppressions(text: str) -> list[Suppression]:
         return []
     comments = _comments(text)
     comment_only = {line for line, _, _, alone in comments if alone}
-    total = text.count("\n") + 1
     found = []
+    next_code: dict[int, int] = {}  # a comment-only line -> the first line below its comment block
     for line, column, comment, alone in comments:
         match = _PATTERN.search(comment)
         if not match:
@@ -77,13 +76,23 @@ def parse_suppressions(text: str) -> list[Suppression]:
             ids = tuple(dict.fromkeys(p.strip().upper() for p in raw.strip()[1:-1].split(",") if p.strip()))
         covers = {line}
         if alone:  # the next code line below a block of comment lines
-            below = line + 1
-            while below in comment_only and below <= total:
-                below += 1
-            covers.add(below)
+            covers.add(_below_block(line, comment_only, next_code))
         found.append(Suppression(line, column, ids, match.group("reason").strip(), alone, frozenset(covers),
                                  text=comment.strip()))
     return found
+
+
+def _below_block(line: int, comment_only: set[int], next_code: dict[int, int]) -> int:
+    # Memoised per block: a block of k suppression lines costs k steps, not k squared.
+    below = line + 1
+    walked = []
+    while below in comment_only and below not in next_code:
+        walked.append(below)
+        below += 1
+    end = next_code.get(below, below)
+    for each in (line, *walked):
+        next_code[each] = end
+    return end
 
 
 def apply_suppressions(
@@ -91,19 +100,32 @@ def apply_suppressions(
     texts: dict[str, str],
     is_active: Callable[[str, str], bool],
     is_known: Callable[[str], bool],
+    on_error: Callable[[str, Exception], None] | None = None,
 ) -> None:
     """Drop suppressed findings from ``result`` and add KVA001/KVA002 findings for bad suppressions.
 
     ``texts`` maps a display path to its source; ``is_active(rule_id, path)`` says whether
     the rule ran on that file (selected, not ignored for the path); ``is_known(rule_id)``
-    whether the rule exists.
+    whether the rule exists; ``on_error(path, exception)``, if given, is told of a file
+    whose comments could not be read, and the others are still applied.
     """
-    by_path = {path: sups for path, text in sorted(texts.items()) if (sups := parse_suppressions(text))}
+    by_path: dict[str, list[Suppression]] = {}
+    for path, text in sorted(texts.items()):
+        try:
+            sups = parse_suppressions(text)
+        except Exception as err:  # noqa: BLE001 - a bug reading one file's comments costs that file only
+            if on_error is None:
+                raise
+            on_error(path, err)
+            continue
+        if sups:
+            by_path[path] = sups
     if not by_path:
         return
+    by_line = {path: _by_line(sups) for path, sups in by_path.items()}
     for press in result.presses:
-        press.findings = [f for f in press.findings if not _suppressed(f, by_path.get(f.path, ()))]
-    result.extra_findings = [f for f in result.extra_findings if not _suppressed(f, by_path.get(f.path, ()))]
+        press.findings = [f for f in press.findings if not _suppressed(f, by_line.get(f.path, {}))]
+    result.extra_findings = [f for f in result.extra_findings if not _suppressed(f, by_line.get(f.path, {}))]
 
     for path, sups in by_path.items():
         for sup in sups:
@@ -122,10 +144,19 @@ def apply_suppressions(
                     result.extra_findings.append(UnusedSuppression.at(path, sup, rule_id, known=True))
 
 
-def _suppressed(finding: Finding, sups) -> bool:
-    hit = False
+def _by_line(sups: list[Suppression]) -> dict[int, list[Suppression]]:
+    table: dict[int, list[Suppression]] = {}
     for sup in sups:
-        if sup.ids and finding.line in sup.covers and finding.rule.upper() in sup.ids:
+        if sup.ids:
+            for line in sup.covers:
+                table.setdefault(line, []).append(sup)
+    return table
+
+
+def _suppressed(finding: Finding, by_line: dict[int, list[Suppression]]) -> bool:
+    hit = False
+    for sup in by_line.get(finding.line, ()):
+        if finding.rule.upper() in sup.ids:
             sup.used.add(finding.rule.upper())
             hit = True
     return hit

@@ -21,7 +21,7 @@ import os
 import stat
 import sys
 from dataclasses import dataclass, field
-from importlib.machinery import PathFinder
+from importlib.machinery import BYTECODE_SUFFIXES, EXTENSION_SUFFIXES
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,27 +70,95 @@ def looks_like_module(target: str) -> bool:
     return all(part.isidentifier() for part in parts) and not target.endswith(".py")
 
 
+@dataclass(frozen=True)
+class ModuleLocation:
+    """Where a module's source lies: a ``.py`` file, and for a package its folder(s).
+
+    ``origin`` is None for a namespace package (folders without ``__init__.py``, possibly
+    several) and for a module that exists only compiled (an extension or ``.pyc``).
+    """
+
+    origin: Path | None
+    folders: tuple[Path, ...] = ()
+
+    @property
+    def is_namespace(self) -> bool:
+        return self.origin is None and bool(self.folders)
+
+
+_COMPILED_SUFFIXES = (*EXTENSION_SUFFIXES, *BYTECODE_SUFFIXES)
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
+def _find_in(part: str, locations: list[Path]) -> ModuleLocation | None:
+    """One step of the path-based import search for ``part`` in ``locations``, from the file system only.
+
+    The order is CPython's ``FileFinder``: in each folder, a package (``part/__init__``),
+    then a module (``part.py``, preferred here to a compiled one); a folder without
+    ``__init__`` is a namespace portion, kept while the later folders are searched.
+    """
+    portions: list[Path] = []
+    for location in locations:
+        folder = location / part
+        if _is_dir(folder):
+            if _is_file(folder / "__init__.py"):
+                return ModuleLocation(folder / "__init__.py", (folder,))
+            if any(_is_file(folder / f"__init__{suffix}") for suffix in _COMPILED_SUFFIXES):
+                return ModuleLocation(None, (folder,))  # a package with no source to read
+        if _is_file(location / f"{part}.py"):
+            return ModuleLocation(location / f"{part}.py")
+        if any(_is_file(location / f"{part}{suffix}") for suffix in _COMPILED_SUFFIXES):
+            return ModuleLocation(None)
+        if _is_dir(folder):
+            portions.append(folder)
+    return ModuleLocation(None, tuple(portions)) if portions else None
+
+
+def find_module(name: str, search_path: list[str] | None = None) -> ModuleLocation | None:
+    """Locate module ``name`` without importing it or its parents; never raises.
+
+    ``importlib.machinery.PathFinder`` is not used: for a namespace package inside a
+    regular package it looks the parent up in ``sys.modules`` (a ``KeyError`` when the
+    parent was never imported), and it would consult import hooks.
+    """
+    parts = name.split(".")
+    if not all(part.isidentifier() for part in parts):
+        return None  # e.g. a relative import that climbs above the top-level package
+    entries = search_path if search_path is not None else sys.path
+    locations = [Path(entry or ".") for entry in entries if isinstance(entry, str)]
+    found: ModuleLocation | None = None
+    for depth, part in enumerate(parts):
+        found = _find_in(part, locations)
+        if found is None:
+            return None
+        if depth < len(parts) - 1:
+            if not found.folders:
+                return None  # a plain module has no submodules
+            locations = list(found.folders)
+    return found
+
+
 def resolve_module(name: str, search_path: list[str] | None = None) -> Path | None:
     """Return the source file of module ``name`` without importing it or its parents.
 
-    ``PathFinder`` only looks at the file system: it finds the top-level package on
-    ``sys.path``, then each submodule inside the previous package's folder.
+    None when there is no such module, or no ``.py`` file for it (a namespace package,
+    a compiled module); see :func:`find_module` for the folders of a namespace package.
     """
-    locations: list[str] | None = search_path if search_path is not None else sys.path
-    spec = None
-    parts = name.split(".")
-    for depth in range(len(parts)):
-        qualified = ".".join(parts[: depth + 1])
-        spec = PathFinder.find_spec(qualified, locations)
-        if spec is None:
-            return None
-        locations = list(spec.submodule_search_locations or [])
-        if depth < len(parts) - 1 and not locations:
-            return None  # a plain module has no submodules
-    if spec is None or spec.origin in (None, "namespace"):
-        return None
-    origin = Path(spec.origin)
-    return origin if origin.suffix == ".py" else None
+    found = find_module(name, search_path)
+    return found.origin if found is not None else None
 
 
 @dataclass
@@ -315,7 +383,11 @@ def expand_targets(targets: list[str], settings: WalkSettings | None = None) -> 
                 files[_canonical(path)] = None
         elif looks_like_module(target):
             resolved = resolve_module(target)
-            if resolved is None:
+            location = find_module(target) if resolved is None else None
+            if location is not None and location.is_namespace:  # its folders hold its modules
+                for folder in location.folders:
+                    add_walk(folder, target)
+            elif resolved is None:
                 errors.append(TargetError(target, f"{_cut(target)}: no such file, directory or importable module"))
             elif resolved.name == "__init__.py":  # a package names all of its modules
                 add_walk(resolved.parent, target)

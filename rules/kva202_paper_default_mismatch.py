@@ -39,7 +39,7 @@ def field_default(decl: FieldDecl) -> object:
                 return _MISSING
             value = default
     try:
-        return ast.literal_eval(decl.source.module.code_for_node(value).strip())
+        return ast.literal_eval(decl.source.code_for_node(value).strip())
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return _MISSING
 

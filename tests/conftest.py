@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+# The on-disk cache is tested on purpose (tests/test_cache.py); elsewhere a test must see a fresh run.
+os.environ.setdefault("KVAUDIT_NO_CACHE", "1")
+
 from kvaudit.targets import resolve_module
 
 ROOT = Path(__file__).resolve().parents[1]

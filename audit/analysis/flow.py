@@ -30,6 +30,7 @@ reads across layers.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -47,7 +48,7 @@ SCORE_METHOD = "score"
 NESTED_COMPRESS = "compress"
 # Key kinds of a slot of press state.
 KEY_OWN, KEY_GROUP, KEY_OTHER, KEY_SHARED = "own", "group", "other", "shared"
-_MAX_DEPTH = 12
+MAX_DEPTH = 12  # calls followed from the entry method; deeper ones are reported (KVA003)
 _MUTATORS = frozenset({"append", "add", "update", "setdefault", "insert", "extend", "__setitem__"})
 _RESETTERS = frozenset({"clear", "pop", "popitem"})
 _KEEP_POSITION_CALLS = frozenset({"int", "abs", "min", "max", "divmod", "range"})
@@ -180,6 +181,22 @@ class FlowFacts:
     blends: list[Blend] = field(default_factory=list)
     methods_seen: set[str] = field(default_factory=set)
     per_layer_object: bool = False  # the framework builds one press object per layer
+    # Calls not followed because the call chain was already MAX_DEPTH deep ("Class.method"):
+    # what lies past them is unseen, and rule KVA003 says so.
+    cut_calls: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Walk:
+    """What one top-level walk of a method added, and the method resolutions it relied on."""
+
+    resolutions: list[tuple]
+    facts: dict[str, list]
+    methods_seen: set[str]
+    returns: Labels
+
+
+_FACT_LISTS = ("score_sites", "stores", "reads", "arithmetic", "branches", "blends", "cut_calls")
 
 
 @dataclass(frozen=True)
@@ -297,7 +314,29 @@ class FlowAnalyzer:
         self._stack: list[int] = []
         self._record_scores = True  # off while sweeping methods the hook never reaches
         self._field_labels: dict[str, Labels] = {}  # position labels stored into each slot (second pass)
+        self._memo: dict[tuple, Labels] = {}  # walks of this pass (see _run_frame)
+        # name -> the MRO positions that define it (ascending) and the (class, method) at each,
+        # the first definition in a class body winning.
+        self._position = {id(cls): i for i, cls in enumerate(self.mro)}
+        self._methods: dict[str, tuple[list[int], list[tuple[ClassInfo, cst.FunctionDef]]]] = {}
+        for i, cls in enumerate(self.mro):
+            for name, statement, _ in self._defined(cls):
+                positions, found = self._methods.setdefault(name, ([], []))
+                if not positions or positions[-1] != i:
+                    positions.append(i)
+                    found.append((cls, statement))
+        self._resolutions: list | None = None  # logged while a top-level walk runs
+        self._seen_log: set[str] | None = None
         self._held = self._held_objects()
+
+    def _defined(self, cls: ClassInfo) -> list[tuple[str, cst.FunctionDef, str]]:
+        """(name, method, "Class.name") of each method of ``cls``; listed once per class for the whole run."""
+        methods = self.index.flow_methods.get(id(cls))
+        if methods is None:
+            methods = [(s.name.value, s, f"{cls.name}.{s.name.value}") for s in cls.node.body.body
+                       if isinstance(s, cst.FunctionDef)]
+            self.index.flow_methods[id(cls)] = methods
+        return methods
 
     # -- objects the press holds ---------------------------------------------------------------
     def _held_objects(self) -> dict[str, _Object]:
@@ -344,7 +383,23 @@ class FlowAnalyzer:
     def method(self, name: str, after: ClassInfo | None = None,
                obj: _Object | None = None) -> tuple[ClassInfo, cst.FunctionDef] | None:
         """Resolve ``self.name`` (or ``super().name`` when ``after`` is the defining class)."""
-        classes = self.mro if obj is None or obj.cls is self.press else self.index.mro(obj.cls)
+        own = obj is None or obj.cls is self.press
+        found = self._own_method(name, after) if own else self._held_method(name, after, obj)
+        if self._resolutions is not None:
+            self._resolutions.append((name, after, None if own else obj, found))
+        return found
+
+    def _own_method(self, name: str, after: ClassInfo | None) -> tuple[ClassInfo, cst.FunctionDef] | None:
+        positions, defined = self._methods.get(name, ((), ()))
+        if after is None:
+            return defined[0] if defined else None
+        if id(after) not in self._position:
+            return None
+        at = bisect_right(positions, self._position[id(after)])
+        return defined[at] if at < len(defined) else None
+
+    def _held_method(self, name: str, after: ClassInfo | None, obj: _Object) -> tuple[ClassInfo, cst.FunctionDef] | None:
+        classes = self.index.mro(obj.cls)
         if after is not None:
             position = next((i for i, c in enumerate(classes) if c is after), None)
             classes = classes[position + 1 :] if position is not None else []
@@ -371,19 +426,53 @@ class FlowAnalyzer:
         return self.facts
 
     def _pass(self) -> None:
+        self._memo = {}
         entry = next((found for name in self.model.entry_methods if (found := self.method(name)) is not None), None)
         if entry is not None:
             # `update_and_fetch(self, keys, values, layer_idx)`: a parameter named as a layer-index attribute.
             params = {name: frozenset({LAYER}) for name in _positional(entry[1]) if name in self.model.layer_index}
-            self._call_method(entry[0], entry[1], self.this, params, (), record_scores=True)
+            self._top_call(entry[0], entry[1], params, record_scores=True)
         # Methods never reached from the hook still hold stores and reads (resets, caches).
         for cls in self.mro:
-            for statement in cls.node.body.body:
-                if isinstance(statement, cst.FunctionDef) and f"{cls.name}.{statement.name.value}" not in self.facts.methods_seen:
-                    self._call_method(cls, statement, self.this, {}, (), record_scores=False)
+            for _, statement, seen in self._defined(cls):
+                if seen not in self.facts.methods_seen:
+                    self._top_call(cls, statement, {}, record_scores=False)
+
+    def _top_call(self, owner: ClassInfo, function: cst.FunctionDef, params: dict[str, Labels],
+                  record_scores: bool) -> Labels:
+        """Walk a method from the top, or replay the walk another press of the run made.
+
+        Every press of a chain sweeps the methods of all its bases. A walk depends on the
+        press only through the methods it resolves and the press's model, held objects and
+        field labels: a walk whose resolutions come out the same for this press, with the
+        same rest, is replayed, not redone (a chain of n presses then costs about n walks,
+        not n squared).
+        """
+        key = (id(function), id(owner), record_scores, frozenset(params.items()), self.model,
+               frozenset(self._field_labels.items()), frozenset(self._held.items()), self.this.shared)
+        for walk in self.index.flow_walks.get(key, ()):
+            saved, self._resolutions = self._resolutions, None
+            same = all(self.method(name, after, obj) == found for name, after, obj, found in walk.resolutions)
+            self._resolutions = saved
+            if same:
+                for name in _FACT_LISTS:
+                    getattr(self.facts, name).extend(walk.facts[name])
+                self.facts.methods_seen |= walk.methods_seen
+                return walk.returns
+        marks = {name: len(getattr(self.facts, name)) for name in _FACT_LISTS}
+        self._resolutions, self._seen_log = [], set()
+        try:
+            returns = self._call_method(owner, function, self.this, params, (), record_scores=record_scores)
+            resolutions, seen = self._resolutions, self._seen_log
+        finally:
+            self._resolutions, self._seen_log = None, None
+        walk = _Walk(resolutions, {name: getattr(self.facts, name)[marks[name]:] for name in _FACT_LISTS}, seen, returns)
+        self.index.flow_walks.setdefault(key, []).append(walk)
+        return returns
 
     def _deduplicate(self) -> None:
         # Loop bodies are walked twice to reach a fixpoint; keep one copy of each fact.
+        self.facts.cut_calls = list(dict.fromkeys(self.facts.cut_calls))
         for name in ("score_sites", "stores", "reads", "arithmetic", "branches", "blends"):
             seen: set = set()
             unique = []
@@ -418,10 +507,23 @@ class FlowAnalyzer:
 
     def _run_frame(self, frame: _Frame, context: Context, record_scores: bool) -> Labels:
         key = id(frame.function)
-        if key in self._stack or len(self._stack) >= _MAX_DEPTH:
+        if key in self._stack:  # recursion: the first walk already covers it
             return EMPTY
+        if len(self._stack) >= MAX_DEPTH:
+            if record_scores:  # on the path from the entry method (a sweep reaches the rest on its own)
+                self.facts.cut_calls.append(frame.name)
+            return EMPTY
+        # Each body is walked twice (below), so a chain of calls would be walked 2**depth times;
+        # a frame already walked with the same state, conditions and call stack recorded the
+        # same facts and returns the same labels.
+        memo_key = (key, frame.name, frame.obj, frame.owner is None, frozenset(frame.env.items()), frame.selves,
+                    frozenset(frame.held.items()), frame.sink, context, record_scores, tuple(self._stack))
+        if memo_key in self._memo:
+            return self._memo[memo_key]
         self._stack.append(key)
         self.facts.methods_seen.add(frame.name)
+        if self._seen_log is not None:
+            self._seen_log.add(frame.name)
         saved, self._record_scores = self._record_scores, record_scores
         try:
             # Twice, so that values assigned late in a loop reach uses earlier in it.
@@ -430,7 +532,8 @@ class FlowAnalyzer:
         finally:
             self._record_scores = saved
             self._stack.pop()
-        return frozenset(frame.returns)
+        self._memo[memo_key] = frozenset(frame.returns)
+        return self._memo[memo_key]
 
     # -- statements ----------------------------------------------------------------------
     def _block(self, frame: _Frame, block: cst.BaseSuite, context: Context) -> bool:
@@ -907,7 +1010,7 @@ class FlowAnalyzer:
 
     def _score_site(self, frame: _Frame, node: cst.Call, context: Context) -> None:
         if self._record_scores:
-            call = frame.source.module.code_for_node(node.func) + "(...)"
+            call = frame.source.code_for_node(node.func) + "(...)"
             self.facts.score_sites.append(ScoreSite(**self._site_args(frame, node, context), call=call))
 
     def _method_call(self, frame: _Frame, node: cst.Call, name: str, receiver, args: list, context: Context) -> Labels:
@@ -962,8 +1065,9 @@ class FlowAnalyzer:
         if resolved is None:
             return None
         source, function_name = resolved
-        function = next((s for s in reversed(source.module.body)
-                         if isinstance(s, cst.FunctionDef) and s.name.value == function_name), None)
+        module = self.index.module_of(source)
+        tree = module.functions.get(function_name) if module is not None else None
+        function = source.top_level_node(tree, last=True) if tree is not None else None
         if function is None:
             return None
         arg_labels = [self._expr(frame, a, context) for a in args]
@@ -975,7 +1079,6 @@ class FlowAnalyzer:
                 selves.add(param)
             elif (target := self._held_object(frame, arg)) is not None:
                 held[param] = target
-        module = self.index.module_of(source)
         callee = _Frame(source, function, f"{module.name if module else source.display}:{function_name}", None,
                         frame.obj, frozenset(selves), params, held=held)
         return self._run_frame(callee, context, self._record_scores)

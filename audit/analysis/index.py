@@ -14,6 +14,8 @@ not installed at all are names imported from it trusted.
 from __future__ import annotations
 
 import ast
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -84,14 +86,22 @@ def dotted(expr: ast.expr | cst.BaseExpression) -> str | None:
     return None
 
 
-def module_name_of(path: Path) -> str:
+def module_name_of(path: Path, is_package: Callable[[Path], bool] | None = None) -> str:
     """Dotted module name of ``path``, climbing while parent folders are packages."""
+    is_package = is_package or _has_init
     parts = [] if path.stem == "__init__" else [path.stem]
     folder = path.parent
-    while (folder / "__init__.py").exists() and folder.name.isidentifier():
+    while folder.name.isidentifier() and is_package(folder):
         parts.insert(0, folder.name)
         folder = folder.parent
     return ".".join(parts)
+
+
+def _has_init(folder: Path) -> bool:
+    try:
+        return (folder / "__init__.py").exists()
+    except (OSError, ValueError):
+        return False
 
 
 @dataclass(eq=False)
@@ -104,9 +114,22 @@ class ClassInfo:
     bases: list[str]
     is_target: bool  # defined in a file the user asked for (not an inherited base's file)
     occurrence: int = 0  # how many top-level classes of the same name come before it
+    # Filled on first use by the index (bases are resolved lazily, file by file, as queries need them).
     # A str is a base whose source was not found, as ``module.Class`` (kvpress when not installed,
     # a configured press base from a framework that is not installed here).
-    resolved_bases: list[ClassInfo | str] = field(default_factory=list)
+    _resolver: Callable[[ClassInfo], list[ClassInfo | str]] | None = field(default=None, repr=False)
+    _resolved: list[ClassInfo | str] | None = field(default=None, repr=False)
+
+    @property
+    def resolved_bases(self) -> list[ClassInfo | str]:
+        """Bases found in the run, in imported files or in kvpress (str: a base not found, ``module.Class``)."""
+        if self._resolved is None:
+            self._resolved = self._resolver(self) if self._resolver is not None else []
+        return self._resolved
+
+    @resolved_bases.setter
+    def resolved_bases(self, value: list[ClassInfo | str]) -> None:
+        self._resolved = value
 
     @property
     def line(self) -> int:
@@ -114,9 +137,8 @@ class ClassInfo:
 
     @cached_property
     def node(self) -> cst.ClassDef:
-        """The libcst tree of this class (parses the file with libcst on first use)."""
-        same_name = [s for s in self.source.module.body if isinstance(s, cst.ClassDef) and s.name.value == self.name]
-        return same_name[self.occurrence]
+        """The libcst tree of this class (only its own lines are parsed, on first use)."""
+        return self.source.class_node(self.tree, self.occurrence)
 
     @property
     def is_root(self) -> bool:
@@ -182,32 +204,71 @@ def _index_module(source: SourceFile, is_target: bool, name: str | None = None) 
     return ModuleInfo(source, name, classes, imports, functions)
 
 
-def _source_root(info: ModuleInfo) -> Path:
-    """The folder that holds ``info``'s top-level package (or the file itself)."""
-    root = info.source.path.resolve().parent
-    for _ in range(info.name.count(".") + (info.source.path.stem == "__init__")):
+def source_root(path: Path, module_name: str) -> Path:
+    """The folder that holds the top-level package of the file ``path`` (or the file itself)."""
+    root = (path if path.is_absolute() else path.resolve()).parent
+    for _ in range(module_name.count(".") + (path.stem == "__init__")):
         root = root.parent
     return root
 
 
 class ProjectIndex:
-    """All classes of the run, plus the files of the bases they import."""
+    """All classes of the run, plus the files of the bases they import.
 
-    def __init__(self, sources: list[SourceFile], press_bases: tuple[PressBase, ...] = ()) -> None:
+    ``sources`` are the parsed files whose classes are audited. ``owners`` maps every
+    module name of the run to the file that provides it (the first file of that name), so
+    that files left unparsed by the prefilter, or audited by another worker, are read
+    when a base is looked up in them; ``roots`` are the run's source trees. Both default
+    to what ``sources`` alone give.
+
+    Bases are resolved lazily and every walk over the class graph is iterative and
+    memoised: a chain of thousands of classes costs time linear in its length, and no
+    recursion limit.
+    """
+
+    def __init__(self, sources: list[SourceFile], press_bases: tuple[PressBase, ...] = (),
+                 owners: dict[str, Path] | None = None, roots: list[str] | None = None) -> None:
         self.press_bases = tuple(press_bases)
-        self.modules: list[ModuleInfo] = [_index_module(s, is_target=True) for s in sources]
+        self.modules: list[ModuleInfo] = []
+        self._owners: dict[str, Path] = dict(owners) if owners is not None else {}
         self._by_name: dict[str, ModuleInfo] = {}
-        for info in self.modules:
-            self._by_name.setdefault(info.name, info)
+        self._by_source: dict[int, ModuleInfo] = {}  # id(SourceFile) -> its record, for module_of
+        for source in sources:
+            self.add_source(source)
         self._aux_failed: set[str] = set()
+        # Target files that could not be read when a base was looked up in them: path -> reason.
+        self.load_errors: dict[Path, str] = {}
+        # Files read outside the run's targets (kvpress's source, a base's file), and modules
+        # looked for and not found, with the folders searched (None: sys.path): a cache needs them.
+        self.aux_paths: set[Path] = set()
+        self.missing_modules: list[tuple[str, list[str] | None]] = []
         # Bases are followed into the run's own source trees and into kvpress, never into
         # torch or transformers: a press cannot inherit BasePress from there, and parsing
         # them would cost more than the whole audit.
-        self._roots = sorted({str(_source_root(info)) for info in self.modules})
-        for info in list(self.modules):
-            for cls in info.classes.values():
-                cls.resolved_bases = [self._resolve_base(info, base) for base in cls.bases]
-                cls.resolved_bases = [b for b in cls.resolved_bases if b is not None]
+        self._roots = roots if roots is not None else sorted(
+            {str(source_root(info.source.path, info.name)) for info in self.modules})
+        self._press_memo: dict[int, bool] = {}
+        self._configured_memo: dict[int, PressBase | None] = {}
+        # The flow pass's walks of methods, shared by the presses of the run (analysis/flow.py).
+        self.flow_walks: dict[tuple, list] = {}
+        self.flow_methods: dict[int, list] = {}
+        self._mro_memo: dict[int, list[ClassInfo]] = {}
+
+    def add_source(self, source: SourceFile) -> ModuleInfo:
+        """Index one more file of the run, whose classes are audited."""
+        info = _index_module(source, is_target=True)
+        self.modules.append(info)
+        owner = self._owners.setdefault(info.name, info.source.path)
+        if owner == info.source.path and info.name not in self._by_name:
+            self._by_name[info.name] = info
+            self._by_source[id(source)] = info
+        self._attach(info)
+        return info
+
+    def _attach(self, info: ModuleInfo) -> None:
+        for cls in info.classes.values():
+            cls._resolver = lambda c, info=info: [b for b in (self._resolve_base(info, base) for base in c.bases)
+                                                  if b is not None]
 
     # -- module lookup -------------------------------------------------------------------
     def _module(self, name: str) -> ModuleInfo | None:
@@ -215,30 +276,46 @@ class ProjectIndex:
             return self._by_name[name]
         if name in self._aux_failed:
             return None
-        path = resolve_module(name) if name.split(".")[0] == KVPRESS else resolve_module(name, self._roots)
+        owner = self._owners.get(name)
+        if owner is not None:  # a file of the run that was not parsed up front
+            path, is_target = owner, True
+        else:
+            roots = None if name.split(".")[0] == KVPRESS else self._roots
+            path = resolve_module(name, roots)
+            is_target = False
+            if path is None:
+                self.missing_modules.append((name, roots))
+            else:
+                self.aux_paths.add(path)
         try:
             if path is None:
                 raise SourceError("not found")
             source = load_source(path)
-        except SourceError:
+        except SourceError as err:
+            if is_target:
+                self.load_errors[path] = str(err)
             self._aux_failed.add(name)
             return None
-        info = _index_module(source, is_target=False, name=name)
+        info = _index_module(source, is_target=is_target, name=name)
         self._by_name[name] = info
-        for cls in info.classes.values():
-            cls.resolved_bases = [b for b in (self._resolve_base(info, base) for base in cls.bases) if b is not None]
+        self._by_source[id(source)] = info
+        self._attach(info)
         return info
 
-    def _lookup(self, module_name: str, class_name: str, hops: int = 0) -> ClassInfo | None:
-        info = self._module(module_name)
-        if info is None or hops > _MAX_REEXPORT_HOPS:
-            return None
-        if class_name in info.classes:
-            return info.classes[class_name]
-        if class_name in info.imports:  # a re-export, e.g. `from kvpress import ChunkKVPress`
-            module, name = info.imports[class_name]
-            if name is not None:
-                return self._lookup(module, name, hops + 1)
+    def _lookup(self, module_name: str, class_name: str) -> ClassInfo | None:
+        # Re-exports, e.g. `from kvpress import ChunkKVPress`, are followed a few hops.
+        for _ in range(_MAX_REEXPORT_HOPS + 1):
+            info = self._module(module_name)
+            if info is None:
+                return None
+            if class_name in info.classes:
+                return info.classes[class_name]
+            if class_name not in info.imports:
+                return None
+            module_name, name = info.imports[class_name]
+            if name is None:
+                return None
+            class_name = name
         return None
 
     def _resolve_base(self, info: ModuleInfo, base: str) -> ClassInfo | str | None:
@@ -266,7 +343,7 @@ class ProjectIndex:
     # -- names, functions, configured bases ------------------------------------------------
     def module_of(self, source: SourceFile) -> ModuleInfo | None:
         """The module record of a file the index holds."""
-        return next((info for info in self._by_name.values() if info.source is source), None)
+        return self._by_source.get(id(source))
 
     def resolve_class(self, source: SourceFile, name: str) -> ClassInfo | None:
         """The class ``name`` (``C`` or ``m.C``) means in ``source``, if its source is reachable."""
@@ -296,30 +373,53 @@ class ProjectIndex:
     def _in_run(self, module_name: str) -> bool:
         # A module of the run's own packages, or a file beside the run's files; never a
         # third-party library (torch is not read, even when the run is in site-packages).
-        if module_name in self._by_name or module_name.split(".")[0] in self._packages:
+        if module_name in self._by_name or module_name in self._owners or module_name.split(".")[0] in self._packages:
             return True
         path = resolve_module(module_name, self._roots)
         return path is not None and not _THIRD_PARTY.intersection(path.parts)
 
     @cached_property
     def _packages(self) -> frozenset[str]:
-        return frozenset(info.name.split(".")[0] for info in self.modules if "." in info.name)
+        # Every module of the run, parsed up front or not (the prefilter, the workers).
+        return frozenset(name.split(".")[0] for name in self._owners if "." in name)
 
     def press_model(self, cls: ClassInfo) -> PressBase:
         """How ``cls`` works as a press: kvpress's model, or that of the configured base it derives from."""
         return self._configured_base(cls, frozenset()) or KVPRESS_MODEL
 
-    def _configured_base(self, cls: ClassInfo, seen: frozenset[int]) -> PressBase | None:
-        if not self.press_bases or id(cls) in seen:
+    def _configured_base(self, cls: ClassInfo, seen: frozenset[int] = frozenset()) -> PressBase | None:
+        """The configured press base ``cls`` derives from: depth first, each base checked before
+        its own bases (iterative, memoised per class)."""
+        if not self.press_bases:
             return None
-        for base in cls.resolved_bases:
+        memo = self._configured_memo
+        if id(cls) in memo:
+            return memo[id(cls)]
+        found: PressBase | None = None
+        path: list[ClassInfo] = [cls]
+        on_path = {id(cls)}
+        stack = [iter(cls.resolved_bases)]
+        while stack and found is None:
+            base = next(stack[-1], None)
+            if base is None:
+                done = path.pop()
+                on_path.discard(id(done))
+                stack.pop()
+                memo.setdefault(id(done), None)
+                continue
             qualified = base if isinstance(base, str) else f"{self._module_name(base)}.{base.name}"
             found = next((b for b in self.press_bases if b.matches(qualified)), None)
-            if found is None and isinstance(base, ClassInfo):
-                found = self._configured_base(base, seen | {id(cls)})
-            if found is not None:
-                return found
-        return None
+            if found is None and isinstance(base, ClassInfo) and id(base) not in on_path:
+                if id(base) in memo:
+                    found = memo[id(base)]
+                else:
+                    path.append(base)
+                    on_path.add(id(base))
+                    stack.append(iter(base.resolved_bases))
+        if found is not None:
+            for node in path:
+                memo[id(node)] = found
+        return found
 
     def _module_name(self, cls: ClassInfo) -> str:
         info = self.module_of(cls.source)
@@ -335,19 +435,42 @@ class ProjectIndex:
         return frozenset(self._aux_failed)
 
     # -- queries -------------------------------------------------------------------------
-    def is_press(self, cls: ClassInfo, seen: frozenset[int] = frozenset()) -> bool:
-        """True when ``cls`` inherits, directly or not, from kvpress's BasePress."""
-        if id(cls) in seen:
-            return False
-        if self._configured_base(cls, frozenset()) is not None:
+    def is_press(self, cls: ClassInfo) -> bool:
+        """True when ``cls`` inherits, directly or not, from kvpress's BasePress (or a configured press base).
+
+        A breadth-first search over resolved bases, memoised: when it finds the root, the
+        classes on the path to it are presses; when it does not, none of the classes it
+        visited is.
+        """
+        memo = self._press_memo
+        if id(cls) in memo:
+            return memo[id(cls)]
+        if self._configured_base(cls) is not None:
+            memo[id(cls)] = True
             return True
-        for base in cls.resolved_bases:
-            if isinstance(base, str):
-                # kvpress is not installed here: trust kvpress press names imported from it.
-                if base.split(".")[0] == KVPRESS and base.endswith("Press") and not self._kvpress_installed:
+        parent: dict[int, ClassInfo | None] = {id(cls): None}
+        visited = [cls]
+        queue = deque([cls])
+        while queue:
+            node = queue.popleft()
+            for base in node.resolved_bases:
+                if isinstance(base, str):
+                    # kvpress is not installed here: trust kvpress press names imported from it.
+                    reaches = base.split(".")[0] == KVPRESS and base.endswith("Press") and not self._kvpress_installed
+                else:
+                    reaches = base.is_root or memo.get(id(base)) is True
+                if reaches:
+                    step: ClassInfo | None = node
+                    while step is not None:  # every class on the path reaches the root too
+                        memo[id(step)] = True
+                        step = parent[id(step)]
                     return True
-            elif base.is_root or self.is_press(base, seen | {id(cls)}):
-                return True
+                if isinstance(base, ClassInfo) and id(base) not in parent and id(base) not in memo:
+                    parent[id(base)] = node  # (memo holds only False here)
+                    visited.append(base)
+                    queue.append(base)
+        for node in visited:
+            memo[id(node)] = False
         return False
 
     def unknown_bases(self, source: SourceFile) -> list[tuple[str, str]]:
@@ -364,16 +487,22 @@ class ProjectIndex:
         return [cls for info in self.modules for cls in info.classes.values() if self.is_press(cls)]
 
     def mro(self, cls: ClassInfo) -> list[ClassInfo]:
-        """Approximate method resolution order over the classes we have source for."""
+        """Approximate method resolution order over the classes we have source for.
+
+        Depth-first, left to right, each class once (at its first visit); iterative.
+        """
+        cached = self._mro_memo.get(id(cls))
+        if cached is not None:
+            return list(cached)
         order: list[ClassInfo] = []
-
-        def visit(node: ClassInfo) -> None:
-            if any(node is seen for seen in order):
-                return
+        seen: set[int] = set()
+        stack = [cls]
+        while stack:
+            node = stack.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
             order.append(node)
-            for base in node.resolved_bases:
-                if isinstance(base, ClassInfo):
-                    visit(base)
-
-        visit(cls)
-        return order
+            stack.extend(base for base in reversed(node.resolved_bases) if isinstance(base, ClassInfo))
+        self._mro_memo[id(cls)] = order
+        return list(order)

@@ -67,7 +67,7 @@ _CONSTRUCTION = ("__init__", "__post_init__")
 
 def snippet(source: SourceFile, node: cst.CSTNode) -> str:
     """One line of source for ``node``, shortened for messages."""
-    return one_line(source.module.code_for_node(node))
+    return one_line(source.code_for_node(node))
 
 
 @dataclass(frozen=True)
@@ -106,14 +106,14 @@ def constructor_fields(index: ProjectIndex, press: ClassInfo) -> list[FieldDecl]
             if isinstance(statement, cst.SimpleStatementLine):
                 for small in statement.body:
                     if isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
-                        annotation = cls.source.module.code_for_node(small.annotation.annotation)
+                        annotation = cls.source.code_for_node(small.annotation.annotation)
                         if "ClassVar" in annotation:
                             continue
                         is_int = annotation == "int" or isinstance(small.value, cst.Integer)
                         fields[small.target.value] = FieldDecl(small.target.value, small, cls.source, is_int)
             elif isinstance(statement, cst.FunctionDef) and statement.name.value == "__init__":
                 for param in statement.params.params[1:]:
-                    annotation = param.annotation and cls.source.module.code_for_node(param.annotation.annotation)
+                    annotation = param.annotation and cls.source.code_for_node(param.annotation.annotation)
                     is_int = annotation == "int" or isinstance(param.default, cst.Integer)
                     fields[param.name.value] = FieldDecl(param.name.value, param, cls.source, is_int)
     return list(fields.values())

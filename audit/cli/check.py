@@ -257,6 +257,12 @@ def check(
     timeout: Timeout = DEFAULTS["timeout"],
     compare_reference: CompareReference = False,
     memory_limit: MemoryLimit = None,
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, metavar="N",
+                                       help="Worker processes for large runs (default: every core)."),
+    cache_dir: Optional[Path] = typer.Option(
+        None, "--cache-dir", metavar="DIR", file_okay=False, envvar="KVAUDIT_CACHE_DIR",
+        help="Where to keep the cache (default: .kvaudit_cache in the project root)."),
+    no_cache: bool = typer.Option(False, "--no-cache", envvar="KVAUDIT_NO_CACHE", help="Neither read nor write the cache."),
     debug: Debug = False,
 ) -> None:
     """Audit press source statically: claims, verdicts, line-level evidence and findings."""
@@ -276,7 +282,13 @@ def check(
                                 timeout=timeout, press=press, compare_reference=compare_reference,
                                 memory_limit=memory_limit)
     chosen = list(targets) if targets else [DEFAULT_TARGET]
-    result = run_check(chosen, options)
+    from ..cache import default_cache_dir
+    from ..progress import terminal_progress
+
+    options.debug, options.jobs = debug, jobs
+    options.cache_dir = None if no_cache else cache_dir or default_cache_dir(settings.root)
+    with internal_errors(", ".join(chosen), debug):
+        result = run_check(chosen, options, terminal_progress())
     for note in result.notes:  # e.g. why --claim left a press alone; stderr keeps stdout machine-readable
         typer.echo(f"note: {note}", err=True)
     if tracing is not None:

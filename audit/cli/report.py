@@ -109,6 +109,7 @@ def report(
     from ..exitcodes import OK
 
     options, _ = static_options(claim, None, None, config, no_config)
+    options.debug = debug
     chosen = list(targets) if targets else [DEFAULT_TARGET]
     trace_settings = None
     if trace:
@@ -117,7 +118,8 @@ def report(
         trace_settings = trace_options(arch=arch, layers=layers, tokens=tokens, model=model, device=device,
                                        dtype=dtype, timeout=timeout, press=press, compare_reference=compare_reference,
                                        memory_limit=memory_limit)
-    result = run_check(chosen, options)
+    with internal_errors(", ".join(chosen), debug):
+        result = run_check(chosen, options)
     if trace_settings is not None:
         from ..tracer import attach_traces
 
