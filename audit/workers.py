@@ -9,13 +9,14 @@ worker again is reported, as an error of that file.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
-from typing import Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    import multiprocessing.context
+# multiprocessing and concurrent.futures are imported only by a run that uses the pool (start-up cost).
 
 R = TypeVar("R")
 
@@ -45,6 +46,8 @@ def available_cores() -> int:
 def _fork_context() -> multiprocessing.context.BaseContext | None:
     # Forked workers start in milliseconds and share the parent's imports; elsewhere
     # (macOS, Windows) spawning would cost a fresh interpreter per worker: stay in-process.
+    import multiprocessing
+
     if sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("fork")
     return None
@@ -72,6 +75,9 @@ class Runner(Generic[R]):
         return self._pooled(tasks, context)
 
     def _pooled(self, tasks: Sequence[Task[R]], context) -> list[R]:
+        from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+        from concurrent.futures.process import BrokenProcessPool
+
         results: list[R | None] = [None] * len(tasks)
         broken: list[int] = []
         pool = ProcessPoolExecutor(max_workers=min(self.jobs, len(tasks)), mp_context=context)
@@ -110,6 +116,9 @@ class Runner(Generic[R]):
 
     @staticmethod
     def _alone(task: Task[R], context) -> R:
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
+
         pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
         try:
             return pool.submit(_call, task).result()

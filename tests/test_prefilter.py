@@ -78,9 +78,9 @@ def test_files_that_cannot_hold_a_press_are_not_parsed(tmp_path: Path, monkeypat
     parsed: list[str] = []
     real = engine.load_source
 
-    def load_source(path, display=None):
+    def load_source(path, *rest):
         parsed.append(Path(path).name)
-        return real(path, display)
+        return real(path, *rest)
 
     monkeypatch.setattr(engine, "load_source", load_source)
     result = run_check(["tricky"], CheckOptions(jobs=1))

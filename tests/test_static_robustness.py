@@ -156,10 +156,10 @@ def broken_audit(monkeypatch: pytest.MonkeyPatch):
     """Make kvaudit itself fail on presses named ``Crash*`` (a stand-in for a bug)."""
     real = engine.audit_press
 
-    def audit_press(index, press, options):
+    def audit_press(index, press, options, *rest):
         if press.name.startswith("Crash"):
             raise ValueError("simulated bug")
-        return real(index, press, options)
+        return real(index, press, options, *rest)
 
     monkeypatch.setattr(engine, "audit_press", audit_press)
 
@@ -204,7 +204,8 @@ def test_internal_error_outside_any_file_is_exit_2_never_1(tmp_path: Path, monke
     (tmp_path / "press.py").write_text(GOOD.replace("if module.layer_idx % self.n_reuse == 0:", "if True:"))
     result = run_cli("check", str(tmp_path / "press.py"), "-f", "json")
     assert result.exception is None and result.exit_code == 2
-    assert result.stderr.strip().startswith("error: internal error: KeyError")
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "internal error in kvaudit: KeyError" in line and "press.py" in line
     assert "Traceback" not in result.stderr
     assert "Traceback" in run_cli("check", str(tmp_path / "press.py"), "-f", "json", "--debug").stderr
 
@@ -233,10 +234,10 @@ def test_a_worker_that_dies_costs_its_file_only(tmp_path: Path, always_parallel,
 
     real = engine.audit_press
 
-    def audit_press(index, press, options):
+    def audit_press(index, press, options, *rest):
         if press.name.startswith("Crash"):
             os._exit(70)  # like a segfault in a native parser: the worker is gone
-        return real(index, press, options)
+        return real(index, press, options, *rest)
 
     monkeypatch.setattr(engine, "audit_press", audit_press)
     for i in range(4):

@@ -301,13 +301,14 @@ def check(
         written = _baseline(result, baseline, write_baseline, quiet)
         if written is not None:
             raise typer.Exit(written)
-    emit(result, output_format, quiet, statistics)
-    for path, file_format in ((output_json, CheckFormat.json), (output_sarif, CheckFormat.sarif),
-                              (output_github, CheckFormat.github)):
-        if path is not None:
-            try:
-                path.write_text(render(result, file_format), encoding="utf-8")
-            except OSError as err:
-                raise _usage_error(f"cannot write {path}: {err.strerror or err}") from None
+    with internal_errors(", ".join(chosen), debug):  # a reporter's bug: one line, exit 2, never 1
+        emit(result, output_format, quiet, statistics)
+        for path, file_format in ((output_json, CheckFormat.json), (output_sarif, CheckFormat.sarif),
+                                  (output_github, CheckFormat.github)):
+            if path is not None:
+                try:
+                    path.write_text(render(result, file_format), encoding="utf-8")
+                except OSError as err:
+                    raise _usage_error(f"cannot write {path}: {err.strerror or err}") from None
     code = check_exit_code(result, threshold)
     raise typer.Exit(OK if exit_zero and code == FINDINGS else code)
