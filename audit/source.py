@@ -86,6 +86,7 @@ class SourceFile:
     _positions: dict | None = field(default=None, repr=False)
     _segments: list[_Segment] = field(default_factory=list, repr=False)
     _code: dict[cst.CSTNode, str] = field(default_factory=dict, repr=False)
+    _nodes: dict[tuple, cst.CSTNode] = field(default_factory=dict, repr=False)  # parsed top-level definitions
     _unlocated: list[_Segment] = field(default_factory=list, repr=False)  # parsed, positions not yet in _located
     _located: dict[cst.CSTNode, CodeRange] = field(default_factory=dict, repr=False)
 
@@ -115,6 +116,13 @@ class SourceFile:
         their own. ``occurrence`` (or ``last``) picks among top-level definitions of the
         same name in that fallback.
         """
+        memo = (id(tree), occurrence, last)
+        if memo in self._nodes:
+            return self._nodes[memo]
+        self._nodes[memo] = node = self._top_level_node(tree, occurrence, last)
+        return node
+
+    def _top_level_node(self, tree, occurrence: int, last: bool):
         kind = cst.ClassDef if isinstance(tree, ast.ClassDef) else cst.FunctionDef
         first = min([tree.lineno, *(d.lineno for d in tree.decorator_list)])
         last_line = tree.end_lineno or tree.lineno

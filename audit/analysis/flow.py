@@ -344,12 +344,24 @@ class FlowAnalyzer:
         coordinator, say. Nested presses are not held objects: they score (see score sites)."""
         held: dict[str, _Object] = {}
         for cls in reversed(self.mro):
+            for name, candidates in self._annotated_classes(cls):
+                target = next((c for c in candidates if c is not self.press), None)
+                if target is not None:
+                    held[name] = _Object(target, f"{target.name}.", shared=True)
+        return held
+
+    def _annotated_classes(self, cls: ClassInfo) -> list[tuple[str, list[ClassInfo]]]:
+        """(name, non-press classes its annotation names) for each annotated field or constructor
+        parameter of ``cls``; worked out once per class for the whole run (a chain's presses share them)."""
+        found = self.index.flow_annotations.get(id(cls))
+        if found is None:
+            found = []
             for statement in cls.node.body.body:
                 for name, annotation in self._annotated(statement):
-                    target = self._resolve_held(cls, annotation)
-                    if target is not None:
-                        held[name] = target
-        return held
+                    targets = [self.index.resolve_class(cls.source, n) for n in _annotation_names(annotation)]
+                    found.append((name, [t for t in targets if t is not None and not self.index.is_press(t)]))
+            self.index.flow_annotations[id(cls)] = found
+        return found
 
     def _annotated(self, statement: cst.BaseStatement) -> list[tuple[str, cst.BaseExpression]]:
         found: list[tuple[str, cst.BaseExpression]] = []
@@ -371,13 +383,6 @@ class FlowAnalyzer:
         body = block.body if isinstance(block, cst.IndentedBlock) else [block]
         return [s for line in body if isinstance(line, (cst.SimpleStatementLine, cst.SimpleStatementSuite))
                 for s in line.body]
-
-    def _resolve_held(self, cls: ClassInfo, annotation: cst.BaseExpression) -> _Object | None:
-        for name in _annotation_names(annotation):
-            target = self.index.resolve_class(cls.source, name)
-            if target is not None and target is not self.press and not self.index.is_press(target):
-                return _Object(target, f"{target.name}.", shared=True)
-        return None
 
     # -- method resolution ---------------------------------------------------------------
     def method(self, name: str, after: ClassInfo | None = None,

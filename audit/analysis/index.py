@@ -252,6 +252,7 @@ class ProjectIndex:
         # The flow pass's walks of methods, shared by the presses of the run (analysis/flow.py).
         self.flow_walks: dict[tuple, list] = {}
         self.flow_methods: dict[int, list] = {}
+        self.flow_annotations: dict[int, list] = {}
         self._mro_memo: dict[int, list[ClassInfo]] = {}
 
     def add_source(self, source: SourceFile) -> ModuleInfo:
