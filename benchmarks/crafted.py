@@ -24,10 +24,14 @@ class P0(BasePress):
 '''
 
 
-def press_chain(classes: int) -> str:
+def press_chain(classes: int, bodies: bool = True) -> str:
     """One file: ``P0(BasePress)``, then ``P{i}(P{i-1})``, each with a field, an override calling
-    ``super()`` and a helper, so that every press's flow pass walks its whole chain."""
+    ``super()`` and a helper, so that every press's flow pass walks its whole chain (or, without
+    ``bodies``, each subclass only ``pass``)."""
     parts = [HEADER, ROOT_PRESS]
+    if not bodies:
+        parts.extend(f"\n\nclass P{i}(P{i - 1}):\n    pass\n" for i in range(1, classes))
+        return "".join(parts)
     for i in range(1, classes):
         parts.append(f'''
 @dataclass

@@ -64,21 +64,28 @@ def test_namespace_package_target_is_expanded(tmp_path: Path, monkeypatch: pytes
     assert errors == [] and files == [(tmp_path / "nspkg" / "press.py").resolve()]
 
 
+@pytest.mark.slow
 def test_thousand_deep_chain_of_presses(tmp_path: Path) -> None:
     # Before: RecursionError in index.is_press, shown as a traceback with exit 1.
-    (tmp_path / "chain.py").write_text(crafted.press_chain(1000))
+    (tmp_path / "chain.py").write_text(crafted.press_chain(1000, bodies=False))
     result = run_cli("check", str(tmp_path / "chain.py"), "-f", "json")
     assert result.exception is None, result.exception
     assert result.exit_code in (0, 1)
-    presses = {p["name"]: p for p in result.json()["presses"]}
+    presses = result.json()["presses"]
     assert len(presses) == 1000
+    assert {p["verdicts"]["layer-index-reuse"] for p in presses} == {"implemented"}
+
+
+def test_a_call_chain_past_the_depth_limit_is_said(tmp_path: Path) -> None:
     # Each press reaches P0's score() through BasePress.forward_hook and its chain of super()
     # calls: the flow pass follows MAX_DEPTH calls and says so (KVA003) where it stopped short.
+    (tmp_path / "chain.py").write_text(crafted.press_chain(MAX_DEPTH + 3))
+    presses = {p["name"]: p for p in run_cli("check", str(tmp_path / "chain.py"), "-f", "json").json()["presses"]}
     reach = MAX_DEPTH - 1
     for i in range(reach):
         assert presses[f"P{i}"]["verdicts"] == {"layer-index-reuse": "implemented"}, i
         assert "KVA003" not in {f["rule"] for f in presses[f"P{i}"]["findings"]}
-    for i in (reach, 999):
+    for i in (reach, MAX_DEPTH + 2):
         [limit] = [f for f in presses[f"P{i}"]["findings"] if f["rule"] == "KVA003"]
         assert f"did not enter `P{i - reach}.compress`" in limit["message"]
 
