@@ -35,4 +35,4 @@ fuzz: setup
 
 # The committed audit of every kvpress press (static for all, a trace for each that runs offline).
 kvpress-report: setup
-	$(BIN)/kvaudit report kvpress.presses --compare-reference -o reports/kvpress-0.5.5.md
+	$(BIN)/kvaudit report kvpress.presses --compare-reference --config reports/kvpress-0.5.5.toml -o reports/kvpress-0.5.5.md

@@ -1,5 +1,8 @@
 """Which mechanisms a press claims: the paper it cites, looked up in ``rules/papers.toml``.
 
+What each paper claims is declared by the mechanisms (``rules/claim_*.py``, :mod:`kvaudit.mechanism`):
+a paper's ``claims`` are the mechanisms that list it.
+
 A citation is an arXiv id (bare or inside an arxiv.org URL) or one of the paper's names.
 It is looked for, in this order, in the class docstring, the module docstring, the
 module's comments and the class name; the first place that cites a registered paper
@@ -33,39 +36,51 @@ class Paper:
 
     key: str
     title: str
-    arxiv: str
+    arxiv: str  # "" when the paper has no arXiv id
     names: tuple[str, ...]
-    claims: dict[str, str]  # claim id -> where in the paper
+    claims: dict[str, str]  # claim id -> where in the paper (from the mechanisms that list the paper)
     defaults: dict[str, object]
+    links: tuple[str, ...] = ()  # other identifiers matched literally: a DOI, an OpenReview id
 
     @cached_property
     def pattern(self) -> re.Pattern[str]:
-        alternatives = [re.escape(self.arxiv)] + [rf"(?<![A-Za-z0-9]){re.escape(n)}" for n in self.names]
+        alternatives = [re.escape(i) for i in (self.arxiv, *self.links) if i]
+        alternatives += [rf"(?<![A-Za-z0-9]){re.escape(n)}" for n in self.names]
         return re.compile("|".join(alternatives))
 
     @property
     def label(self) -> str:
-        return f"{self.names[0]} (arXiv {self.arxiv})"
+        return f"{self.names[0]} (arXiv {self.arxiv})" if self.arxiv else f"{self.names[0]} ({self.links[0]})"
 
 
 @cache
 def load_registry() -> tuple[Paper, ...]:
+    from .mechanism import all_mechanisms
+
     data = tomllib.loads((files(f"{__package__}.rules") / REGISTRY).read_text(encoding="utf-8"))
     return tuple(
         Paper(
             key=key,
             title=entry["title"],
-            arxiv=entry["arxiv"],
+            arxiv=entry.get("arxiv", ""),
             names=tuple(entry.get("names", ())),
-            claims=dict(entry.get("claims", {})),
+            claims={m.id: m.papers[key].where for m in all_mechanisms() if key in m.papers},
             defaults=dict(entry.get("defaults", {})),
+            links=tuple(entry.get("links", ())),
         )
         for key, entry in data.items()
     )
 
 
+def paper_by_key(key: str) -> Paper | None:
+    return next((paper for paper in load_registry() if paper.key == key), None)
+
+
 def known_claims() -> set[str]:
-    return {claim for paper in load_registry() for claim in paper.claims}
+    """Every mechanism id (a paper's claim or a kvpress contract's)."""
+    from .mechanism import all_mechanisms
+
+    return {mechanism.id for mechanism in all_mechanisms()}
 
 
 def _first_citation(text: str) -> tuple[Paper, int] | None:

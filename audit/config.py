@@ -32,6 +32,12 @@ any number, a glob without ``/`` (but a trailing one) matches a file or folder n
 folder, a trailing ``/`` matches folders only. Files outside that folder are matched by their
 absolute path. Every glob is compiled when the file is loaded: a bad one is a config error.
 
+    [[accept]]                           # [[tool.kvaudit.accept]]: a deviation the press documents
+    press = "TOVAPress"                  # a class name or glob
+    claim = "decode-compression"         # the claim it departs from
+    reason = "kvpress compresses at prefill only (BasePress docstring)"
+
+
 Discovery: ``--config PATH``; otherwise the first folder, from the working directory up,
 that holds a ``kvaudit.toml``, or a ``pyproject.toml`` with a ``[tool.kvaudit]`` table
 (``kvaudit.toml`` wins in the same folder). Command-line flags override the file.
@@ -61,7 +67,7 @@ from .source import SourceError, display_path, read_capped
 KVAUDIT_TOML = "kvaudit.toml"
 PYPROJECT = "pyproject.toml"
 KEYS = ("select", "ignore", "fail-on", "per-path-ignores", "claim-overrides", "press-bases", "exclude",
-        "extend-exclude", "respect-gitignore", "force-exclude", "max-file-size")
+        "extend-exclude", "respect-gitignore", "force-exclude", "max-file-size", "accept")
 # A configuration file is small; a bigger one is not read (it may be a FIFO, a device, a mistake).
 MAX_CONFIG_BYTES = 1 << 20
 ECHO_WIDTH = 80  # values echoed in error messages are cut to this many characters
@@ -69,6 +75,7 @@ OVERRIDE_KEYS = ("path", "class", "add", "drop")
 PRESS_BASE_KEYS = ("class", "entry-methods", "score-calls", "layer-index", "state")
 PRESS_BASE_STATES = ("shared", "per-layer")
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
+ACCEPT_KEYS = ("press", "claim", "reason")
 
 
 class ConfigError(Exception):
@@ -91,6 +98,21 @@ class ClaimOverride:
         return self.cls is None or fnmatch.fnmatchcase(press_name, self.cls)
 
 
+@dataclass(frozen=True)
+class Acceptance:
+    """A violated dynamic claim the maintainers accept: the press (name or glob), the claim, why."""
+
+    press: str
+    claim: str
+    reason: str
+    origin: str = "configuration"  # e.g. "pyproject.toml accept[0]"
+    path: str | None = None  # the configuration file, as shown
+    line: int = 1  # the line of its `press = ...` in that file
+
+    def matches(self, press_name: str, claim: str) -> bool:
+        return claim == self.claim and fnmatch.fnmatchcase(press_name, self.press)
+
+
 @dataclass
 class Config:
     """A validated configuration; every field None/empty when no file was found."""
@@ -108,6 +130,7 @@ class Config:
     force_exclude: bool | None = None
     max_file_size: int | None = None  # bytes; 0: no cap; None: the default
     warnings: list[str] = field(default_factory=list)  # valid, but probably not what was meant
+    acceptances: list[Acceptance] = field(default_factory=list)
 
     @property
     def root(self) -> Path | None:
@@ -181,7 +204,7 @@ def load_config(path: Path) -> Config:
         table, prefix = tool["kvaudit"], "tool.kvaudit."
         if not isinstance(table, dict):
             raise ConfigError(f"{shown}: [tool.kvaudit] must be a table")
-    return _validate(table, path, shown, prefix)
+    return _validate(table, path, shown, prefix, text)
 
 
 def discover(config_path: Path | None = None, start: Path | None = None) -> Config:
@@ -206,7 +229,7 @@ def _known_claims() -> set[str]:
     return known_claims()
 
 
-def _validate(table: dict, path: Path, shown: str, prefix: str) -> Config:
+def _validate(table: dict, path: Path, shown: str, prefix: str, text: str = "") -> Config:
     def fail(key: str, problem: str) -> ConfigError:
         return ConfigError(f"{shown}: {prefix}{key}: {problem}")
 
@@ -264,6 +287,12 @@ def _validate(table: dict, path: Path, shown: str, prefix: str) -> Config:
             raise fail("press-bases", "must be an array of tables ([[press-bases]])")
         for number, entry in enumerate(value):
             config.press_bases.append(_press_base(entry, f"press-bases[{number}]", fail, shown))
+    if "accept" in table:
+        value = table["accept"]
+        if not isinstance(value, list):
+            raise fail("accept", "must be an array of tables ([[accept]]) with press, claim and reason")
+        for number, entry in enumerate(value):
+            config.acceptances.append(_acceptance(entry, f"accept[{number}]", fail, shown, text, number))
     return config
 
 
@@ -301,6 +330,30 @@ def _press_base(entry: object, where: str, fail, shown: str) -> PressBase:
         raise fail(f"{where}.state", f"must be one of {', '.join(PRESS_BASE_STATES)}, not {echo(state)}")
     return PressBase(cls=cls, entry_methods=entry_methods, score_calls=score_calls, layer_index=layer_index,
                      per_layer_state=state == "per-layer", origin=f"{shown} {where}")
+
+
+def _acceptance(entry: object, where: str, fail, shown: str, text: str, number: int) -> Acceptance:
+    if not isinstance(entry, dict):
+        raise fail(where, "must be a table with press, claim and reason")
+    unknown = sorted(set(entry) - set(ACCEPT_KEYS))
+    if unknown:
+        raise fail(f"{where}.{unknown[0]}", f"unknown key (known keys: {', '.join(ACCEPT_KEYS)})")
+    for key in ACCEPT_KEYS:
+        if not isinstance(entry.get(key), str) or not entry[key].strip():
+            raise fail(f"{where}.{key}", "a non-empty string is required" if key not in entry
+                       else f"must be a non-empty string, not {entry[key]!r}")
+    known = _known_claims()
+    if entry["claim"] not in known:
+        raise fail(f"{where}.claim", f"unknown claim {entry['claim']!r} (known: {', '.join(sorted(known))})")
+    return Acceptance(entry["press"], entry["claim"], " ".join(entry["reason"].split()), f"{shown} {where}", shown,
+                      _table_line(text, "accept", number))
+
+
+def _table_line(text: str, name: str, number: int) -> int:
+    """The line of the ``number``-th ``[[name]]`` (or ``[[tool.kvaudit.name]]``) header in ``text``; 1 if not found."""
+    headers = [n for n, line in enumerate(text.splitlines(), start=1)
+               if re.match(rf"\s*\[\[\s*(tool\.kvaudit\.)?{re.escape(name)}\s*\]\]", line)]
+    return headers[number] if number < len(headers) else 1
 
 
 def rule_ids_option(values: list[str], option: str) -> list[str]:

@@ -18,6 +18,11 @@ DEFAULT_MAX_FILE_BYTES = 16 * 1024 * 1024
 # small part of the kept budget: at 256 tokens, kvpress's ChunkKV on random weights keeps the very same
 # chunks on several adjacent layers by coincidence, which would look like index sharing.
 DEFAULT_TOKENS = 512
+# The catalogue's grid: the second prefill is 8 × the first (512 and 4096 tokens), each compression
+# ratio gets a fresh press, and each prefill is followed by greedy decoding steps.
+LONG_FACTOR = 8
+DEFAULT_RATIOS = (0.5, 0.8, 0.9)
+DEFAULT_DECODE_STEPS = 8
 DEFAULT_TIMEOUT_S = 120.0
 # A traced press may allocate at most this share of the machine's RAM (on top of the worker's model).
 DEFAULT_MEMORY_SHARE = 0.5

@@ -24,11 +24,11 @@ from pathlib import Path
 
 from .analysis.index import ClassInfo, PressBase, ProjectIndex, module_name_of, source_root
 from .analysis.prefilter import TextScan, press_candidates, scan_text
-from .analysis.reuse import analyse_reuse
 from .claims import claims_for
 from .config import ClaimOverride, apply_claim_overrides, ignored_for_path
 from .inherited import unread_base_warning
-from .model import LAYER_INDEX_REUSE, AuditResult, FileStatus, PressReport
+from .mechanism import mechanism_by_id
+from .model import AuditResult, FileStatus, PressReport
 from .rule import PressContext, Rule, all_rules, rule_by_id
 from .source import DEFAULT_MAX_FILE_BYTES, SourceError, display_path, load_source, one_line, read_text
 from .suppression import MARKER, apply_suppressions
@@ -80,10 +80,13 @@ def audit_press(index: ProjectIndex, press: ClassInfo, options: CheckOptions,
     report.claims = apply_claim_overrides(press.name, report.path, press.line, report.claims,
                                           options.claim_overrides, options.config_root)
     context = PressContext(press=press, index=index, claims=report.claims)
-    if any(c.id == LAYER_INDEX_REUSE for c in report.claims):
-        context.reuse = analyse_reuse(index, press, context.flow)
-        report.verdicts[LAYER_INDEX_REUSE] = context.reuse.verdict
-        report.evidence = list(dict.fromkeys(context.reuse.evidence))  # each item once
+    for claim in report.claims:  # the mechanisms that have static evidence (layer-index-reuse)
+        mechanism = mechanism_by_id(claim.id)
+        static = mechanism.static_evidence(context) if mechanism is not None else None
+        if static is not None:
+            context.analyses[claim.id] = static.analysis
+            report.verdicts[claim.id] = static.verdict
+            report.evidence.extend(e for e in static.evidence if e not in report.evidence)  # each item once
     for rule in all_rules():
         if _selected(rule, options):
             report.findings.extend(rule().check(context))

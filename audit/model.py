@@ -23,8 +23,13 @@ class Severity(str, Enum):
         return {"info": 0, "warning": 1, "error": 2}[self.value]
 
 
-# Claim ids (mechanisms a paper can claim).
+# Claim ids (mechanisms a paper can claim). Every mechanism lives in rules/claim_*.py; this one is
+# named here too because the static reuse analysis and its rules (KVA101-104) are built around it.
 LAYER_INDEX_REUSE = "layer-index-reuse"
+
+# Dynamic verdicts of a claim (kvaudit.mechanism): what the tracer measured against the paper's rule.
+HOLDS, VIOLATED, NOT_APPLICABLE, NOT_RUN = "holds", "violated", "not-applicable", "not-run"
+CLAIM_VERDICTS = (HOLDS, VIOLATED, NOT_APPLICABLE, NOT_RUN)
 
 # Static verdicts for layer-index-reuse.
 IMPLEMENTED, PARTIAL, MISSING = "implemented", "partial", "missing"
@@ -132,6 +137,35 @@ class Defect:
 
 
 @dataclass
+class ClaimCheck:
+    """One claim of one press, checked on the tracer's grid: the verdict and the numbers behind it.
+
+    ``expected`` and ``measured`` are what the paper's rule gives and what the press did, in the
+    run that departs most from the rule (a violation) or a representative one; each is a number, a
+    list of numbers or a short string. ``where`` locates that run: any of ``ratio``, ``length``,
+    ``batch``, ``row``, ``layer``, ``head``, ``step``. ``runs`` counts the grid's runs by verdict.
+    ``figures`` hold plot data for the report: ``title``, ``kind`` (line, step, bar or heatmap),
+    ``x_label``, ``y_label``, and ``x`` with ``series`` (name -> values), or ``matrix`` for a heatmap.
+    """
+
+    id: str
+    paper: str  # who claims it: "SnapKV (arXiv 2404.14469)", or a kvpress contract
+    verdict: str  # holds | violated | not-applicable | not-run
+    message: str
+    expected: object = None
+    measured: object = None
+    where: dict[str, object] = field(default_factory=dict)
+    accepted: str | None = None  # the reason of the [tool.kvaudit] acceptance that covers it
+    runs: dict[str, int] = field(default_factory=dict)
+    figures: list[dict[str, object]] = field(default_factory=list)
+
+    @property
+    def open_violation(self) -> bool:
+        """Violated and not accepted: what gates CI."""
+        return self.verdict == VIOLATED and self.accepted is None
+
+
+@dataclass
 class TraceRun:
     """What one prefill did, layer by layer."""
 
@@ -154,23 +188,35 @@ class TraceRun:
     # their spread says which differences are noise.
     repeat_prefill_time_s: list[float] = field(default_factory=list)
     repeat_score_time_s: list[float] = field(default_factory=list)
+    # Added by the catalogue (issue 11): the compression ratio of the run (None when the press has no
+    # ratio to set), compress() calls per layer, and the cache length per layer after each decoding step.
+    ratio: float | None = None
+    compress_calls: list[int] = field(default_factory=list)
+    decode_lengths: list[list[int]] = field(default_factory=list)  # [step][layer], batch row 0, mean over heads
 
 
 @dataclass
 class PressTrace:
-    """The tracer's account of one press: its runs, dynamic verdicts and defects."""
+    """The tracer's account of one press: its runs, its claims checked, and defects."""
 
     name: str
     path: str
     status: str  # "ok" | "error"
     message: str | None = None
     runs: list[TraceRun] = field(default_factory=list)
-    verdicts: dict[str, str] = field(default_factory=dict)
+    claims: list[ClaimCheck] = field(default_factory=list)
     defects: list[Defect] = field(default_factory=list)
     reference: PressTrace | None = None  # the reference press run with the same scorer, if asked
-    # Added by the tracer (issue 4): the built press (its repr) and one line of why per verdict id.
-    config: str | None = None
-    reasons: dict[str, str] = field(default_factory=dict)
+    config: str | None = None  # the built press (its repr)
+    settings: str | None = None  # why the catalogue built or ran it as it did (rules/presses.toml), if it did
+
+    def claim(self, claim_id: str) -> ClaimCheck | None:
+        return next((c for c in self.claims if c.id == claim_id), None)
+
+    @property
+    def verdicts(self) -> dict[str, str]:
+        """Claim id -> dynamic verdict (holds, violated, not-applicable, not-run)."""
+        return {c.id: c.verdict for c in self.claims}
 
 
 @dataclass

@@ -14,9 +14,9 @@ import inspect
 import pkgutil
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache, cached_property
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     import libcst as cst
@@ -27,7 +27,7 @@ from . import rules as rules_package
 from .analysis.flow import FlowAnalyzer, FlowFacts
 from .analysis.index import ClassInfo, ProjectIndex
 from .analysis.reuse import ReuseAnalysis
-from .model import Claim, Finding, Severity
+from .model import LAYER_INDEX_REUSE, Claim, Finding, Severity
 from .source import SourceFile
 
 
@@ -39,7 +39,13 @@ class PressContext:
     press: ClassInfo
     index: ProjectIndex
     claims: list[Claim]
-    reuse: ReuseAnalysis | None = None  # None when the press does not claim layer-index-reuse
+    # The static analysis of each claimed mechanism that has one (kvaudit.mechanism), by claim id.
+    analyses: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def reuse(self) -> ReuseAnalysis | None:
+        """The layer-index-reuse analysis; None when the press does not claim it."""
+        return self.analyses.get(LAYER_INDEX_REUSE)
 
     @cached_property
     def flow(self) -> FlowFacts:
@@ -64,10 +70,16 @@ class Rule:
     message: ClassVar[str]  # one-line summary; findings may give a more precise message
     claim: ClassVar[str | None] = None  # the claim this rule audits, if any
     help_url: ClassVar[str | None] = None  # a real web page about the rule, if one exists (SARIF helpUri)
+    # A dynamic rule reports what the tracer measured (``kvaudit check --trace``): it finds nothing
+    # statically, and its examples are traced with ``EXAMPLE_CONFIG`` as the configuration file.
+    dynamic: ClassVar[bool] = False
+    EXAMPLE_CONFIG: ClassVar[str] = ""
     VALID: ClassVar[list[str]] = []
     INVALID: ClassVar[list[str]] = []
 
     def check(self, ctx: PressContext) -> Iterator[Finding]:
+        if self.dynamic:
+            return iter(())  # filled in by kvaudit.acceptance after tracing
         raise NotImplementedError
 
     def finding(self, ctx: PressContext, line: int, message: str, path: str | None = None, *,

@@ -30,7 +30,10 @@ ARCHES = {
     "qwen3": (Qwen3Config, Qwen3ForCausalLM),
     "mistral": (MistralConfig, MistralForCausalLM),
 }
-VOCAB_SIZE = 1000
+# 4096 ids: a prompt of up to 4096 tokens (the catalogue's long prompt) can use each id once, so
+# that no two positions of layer 0 hold identical values (values carry no RoPE): a row matched on
+# its value alone (re-rotated keys) then has one candidate position.
+VOCAB_SIZE = 4096
 
 
 def build_tiny_model(
@@ -67,8 +70,14 @@ def build_tiny_model(
 
 
 def make_input_ids(tokens: int, batch: int = 1, seed: int = 0, vocab_size: int = VOCAB_SIZE) -> torch.Tensor:
-    """Deterministic random token ids of shape (batch, tokens); rows differ from each other."""
+    """Deterministic random token ids of shape (batch, tokens); rows differ from each other.
+
+    Each row uses distinct ids when the vocabulary allows it (``tokens <= vocab_size``): repeated
+    ids would give identical layer-0 values, which the tracer cannot tell apart.
+    """
     generator = torch.Generator().manual_seed(seed)
+    if tokens <= vocab_size:
+        return torch.stack([torch.randperm(vocab_size, generator=generator)[:tokens] for _ in range(batch)])
     return torch.randint(0, vocab_size, (batch, tokens), generator=generator)
 
 

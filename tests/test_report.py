@@ -23,7 +23,8 @@ def traced_chunkkv(trace_session):
     """One traced audit of kvpress's ChunkKVPress beside the reference, shared by the tests."""
     result = run_check(["kvpress.presses.chunkkv_press"])
     with sharing_worker(trace_session):
-        attach_traces(result, TraceOptions(tokens=256, compare_reference=True), progress=False)
+        attach_traces(result, TraceOptions(tokens=256, long_tokens=384, ratios=(0.5,), compare_reference=True),
+                      progress=False)
     return result
 
 
@@ -33,9 +34,8 @@ def test_static_report_is_byte_stable_and_complete(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.stdout + result.stderr
     text = (tmp_path / "a.md").read_text()
     assert text == (tmp_path / "b.md").read_text()
-    assert "| press | claim | static verdict | dynamic verdict | reference comparison | findings |" in text
-    assert "**Alg2ModuloPress implements layer-wise index reuse**" in text
-    assert "**LogsLayerPress has no layer-wise index reuse**" in text
+    assert "| press | claims (paper) | static verdict | reference comparison | findings |" in text
+    assert "## Conformance matrix" not in text  # nothing traced, no matrix
     blocks = static_blocks(text)
     assert "StaleGroupDictPress" in blocks and "KVA104" in blocks["StaleGroupDictPress"]
     assert "*What to do:*" in blocks["StaleGroupDictPress"]
@@ -44,16 +44,20 @@ def test_static_report_is_byte_stable_and_complete(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.png"))  # no traces: no figures
 
 
-def test_traced_report_has_trace_reference_and_two_figures(traced_chunkkv, tmp_path: Path) -> None:
-    figures_by_press, note = figures.write_figures(traced_chunkkv, tmp_path, "r")
+def test_traced_report_has_matrix_violations_figures_and_reference(traced_chunkkv, tmp_path: Path) -> None:
+    figures_by_claim, note = figures.write_figures(traced_chunkkv, tmp_path, "r")
     assert note is None
-    files = [name for _, name in figures_by_press["ChunkKVPress"]]
-    assert files == ["r-chunkkvpress-score-calls.png", "r-chunkkvpress-jaccard.png"]
+    files = [name for _, name in figures_by_claim["ChunkKVPress:layer-index-reuse"]]
+    assert files == ["r-chunkkvpress-layer-index-reuse-1.png", "r-chunkkvpress-layer-index-reuse-2.png"]
     for name in files:
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
-    text = render_markdown(traced_chunkkv, ReportContext(report_dir=tmp_path, figures=figures_by_press))
-    assert "![score() calls per layer" in text and "(r-chunkkvpress-jaccard.png)" in text
-    assert "**Dynamic verdict:** not-observed." in text and "batch-row-0" in text
+    text = render_markdown(traced_chunkkv, ReportContext(report_dir=tmp_path, figures=figures_by_claim))
+    matrix = text.split("## Conformance matrix", 1)[1].split("\n## ", 1)[0]
+    assert "| press | paper | `layer-index-reuse` | `chunk-selection` | `observation-window` | `kept-fraction` |" in matrix
+    assert re.search(r"\| ChunkKVPress \| ChunkKV \(arXiv 2502.00299\) \| ✗ \| [✓✗] \| ✓ \| ✓ \|", matrix)
+    assert "### ChunkKVPress: `layer-index-reuse` (ChunkKV (arXiv 2502.00299))" in text
+    assert "| 4 | 8 | ratio 0.5, length 256, batch 1 |" in text  # 4 scoring layers expected, 8 measured
+    assert "(r-chunkkvpress-layer-index-reuse-2.png)" in text and "batch-row-0" in text
     # layer 1: scored by ChunkKVPress; skipped by the reference, which keeps layer 0's indices
     assert re.search(r"\| 1 \| 1 \| (\d+) \| — \| 0 \| \1 \| 0 \|", text)
     assert "**Comparison with the reference press**" in text
@@ -64,8 +68,8 @@ def test_report_without_matplotlib_keeps_its_tables(traced_chunkkv, tmp_path: Pa
         raise ImportError("No module named 'matplotlib'")
 
     monkeypatch.setattr(figures, "_pyplot", no_matplotlib)
-    figures_by_press, note = figures.write_figures(traced_chunkkv, tmp_path, "r")
-    assert figures_by_press == {} and "matplotlib is not installed" in note
+    figures_by_claim, note = figures.write_figures(traced_chunkkv, tmp_path, "r")
+    assert figures_by_claim == {} and "matplotlib is not installed" in note
     text = render_markdown(traced_chunkkv, ReportContext(figures_note=note))
     assert "*Figures:* left out" in text and "**Trace per layer**" in text
     assert not list(tmp_path.glob("*.png"))
@@ -92,7 +96,12 @@ def test_committed_kvpress_audit_answers_the_seed_question() -> None:
     assert "`score()` ran on 8 of 8 layers" in summary
     # a timed comparison with the reference, in medians of repeated runs (a saving or "no measurable difference")
     assert "(medians of 5 runs); the reference press with reuse scored on 4 layers" in summary
-    assert "needs a download from the Hugging Face Hub" in summary
+    assert "**Claims not met**" in summary and "**ChunkKV (arXiv 2502.00299)**" in summary
+    matrix = text.split("## Conformance matrix", 1)[1].split("\n## ", 1)[0]
+    assert "needs files made for a named pretrained model" in matrix
+    # every press of kvpress has a row, and every claim a verdict or a not-run reason
+    rows = [line for line in matrix.splitlines() if line.startswith("| ") and not line.startswith("| press")]
+    assert len(rows) >= 45 and all("| ✗ |" in r or "| ✓ |" in r or "not-run" in r or "| – |" in r for r in rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,15 +148,14 @@ def test_a_difference_within_the_spread_is_no_measurable_difference() -> None:
 
 def test_summary_never_turns_noise_into_a_saving() -> None:
     from kvaudit.model import CITATION, LAYER_INDEX_REUSE, AuditResult, Claim, ClaimOrigin, PressReport, PressTrace
-    from kvaudit.reporters.markdown import key_statements
+    from kvaudit.reporters.markdown import reference_statements
 
-    trace = PressTrace("P", "p.py", "ok", runs=[_timed_run([4.0, 4.2, 3.9, 4.1, 4.0], [40, 41, 39, 40, 40])],
-                       verdicts={LAYER_INDEX_REUSE: "not-observed"})
+    trace = PressTrace("P", "p.py", "ok", runs=[_timed_run([4.0, 4.2, 3.9, 4.1, 4.0], [40, 41, 39, 40, 40])])
     trace.reference = PressTrace("R", "r.py", "ok", runs=[_timed_run([3.9, 4.3, 3.8, 4.0, 4.1], [40, 40, 41, 39, 40])])
     press = PressReport("P", "p.py", 1, claims=[Claim(LAYER_INDEX_REUSE, 1, ClaimOrigin(CITATION, "class docstring", "chunkkv",
                                                                          "ChunkKV (arXiv 2502.00299)"))],
                         verdicts={LAYER_INDEX_REUSE: "missing"}, trace=trace)
-    (line,) = key_statements(AuditResult(presses=[press]))
+    (line,) = reference_statements(AuditResult(presses=[press]))
     assert "no measurable difference" in line and " less (" not in line
 
 
@@ -162,7 +170,7 @@ def test_jaccard_figure_names_press_and_prefill_and_labels_everything(traced_chu
     for figure in heatmaps:
         heatmap, colorbar = figure.axes
         title = heatmap.get_title()
-        assert title.startswith(("ChunkKVPress:", "EntropyGatedChunkKVPress:")) and "first prefill (256 tokens" in title
+        assert title.startswith("ChunkKVPress:") and "(256×1 at ratio 0.5)" in title
         assert "Jaccard" in colorbar.get_ylabel()
         layers = len(heatmap.get_images()[0].get_array())
         assert list(heatmap.get_xticks()) == list(range(layers)) == list(heatmap.get_yticks())

@@ -235,10 +235,10 @@ def test_field_default_and_inherited_default(tmp_path: Path) -> None:
     assert finding.line == 4 and "inherited from ChunkKVPress" in finding.message and "defaults to 20" in finding.message
 
 
-def test_a_paper_with_defaults_and_no_claims_needs_only_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_papers_defaults_need_only_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     registry = claims_module.load_registry()
     snap = next(p for p in registry if p.key == "snapkv")
-    assert not snap.claims  # SnapKV claims no mechanism here
+    assert not snap.defaults  # the registry publishes no SnapKV defaults: the patch below adds them
     patched = tuple(Paper(p.key, p.title, p.arxiv, p.names, p.claims, {"window_size": 32, "kernel_size": 5})
                     if p.key == "snapkv" else p for p in registry)
     monkeypatch.setattr(claims_module, "load_registry", lambda *args: patched)

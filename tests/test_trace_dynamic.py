@@ -22,7 +22,18 @@ pytest.importorskip("kvpress")
 
 from rich.console import Console  # noqa: E402
 
-from kvaudit.model import IMPLEMENTED, LAYER_INDEX_REUSE, NOT_OBSERVED, OBSERVED, PARTIAL, AuditResult, PressReport  # noqa: E402
+from kvaudit.mechanism import mechanism_by_id  # noqa: E402
+from kvaudit.model import (  # noqa: E402
+    HOLDS,
+    IMPLEMENTED,
+    LAYER_INDEX_REUSE,
+    NOT_OBSERVED,
+    OBSERVED,
+    PARTIAL,
+    VIOLATED,
+    AuditResult,
+    PressReport,
+)
 from kvaudit.reporters.trace_terminal import render_trace_panel, render_trace_report  # noqa: E402
 from kvaudit.source import display_path  # noqa: E402
 from kvaudit.targets import resolve_module  # noqa: E402
@@ -36,12 +47,27 @@ DYNAMIC = ROOT / "tests" / "presses" / "dynamic"
 CHUNKKV = "kvpress.presses.chunkkv_press"
 HANG_TIMEOUT_S = 4.0
 LAYERS = 8
+# A small grid keeps the suite fast: one ratio, 512 and 768 tokens (the report runs the full grid).
+GRID = {"ratios": (0.5,), "long_tokens": 768}
+GRID_ARGS = ("--ratios", "0.5", "--long-tokens", "768")
+REUSE = mechanism_by_id(LAYER_INDEX_REUSE)
+
+
+def reuse_seen(trace) -> str:
+    """observed / partial / not-observed: what the tracer saw of layer-index-reuse."""
+    check = trace.claim(LAYER_INDEX_REUSE)
+    return REUSE.observation(check)
+
+
+def reuse_seen_json(press: dict) -> tuple[str, str]:
+    (check,) = [c for c in press["claims"] if c["id"] == LAYER_INDEX_REUSE]
+    return check["verdict"], check["message"].split(":", 1)[0]
 
 SCHEMA = {
     "type": "object",
     "required": ["schema", "model", "presses"],
     "properties": {
-        "schema": {"const": "kvaudit.trace/1"},
+        "schema": {"const": "kvaudit.trace/2"},
         "model": {
             "type": "object",
             "required": ["arch", "layers", "source"],
@@ -51,7 +77,7 @@ SCHEMA = {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["name", "path", "status", "message", "runs", "verdicts", "defects"],
+                "required": ["name", "path", "status", "message", "claims", "runs", "defects"],
                 "properties": {
                     "name": {"type": "string"},
                     "path": {"type": "string"},
@@ -71,9 +97,19 @@ SCHEMA = {
                             },
                         },
                     },
-                    "verdicts": {
-                        "type": "object",
-                        "properties": {"layer-index-reuse": {"enum": ["observed", "partial", "not-observed"]}},
+                    "claims": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["id", "paper", "verdict", "expected", "measured", "where", "accepted"],
+                            "properties": {
+                                "id": {"type": "string"},
+                                "paper": {"type": "string"},
+                                "verdict": {"enum": ["holds", "violated", "not-applicable", "not-run"]},
+                                "where": {"type": "object"},
+                                "accepted": {"type": ["string", "null"]},
+                            },
+                        },
                     },
                     "defects": {
                         "type": "array",
@@ -121,7 +157,7 @@ def layers_with_calls(run: dict) -> list[int]:
 @pytest.fixture(scope="module")
 def chunkkv_cli() -> tuple[int, dict]:
     # A cold process on purpose: its trace must equal the shared worker's (test_..._across_processes).
-    out = kvaudit("trace", CHUNKKV, "--compare-reference", "--format", "json")
+    out = kvaudit("trace", CHUNKKV, "--compare-reference", "--format", "json", *GRID_ARGS)
     assert "Traceback" not in out.stderr, out.stderr
     return out.returncode, json.loads(out.stdout)
 
@@ -154,7 +190,7 @@ def test_chunkkv_scores_every_layer_and_reads_row_0(chunkkv_cli) -> None:
         assert run["score_calls"] == [1] * LAYERS
         assert run["reused_from"] == [None] * LAYERS
         assert all(0 < kept < run["tokens"] for kept in run["kept"])
-    assert press["verdicts"] == {LAYER_INDEX_REUSE: NOT_OBSERVED}
+    assert reuse_seen_json(press) == (VIOLATED, NOT_OBSERVED)
     assert [d["id"] for d in press["defects"]] == ["batch-row-0"]
 
 
@@ -163,7 +199,7 @@ def test_reference_reuses_on_odd_layers(chunkkv_cli) -> None:
     _, doc = chunkkv_cli
     reference = doc["presses"][0]["reference"]
     assert reference["name"] == "ChunkKVReusePress" and reference["status"] == "ok"
-    assert reference["verdicts"] == {LAYER_INDEX_REUSE: OBSERVED}
+    assert reuse_seen_json(reference) == (HOLDS, OBSERVED)
     assert reference["defects"] == []
     assert "chunk_length=20" in reference["config"]  # same chunk length as the traced press
     for run in reference["runs"]:
@@ -183,7 +219,7 @@ def variants(tmp_path_factory, trace_session):
     not_a_press.write_text("class Helper:\n    pass\n")
     targets = sorted(str(p) for p in DYNAMIC.glob("*.py")) + [CHUNKKV, str(not_a_press), f"{not_a_press}::Helper"]
     with sharing_worker(trace_session):
-        report = trace_targets(targets, TraceOptions(timeout=HANG_TIMEOUT_S), progress=False)
+        report = trace_targets(targets, TraceOptions(timeout=HANG_TIMEOUT_S, **GRID), progress=False)
     return report, {trace.name: trace for trace in report.traces}
 
 
@@ -191,7 +227,7 @@ def test_algorithm_2_press_is_observed(variants) -> None:
     _, traces = variants
     trace = traces["Algorithm2ChunkPress"]
     assert trace.status == "ok" and trace.defects == []
-    assert trace.verdicts[LAYER_INDEX_REUSE] == OBSERVED
+    assert reuse_seen(trace) == OBSERVED and trace.claim(LAYER_INDEX_REUSE).verdict == HOLDS
     assert trace.runs[0].score_calls == [1, 0] * (LAYERS // 2)
     assert trace.runs[0].reused_from == [None, 0, None, 2, None, 4, None, 6]
 
@@ -215,7 +251,7 @@ def test_stale_mask_that_fails_is_stale_not_crash(variants) -> None:
 def test_uncompressed_first_layers_are_not_reuse(variants) -> None:
     _, traces = variants
     trace = traces["LateStartPress"]
-    assert trace.verdicts[LAYER_INDEX_REUSE] == NOT_OBSERVED and trace.defects == []
+    assert reuse_seen(trace) == NOT_OBSERVED and trace.defects == []
     assert trace.runs[0].compressed == [False] * 4 + [True] * 4
     assert trace.runs[0].score_calls == [0] * 4 + [1] * 4
     assert trace.runs[0].kept[:4] == [trace.runs[0].tokens] * 4
@@ -224,7 +260,7 @@ def test_uncompressed_first_layers_are_not_reuse(variants) -> None:
 def test_cache_and_reuse_with_score_everywhere_is_partial(variants) -> None:
     _, traces = variants
     trace = traces["ScoreEveryLayerReusePress"]
-    assert trace.verdicts[LAYER_INDEX_REUSE] == PARTIAL and trace.defects == []
+    assert reuse_seen(trace) == PARTIAL and trace.defects == []
     assert trace.runs[0].score_calls == [1] * LAYERS
     assert trace.runs[0].reused_from == [None, 0, None, 2, None, 4, None, 6]
 
@@ -232,8 +268,8 @@ def test_cache_and_reuse_with_score_everywhere_is_partial(variants) -> None:
 def test_skipping_score_without_sharing_is_partial(variants) -> None:
     _, traces = variants
     trace = traces["SkipScoreOddLayersPress"]
-    assert trace.verdicts[LAYER_INDEX_REUSE] == PARTIAL and trace.defects == []
-    assert "no sharing" in trace.reasons[LAYER_INDEX_REUSE]
+    assert reuse_seen(trace) == PARTIAL and trace.defects == []
+    assert "no sharing" in trace.claim(LAYER_INDEX_REUSE).message
     assert trace.runs[0].reused_from == [None] * LAYERS
 
 
@@ -242,6 +278,9 @@ def test_raising_press_is_a_crash_with_the_last_line(variants) -> None:
     trace = traces["RaisingPress"]
     assert trace.status == "error"
     assert [(d.id, d.message) for d in trace.defects] == [("crash", "prefill 1 (512×1) raised: RuntimeError: boom on layer 0")]
+    # Its only claim (kept-fraction, every press's) is not-run, with the reason.
+    assert [(c.id, c.verdict) for c in trace.claims] == [("kept-fraction", "not-run")]
+    assert "boom on layer 0" in trace.claims[0].message
 
 
 def test_hanging_press_times_out_and_the_next_press_still_runs(variants) -> None:
@@ -252,7 +291,8 @@ def test_hanging_press_times_out_and_the_next_press_still_runs(variants) -> None
     names = [trace.name for trace in report.traces]
     assert names.index("WellBehavedKnormPress") > names.index("HangingPress")
     assert traces["WellBehavedKnormPress"].status == "ok"
-    assert traces["WellBehavedKnormPress"].verdicts[LAYER_INDEX_REUSE] == NOT_OBSERVED
+    # A ScorerPress that cites no paper: held to kvpress's contracts only, and it meets them.
+    assert traces["WellBehavedKnormPress"].verdicts == {"score-topk": HOLDS, "kept-fraction": HOLDS}
 
 
 def test_non_press_targets_are_bad_input(variants) -> None:
@@ -278,7 +318,8 @@ def test_terminal_view_says_what_happened(variants) -> None:
     text = console.export_text()
     assert "HF_HUB_OFFLINE=1" in text and "8 layers" in text
     assert "defect batch-row-0" in text and "defect stale-indices" in text
-    assert "layer-index-reuse: not-observed" in text and "layer-index-reuse: observed" in text
+    assert "layer-index-reuse (ChunkKV (arXiv 2502.00299)): violated — not-observed:" in text
+    assert "layer-index-reuse (ChunkKV (arXiv 2502.00299)): holds — observed:" in text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,7 +332,8 @@ def test_local_model_folder(tmp_path: Path, shared_worker) -> None:
 
     folder = tmp_path / "tiny-mistral"
     build_tiny_model("mistral", layers=4, seed=1).save_pretrained(folder)
-    out = run_cli("trace", "kvpress.presses.knorm_press", "--model", str(folder), "--tokens", "64", "--format", "json")
+    out = run_cli("trace", "kvpress.presses.knorm_press", "--model", str(folder), "--tokens", "64", "--format", "json",
+                  "--ratios", "0.5", "--long-tokens", "96")
     assert out.exit_code == 0, out.stderr
     doc = out.json()
     assert doc["model"]["arch"] == "mistral" and doc["model"]["layers"] == 4
@@ -329,13 +371,22 @@ def test_attach_traces_sets_traces_and_flags_disagreements(shared_worker) -> Non
             PressReport("chunk_select", algorithm2, 20),  # not a press at run time
         ]
     )
-    attach_traces(result, TraceOptions(compare_reference=True, tokens=256), progress=False)
+    # The static claims (here none: PressReports made by hand) decide which papers' claims are checked;
+    # every press is still held to its kvpress contracts.
+    from kvaudit.model import OPTION, Claim, ClaimOrigin
+
+    for press in result.presses:
+        press.claims = [Claim(LAYER_INDEX_REUSE, press.line, ClaimOrigin(OPTION, "the test", "chunkkv",
+                                                                       "ChunkKV (arXiv 2502.00299)"))]
+    attach_traces(result, TraceOptions(compare_reference=True, tokens=256, ratios=(0.5,), long_tokens=384),
+                  progress=False)
     chunkkv, algo2, bogus = result.presses
-    assert chunkkv.trace.verdicts[LAYER_INDEX_REUSE] == NOT_OBSERVED
-    assert chunkkv.trace.reference.verdicts[LAYER_INDEX_REUSE] == OBSERVED
+    assert reuse_seen(chunkkv.trace) == NOT_OBSERVED
+    assert reuse_seen(chunkkv.trace.reference) == OBSERVED
     assert chunkkv.trace.path == chunkkv_path
-    assert algo2.trace.verdicts[LAYER_INDEX_REUSE] == OBSERVED
+    assert reuse_seen(algo2.trace) == OBSERVED
     assert bogus.trace.status == "error" and "not a kvpress press" in bogus.trace.message
+    assert bogus.trace.claims[0].verdict == "not-run"  # every claim answers, even for a press that never ran
     assert [pair.press for pair in disagreements(result)] == ["ChunkKVPress"]
     console = Console(record=True, width=200)
     render_trace_panel(console, result)
@@ -349,7 +400,7 @@ def test_attach_traces_sets_traces_and_flags_disagreements(shared_worker) -> Non
 # and traces attached by `check --trace` and `report` (one cold worker each)
 # ---------------------------------------------------------------------------------------------
 
-SMALL = ("--layers", "4", "--tokens", "96")  # the smallest prompt SnapKV's 64-token window accepts
+SMALL = ("--layers", "4", "--tokens", "96", "--long-tokens", "144", "--ratios", "0.5")  # SnapKV's window needs > 64
 ALGORITHM2 = "tests/presses/dynamic/algorithm2_press.py"
 
 
@@ -388,7 +439,7 @@ def test_bad_target_does_not_stop_the_good_ones_and_paths_are_relative(at_root) 
     (press,) = doc["presses"]
     assert press["name"] == "Algorithm2ChunkPress" and press["status"] == "ok"
     assert press["path"] == ALGORITHM2  # relative to the working directory, as `kvaudit check` shows it
-    assert press["verdicts"] == {LAYER_INDEX_REUSE: OBSERVED}
+    assert reuse_seen_json(press) == (HOLDS, OBSERVED)
     # the terminal view shows the trace and the error line
     out = run_cli("trace", ALGORITHM2, "nonexist.py", *SMALL, "--format", "terminal")
     assert out.exit_code == 2
@@ -404,12 +455,12 @@ def test_check_trace_attaches_traces_by_display_path(at_root) -> None:
     assert press["path"] == ALGORITHM2
     assert press["trace"]["status"] == "ok", press["trace"]
     assert press["trace"]["path"] == ALGORITHM2
-    assert press["trace"]["verdicts"] == {LAYER_INDEX_REUSE: OBSERVED}
+    assert reuse_seen_json(press["trace"]) == (HOLDS, OBSERVED)
 
 
 def test_report_attaches_traces(tmp_path: Path, at_root) -> None:
     out = run_cli("report", ALGORITHM2, "-o", str(tmp_path / "r.md"), *SMALL)
     assert out.exit_code == 0 and out.exception is None, out.stdout + out.stderr
     text = (tmp_path / "r.md").read_text(encoding="utf-8")
-    assert "**Dynamic verdict:** observed." in text
-    assert "not traced" not in text
+    assert "- `layer-index-reuse` (ChunkKV (arXiv 2502.00299)): **holds**. observed:" in text
+    assert "## Conformance matrix" in text and "not traced" not in text

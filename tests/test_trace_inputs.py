@@ -43,8 +43,23 @@ def test_tracer_imports_stay_light() -> None:
 
 def test_plan_has_a_longer_second_prefill_and_a_batch_of_two() -> None:
     plan = run_plan(TraceOptions(tokens=100))
-    assert [(s.tokens, s.batch) for s in plan] == [(100, 1), (150, 1), (100, 2)]
+    assert [(s.tokens, s.batch) for s in plan] == [(100, 1), (800, 1), (100, 2)]  # 512 and 4096 by default
     assert len({s.seed for s in plan}) == 3  # three different prompts
+    assert [s.tokens for s in run_plan(TraceOptions(tokens=100, long_tokens=150))] == [100, 150, 100]
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (TraceOptions(tokens=100, long_tokens=100), "--long-tokens (100) must exceed --tokens (100)"),
+        (TraceOptions(ratios=(0.5, 1.0)), "--ratios must be compression ratios in [0, 1)"),
+        (TraceOptions(ratios=()), "--ratios must be compression ratios in [0, 1)"),
+        (TraceOptions(decode_steps=-1), "--decode-steps must be 0 or more"),
+    ],
+    ids=["long-not-longer", "ratio-1", "no-ratio", "negative-steps"],
+)
+def test_bad_grid_options_are_one_line(options: TraceOptions, expected: str) -> None:
+    assert options.validate().startswith(expected)
 
 
 def test_module_name_resolves_without_import() -> None:
@@ -91,9 +106,10 @@ def test_bad_input_is_reported_without_starting_a_worker(tmp_path: Path) -> None
         ["trace", "tests/presses/dynamic/does_not_exist.py"],
         ["trace", "tests/presses/dynamic/algorithm2_press.py::Nope"],
         ["trace", "tests/presses/dynamic/algorithm2_press.py", "--press", "Algorithm2ChunkPress("],
-        ["trace", "tests/presses/dynamic", "--format", "json"],
+        ["trace", "tests/data", "--format", "json"],
+        ["trace", "tests/presses/dynamic/algorithm2_press.py", "--ratios", "0.5,x"],
     ],
-    ids=["missing", "unknown-class", "press-syntax", "directory-json"],
+    ids=["missing", "unknown-class", "press-syntax", "directory-without-python-json", "bad-ratios"],
 )
 def test_cli_bad_input_exits_2_with_one_line(args: list[str]) -> None:
     out = kvaudit(*args)

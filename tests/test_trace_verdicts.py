@@ -1,4 +1,4 @@
-"""The tracer's verdict and defect logic on hand-made observations (pure Python, no torch, fast)."""
+"""The tracer's facts, defects and the layer-index-reuse check on hand-made observations (pure Python, fast)."""
 
 from __future__ import annotations
 
@@ -6,20 +6,24 @@ import sys
 from pathlib import Path
 
 from kvaudit.model import (  # noqa: E402
+    HOLDS,
     IMPLEMENTED,
     LAYER_INDEX_REUSE,
     MISSING,
     NOT_OBSERVED,
     OBSERVED,
     PARTIAL,
+    VIOLATED,
     AuditResult,
+    ClaimCheck,
     Defect,
     PressReport,
     PressTrace,
     TraceRun,
 )
+from kvaudit.rules.claim_layer_index_reuse import STATIC_TO_OBSERVED, reuse_observation  # noqa: E402
 from kvaudit.tracer import verdicts  # noqa: E402
-from kvaudit.tracer.compare import STATIC_TO_DYNAMIC, disagreements, verdict_pairs  # noqa: E402
+from kvaudit.tracer.compare import disagreements, verdict_pairs  # noqa: E402
 from kvaudit.tracer.observations import LayerObservation, RunObservation  # noqa: E402
 from kvaudit.tracer.serialize import trace_from_dict, trace_to_dict  # noqa: E402
 
@@ -62,7 +66,7 @@ def test_reused_from_points_at_the_earliest_identical_compressed_layer() -> None
 
 def test_algorithm_2_pattern_is_observed() -> None:
     runs = [run([layer(A), layer(A, 0), layer(B), layer(B, 0)]), run([layer(C), layer(C, 0), layer(D), layer(D, 0)])]
-    verdict, reason = verdicts.reuse_verdict(runs)
+    verdict, reason = reuse_observation(runs)
     assert verdict == OBSERVED
     assert "layers 1, 3" in reason and "0, 2" in reason
 
@@ -70,14 +74,14 @@ def test_algorithm_2_pattern_is_observed() -> None:
 def test_skipping_score_on_uncompressed_layers_is_not_reuse() -> None:
     # The "leaves its first layers uncompressed" press: layers 0-1 skip score() and keep everything.
     runs = [run([layer(ALL, 0), layer(ALL, 0), layer(A), layer(B)]), run([layer(ALL, 0), layer(ALL, 0), layer(C), layer(D)])]
-    verdict, reason = verdicts.reuse_verdict(runs)
+    verdict, reason = reuse_observation(runs)
     assert verdict == NOT_OBSERVED
     assert "uncompressed" in reason
 
 
 def test_sharing_with_score_on_every_layer_is_partial() -> None:
     runs = [run([layer(A), layer(A), layer(B), layer(B)]), run([layer(C), layer(C), layer(D), layer(D)])]
-    verdict, reason = verdicts.reuse_verdict(runs)
+    verdict, reason = reuse_observation(runs)
     assert verdict == PARTIAL
     assert "although score() also runs" in reason
 
@@ -85,12 +89,12 @@ def test_sharing_with_score_on_every_layer_is_partial() -> None:
 def test_one_coincidence_is_not_sharing() -> None:
     # Layers 0 and 1 match in the first prefill only: random weights, not a mechanism.
     runs = [run([layer(A), layer(A), layer(B)]), run([layer(C), layer(D), layer(B)])]
-    assert verdicts.reuse_verdict(runs)[0] == NOT_OBSERVED
+    assert reuse_observation(runs)[0] == NOT_OBSERVED
 
 
 def test_skipping_score_without_sharing_is_partial() -> None:
     runs = [run([layer(A), layer(B, 0), layer(C), layer(D, 0)])]
-    verdict, reason = verdicts.reuse_verdict(runs)
+    verdict, reason = reuse_observation(runs)
     assert verdict == PARTIAL
     assert "no sharing" in reason
 
@@ -99,14 +103,14 @@ def test_position_only_selection_is_not_sharing() -> None:
     # StreamingLLM-like: every layer keeps the same positions, for every prompt.
     same = [layer(A) for _ in range(3)]
     runs = [run(same), run([layer(A, rows=2) for _ in range(3)], batch=2, seed=2)]
-    verdict, reason = verdicts.reuse_verdict(runs)
+    verdict, reason = reuse_observation(runs)
     assert verdict == NOT_OBSERVED
     assert "whatever the prompt" in reason
 
 
 def test_no_completed_prefill_is_not_observed() -> None:
     failed = RunObservation(tokens=LENGTH, batch=1, seed=0, error="RuntimeError: boom")
-    assert verdicts.reuse_verdict([failed])[0] == NOT_OBSERVED
+    assert reuse_observation([failed])[0] == NOT_OBSERVED
 
 
 def test_batch_row_0_when_rows_match_but_selection_reads_the_prompt() -> None:
@@ -160,12 +164,13 @@ def test_jaccard_adjacent_and_matrix() -> None:
 def _report(static: str | None, dynamic: str | None) -> PressReport:
     report = PressReport(name="P", path="p.py", line=1, verdicts={LAYER_INDEX_REUSE: static} if static else {})
     if dynamic is not None:
-        report.trace = PressTrace("P", "p.py", "ok", verdicts={LAYER_INDEX_REUSE: dynamic})
+        check = ClaimCheck(LAYER_INDEX_REUSE, "ChunkKV", HOLDS if dynamic == OBSERVED else VIOLATED, f"{dynamic}: why")
+        report.trace = PressTrace("P", "p.py", "ok", claims=[check])
     return report
 
 
 def test_static_dynamic_mapping_and_disagreements() -> None:
-    assert STATIC_TO_DYNAMIC == {IMPLEMENTED: OBSERVED, PARTIAL: PARTIAL, MISSING: NOT_OBSERVED}
+    assert STATIC_TO_OBSERVED == {IMPLEMENTED: OBSERVED, PARTIAL: PARTIAL, MISSING: NOT_OBSERVED}
     result = AuditResult(
         presses=[
             _report(IMPLEMENTED, OBSERVED),
@@ -186,11 +191,13 @@ def test_serialize_round_trip_keeps_contract_and_reference() -> None:
     trace = PressTrace(
         "P", "p.py", "ok",
         runs=[TraceRun(tokens=8, batch=1, score_calls=[1, 0], kept=[4, 4], reused_from=[None, 0], prefill_time_s=0.1)],
-        verdicts={LAYER_INDEX_REUSE: OBSERVED},
+        claims=[ClaimCheck(LAYER_INDEX_REUSE, "ChunkKV", HOLDS, f"{OBSERVED}: why", 4, 4, {"ratio": 0.5},
+                           runs={HOLDS: 1}, figures=[{"kind": "bar", "x": [0, 1], "series": {"measured": [1, 0]}}])],
         defects=[Defect("crash", "x")],
         reference=PressTrace("R", "r.py", "ok"),
     )
     data = trace_to_dict(trace)
-    assert set(data) >= {"name", "path", "status", "message", "runs", "verdicts", "defects", "reference"}
+    assert set(data) >= {"name", "path", "status", "message", "runs", "claims", "defects", "reference"}
+    assert set(data["claims"][0]) >= {"id", "paper", "verdict", "expected", "measured", "where", "accepted"}
     assert "prefill_s" in data["runs"][0]["timings"] and "prefill_time_s" not in data["runs"][0]
     assert trace_from_dict(data) == trace

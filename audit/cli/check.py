@@ -22,13 +22,16 @@ from .trace_options import (
     DEFAULTS,
     Arch,
     CompareReference,
+    DecodeSteps,
     Debug,
     Device,
     Dtype,
     Layers,
     MemoryLimit,
+    LongTokens,
     ModelPath,
     PressExpr,
+    Ratios,
     Timeout,
     Tokens,
     internal_errors,
@@ -251,6 +254,9 @@ def check(
     arch: Arch = DEFAULTS["arch"],
     layers: Layers = DEFAULTS["layers"],
     tokens: Tokens = DEFAULTS["tokens"],
+    long_tokens: LongTokens = None,
+    ratios: Ratios = DEFAULTS["ratios"],
+    decode_steps: DecodeSteps = DEFAULTS["decode_steps"],
     model: ModelPath = None,
     device: Device = DEFAULTS["device"],
     dtype: Dtype = DEFAULTS["dtype"],
@@ -280,7 +286,8 @@ def check(
         require_trace_extra()  # before any work: no torch means no trace, said once, exit 2
         tracing = trace_options(arch=arch, layers=layers, tokens=tokens, model=model, device=device, dtype=dtype,
                                 timeout=timeout, press=press, compare_reference=compare_reference,
-                                memory_limit=memory_limit)
+                                memory_limit=memory_limit, long_tokens=long_tokens, ratios=ratios,
+                                decode_steps=decode_steps)
     chosen = list(targets) if targets else [DEFAULT_TARGET]
     from ..cache import default_cache_dir
     from ..progress import terminal_progress
@@ -297,6 +304,11 @@ def check(
 
         with internal_errors(", ".join(chosen), debug):
             print_tracebacks(attach_traces(result, tracing), debug)
+        from ..acceptance import add_trace_findings
+        from ..engine import rule_active
+
+        # Violated claims gate like findings (KVA301, --fail-on applies); accepted ones do not.
+        add_trace_findings(result, settings.acceptances, lambda rule, path: rule_active(rule, path, options))
     if baseline is not None:
         written = _baseline(result, baseline, write_baseline, quiet)
         if written is not None:

@@ -19,13 +19,16 @@ from .trace_options import (
     DEFAULTS,
     Arch,
     CompareReference,
+    DecodeSteps,
     Debug,
     Device,
     Dtype,
     Layers,
     MemoryLimit,
+    LongTokens,
     ModelPath,
     PressExpr,
+    Ratios,
     Timeout,
     Tokens,
     internal_errors,
@@ -58,8 +61,7 @@ def header_lines(options: TraceOptions | None, timestamp: bool) -> list[str]:
     if options is not None:
         model = options.model_path or (f"embedded tiny {options.arch}, {options.layers} layers, random weights, "
                                        f"seed {options.seed}, built locally (HF_HUB_OFFLINE=1)")
-        prefills = ", ".join(spec.label for spec in run_plan(options))
-        lines.append(f"trace: {model}; prefills (tokens×rows) {prefills}; {options.device}, {options.dtype}")
+        lines.append(f"trace: {model}; {options.plan_label()}; {options.device}, {options.dtype}")
     else:
         lines.append("trace: not run (--no-trace): static audit only")
     if timestamp:
@@ -71,13 +73,23 @@ def write_report(result: AuditResult, output: Path, targets: list[str], options:
                  timestamp: bool) -> None:
     """Render the report (and its figures) next to ``output``."""
     from ..reporters.figures import write_figures
-    from ..reporters.markdown import ReportContext, key_statements, render_markdown
+    from ..reporters.markdown import (
+        ReportContext,
+        claim_summary,
+        reference_statements,
+        render_markdown,
+        static_statements,
+    )
 
     output.parent.mkdir(parents=True, exist_ok=True)
     figures, note = write_figures(result, output.parent, output.stem)
+    summary = claim_summary(result) + static_statements(result)
+    references = reference_statements(result)
+    if references:
+        summary += ["", "Time in `score()` beside the reference press (first prefill, tiny model, CPU):", "", *references]
     context = ReportContext(
         targets=targets, report_dir=output.parent, figures=figures, figures_note=note,
-        header_lines=header_lines(options, timestamp), summary_lines=key_statements(result),
+        header_lines=header_lines(options, timestamp), summary_lines=summary,
     )
     output.write_text(render_markdown(result, context), encoding="utf-8")
 
@@ -97,6 +109,9 @@ def report(
     arch: Arch = DEFAULTS["arch"],
     layers: Layers = DEFAULTS["layers"],
     tokens: Tokens = DEFAULTS["tokens"],
+    long_tokens: LongTokens = None,
+    ratios: Ratios = DEFAULTS["ratios"],
+    decode_steps: DecodeSteps = DEFAULTS["decode_steps"],
     model: ModelPath = None,
     device: Device = DEFAULTS["device"],
     dtype: Dtype = DEFAULTS["dtype"],
@@ -104,11 +119,11 @@ def report(
     memory_limit: MemoryLimit = None,
     debug: Debug = False,
 ) -> None:
-    """Write a Markdown report: summary, static evidence, per-layer traces, reference comparison, figures."""
+    """Write a Markdown report: conformance matrix, violations with figures, static evidence, per-layer traces."""
     from ..engine import run_check
     from ..exitcodes import OK
 
-    options, _ = static_options(claim, None, None, config, no_config)
+    options, settings = static_options(claim, None, None, config, no_config)
     options.debug = debug
     chosen = list(targets) if targets else [DEFAULT_TARGET]
     trace_settings = None
@@ -117,7 +132,8 @@ def report(
         require_trace_extra("; or pass --no-trace for a static report")
         trace_settings = trace_options(arch=arch, layers=layers, tokens=tokens, model=model, device=device,
                                        dtype=dtype, timeout=timeout, press=press, compare_reference=compare_reference,
-                                       memory_limit=memory_limit)
+                                       memory_limit=memory_limit, long_tokens=long_tokens, ratios=ratios,
+                                       decode_steps=decode_steps)
     with internal_errors(", ".join(chosen), debug):
         result = run_check(chosen, options)
     if trace_settings is not None:
@@ -125,6 +141,10 @@ def report(
 
         with internal_errors(", ".join(chosen), debug):
             print_tracebacks(attach_traces(result, trace_settings), debug)
+        from ..acceptance import add_trace_findings
+        from ..engine import rule_active
+
+        add_trace_findings(result, settings.acceptances, lambda rule, path: rule_active(rule, path, options))
     try:
         write_report(result, output, chosen, trace_settings, timestamp)
     except OSError as err:

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from ..defaults import DEFAULT_MEMORY_SHARE, DEFAULT_TIMEOUT_S, DEFAULT_TOKENS
+from ..defaults import (
+    DEFAULT_DECODE_STEPS,
+    DEFAULT_MEMORY_SHARE,
+    DEFAULT_RATIOS,
+    DEFAULT_TIMEOUT_S,
+    DEFAULT_TOKENS,
+    LONG_FACTOR,
+)
 
 if TYPE_CHECKING:
     from ..tracer.options import TraceOptions
@@ -32,8 +39,17 @@ Arch = Annotated[str, typer.Option("--arch", help="Tracing: embedded tiny model:
                                    rich_help_panel=PANEL)]
 Layers = Annotated[int, typer.Option("--layers", help="Tracing: layers of the embedded tiny model.",
                                      rich_help_panel=PANEL)]
-Tokens = Annotated[int, typer.Option("--tokens", help="Tracing: first prefill length (the second is 1.5× longer).",
+Tokens = Annotated[int, typer.Option("--tokens", help="Tracing: first prefill length (and the batch-2 prefill's).",
                                      rich_help_panel=PANEL)]
+LongTokens = Annotated[Optional[int], typer.Option(
+    "--long-tokens", help=f"Tracing: second prefill length, longer than --tokens. Default: {LONG_FACTOR} × --tokens (4096).",
+    rich_help_panel=PANEL)]
+Ratios = Annotated[str, typer.Option(
+    "--ratios", help="Tracing: compression ratios of the grid, comma-separated; each gets a fresh press and all prefills.",
+    rich_help_panel=PANEL)]
+DecodeSteps = Annotated[int, typer.Option(
+    "--decode-steps", help="Tracing: greedy decoding steps after each prefill, inside `with press(model)` (0: none).",
+    rich_help_panel=PANEL)]
 ModelPath = Annotated[Optional[str], typer.Option(
     "--model", help="Tracing: local Hugging Face model folder (never downloads).", rich_help_panel=PANEL)]
 Device = Annotated[str, typer.Option("--device", help="Tracing: torch device.", rich_help_panel=PANEL)]
@@ -54,7 +70,16 @@ MemoryLimit = Annotated[Optional[str], typer.Option(
 Debug = Annotated[bool, typer.Option("--debug", help="Print the traceback of an internal error.")]
 
 DEFAULTS = {"arch": "llama", "layers": 8, "tokens": DEFAULT_TOKENS, "device": "cpu", "dtype": "float32",
-            "timeout": DEFAULT_TIMEOUT_S}
+            "timeout": DEFAULT_TIMEOUT_S, "ratios": ",".join(f"{r:g}" for r in DEFAULT_RATIOS),
+            "decode_steps": DEFAULT_DECODE_STEPS}
+
+
+def parse_ratios(text: str) -> tuple[float, ...]:
+    """``"0.5,0.8"`` → ``(0.5, 0.8)``; a bad value gives ``()``, which the options reject in one line."""
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        return ()
 
 
 def fail(message: str) -> typer.Exit:
@@ -65,7 +90,8 @@ def fail(message: str) -> typer.Exit:
 
 def trace_options(
     *, arch: str, layers: int, tokens: int, model: str | None, device: str, dtype: str, timeout: float,
-    press: str | None, compare_reference: bool, memory_limit: str | None = None,
+    press: str | None, compare_reference: bool, memory_limit: str | None = None, long_tokens: int | None = None,
+    ratios: str = DEFAULTS["ratios"], decode_steps: int = DEFAULT_DECODE_STEPS,
 ) -> TraceOptions:
     """The options of one trace; exit 2 with one line on a bad ``--memory-limit``."""
     from ..tracer.options import TraceOptions, default_memory_limit, parse_memory_limit
@@ -75,7 +101,8 @@ def trace_options(
     except ValueError as error:
         raise fail(f"--memory-limit {memory_limit[:40]!r}: {error}") from None
     return TraceOptions(arch=arch, layers=layers, tokens=tokens, model_path=model, device=device, dtype=dtype,
-                        timeout=timeout, press_expr=press, compare_reference=compare_reference, memory_limit=limit)
+                        timeout=timeout, press_expr=press, compare_reference=compare_reference, memory_limit=limit,
+                        long_tokens=long_tokens, ratios=parse_ratios(ratios), decode_steps=decode_steps)
 
 
 def require_trace_extra(alternative: str = "") -> None:

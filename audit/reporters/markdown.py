@@ -18,9 +18,27 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..model import CITATION, LAYER_INDEX_REUSE, AuditResult, Finding, PressReport, PressTrace, TraceRun
+from ..mechanism import all_mechanisms, mechanism_by_id
+from ..model import (
+    HOLDS,
+    IMPLEMENTED,
+    MISSING,
+    NOT_APPLICABLE,
+    NOT_RUN,
+    PARTIAL,
+    VIOLATED,
+    CITATION,
+    AuditResult,
+    ClaimCheck,
+    Finding,
+    PressReport,
+    PressTrace,
+    TraceRun,
+)
 from ..rule import rule_by_id
 from ..tracer.compare import verdict_pair
+from ..tracer.errors import REASONS, classify
+from .figures import figure_key
 
 STATIC_BEGIN = "<!-- kvaudit:static {name} -->"
 STATIC_END = "<!-- kvaudit:end -->"
@@ -35,7 +53,7 @@ class ReportContext:
     title: str = "kvaudit report"
     targets: list[str] = field(default_factory=list)
     report_dir: Path = Path(".")
-    figures: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # press name -> (caption, file)
+    figures: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # figure_key(press, claim) -> (caption, file)
     figures_note: str | None = None  # why figures are missing, when they are
     header_lines: list[str] = field(default_factory=list)  # versions, model, optional timestamp
     summary_lines: list[str] = field(default_factory=list)  # plain statements added by the caller
@@ -78,14 +96,6 @@ def _what_to_do(rule_id: str) -> str:
     return " ".join(match.group(1).split()) if match else ""
 
 
-def _dynamic(press: PressReport) -> str:
-    if press.trace is None:
-        return "not traced"
-    if press.trace.status != "ok":
-        return f"error: {press.trace.message}"
-    return press.trace.verdicts.get(LAYER_INDEX_REUSE, "—")
-
-
 def _reference_cell(press: PressReport) -> str:
     trace = press.trace
     if trace is None or trace.reference is None or not trace.runs or not trace.reference.runs:
@@ -94,41 +104,191 @@ def _reference_cell(press: PressReport) -> str:
     return f"score() {sum(own.score_calls)} vs {sum(ref.score_calls)} calls"
 
 
-# Messages of presses that stopped because kvaudit runs offline (HF_HUB_OFFLINE=1).
-_DOWNLOAD_SIGNS = re.compile(r"Hub|huggingface|Repo id|Checkpoint not in|not released|local cache", re.I)
-
-
 def untraced_lines(result: AuditResult) -> list[str]:
-    """Presses that could not be traced, grouped by why: a download, a required argument, an error."""
+    """Presses that could not be traced, grouped by why (:mod:`kvaudit.tracer.errors` decides)."""
     groups: dict[str, list[str]] = {}
     for press in result.presses:
         trace = press.trace
-        if trace is None or trace.status == "ok":
+        if trace is None or trace.status == "ok" or trace.runs:
             continue
         message = trace.message or "unknown error"
-        if _DOWNLOAD_SIGNS.search(message):
-            group = "needs a download from the Hugging Face Hub (kvaudit runs offline, HF_HUB_OFFLINE=1)"
-        elif "needs a value for" in message or "abstract press" in message:
-            group = "cannot be built with defaults (a wrapper or an abstract base; pass --press)"
-        else:
-            group = "raised on the tiny model"
-        groups.setdefault(group, []).append(f"  - {press.name}: {_cell(message)}")
+        reason = REASONS[classify(message)]
+        shown = message.split(": ", 1)[1] if message.startswith(reason + ": ") else message
+        groups.setdefault(reason, []).append(f"  - {press.name}: {_cell(shown)}")
     lines = []
     for group in sorted(groups):
         lines += [f"- {group}:", *groups[group]]
     return lines
 
 
+# ---------------------------------------------------------------------------------------------
+# The conformance matrix, and one section per violation
+# ---------------------------------------------------------------------------------------------
+
+MARKS = {HOLDS: "✓", VIOLATED: "✗", NOT_APPLICABLE: "–", NOT_RUN: "not-run"}
+
+
+def _mark(check: ClaimCheck) -> str:
+    mark = MARKS.get(check.verdict, check.verdict)
+    return f"{mark} (accepted)" if check.accepted is not None else mark
+
+
+def _claimed_mechanisms(result: AuditResult) -> list[str]:
+    claimed = {c.id for p in result.presses if p.trace is not None for c in p.trace.claims}
+    return [m.id for m in all_mechanisms() if m.id in claimed]
+
+
+def _papers(trace: PressTrace) -> str:
+    papers = sorted({c.paper for c in trace.claims if not c.paper.startswith("the kvpress ")})
+    return ", ".join(papers) or "—"
+
+
+def conformance_matrix(result: AuditResult) -> list[str]:
+    """Presses × claims: ✓ holds, ✗ violated, – not applicable, not-run; blank: not claimed."""
+    columns = _claimed_mechanisms(result)
+    traced = [p for p in result.presses if p.trace is not None]
+    if not columns or not traced:
+        return []
+    rows = ["| press | paper | " + " | ".join(f"`{c}`" for c in columns) + " |",
+            "| --- | --- | " + " | ".join("---" for _ in columns) + " |"]
+    for press in traced:
+        checks = {c.id: c for c in press.trace.claims}
+        cells = [_mark(checks[c]) if c in checks else "" for c in columns]
+        rows.append(f"| {press.name} | {_cell(_papers(press.trace))} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def matrix_legend(result: AuditResult) -> list[str]:
+    counts: dict[str, int] = {}
+    for press in result.presses:
+        for check in press.trace.claims if press.trace is not None else []:
+            key = "accepted" if check.accepted is not None else check.verdict
+            counts[key] = counts.get(key, 0) + 1
+    told = ", ".join(f"{counts[k]} {k}" for k in (HOLDS, VIOLATED, "accepted", NOT_APPLICABLE, NOT_RUN) if counts.get(k))
+    return [f"✓ holds · ✗ violated · – not applicable (the grid does not exercise it) · not-run (with the reason "
+            f"below) · blank: not claimed. Claims checked: {told or 'none'}."]
+
+
+def _value(value: object) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, list):
+        shown = ", ".join("—" if v is None else str(v) for v in value[:12])
+        return f"[{shown}{', …' if len(value) > 12 else ''}]"
+    return str(value)
+
+
+def _where(where: dict[str, object]) -> str:
+    order = ("ratio", "length", "batch", "row", "layer", "head", "step")
+    return ", ".join(f"{key} {where[key]}" for key in order if key in where) or "—"
+
+
+def violations(result: AuditResult) -> list[tuple[PressReport, ClaimCheck]]:
+    return [(press, check) for press in result.presses if press.trace is not None
+            for check in press.trace.claims if check.verdict == VIOLATED]
+
+
+def violation_sections(result: AuditResult, ctx: ReportContext) -> list[str]:
+    """One section per violated claim: the numbers, where, the runs, the acceptance, the figures."""
+    found = violations(result)
+    if not found:
+        return []
+    out = ["## Violations", "",
+           "Each claim below departs from its paper's rule on the tiny model. Numbers are those of the run "
+           "that departs most; `runs` counts the grid's runs by verdict.", ""]
+    for press, check in found:
+        title = f"### {press.name}: `{check.id}` ({check.paper})"
+        out += [title + (" — accepted" if check.accepted is not None else ""), ""]
+        mechanism = mechanism_by_id(check.id)
+        if mechanism is not None:
+            out += [f"*The rule:* {mechanism.title}.", ""]
+        out += [_cell(check.message), ""]
+        out += ["| expected | measured | where | runs |", "| --- | --- | --- | --- |",
+                f"| {_cell(_value(check.expected))} | {_cell(_value(check.measured))} | {_where(check.where)} | "
+                f"{', '.join(f'{v} {k}' for k, v in check.runs.items()) or '—'} |", ""]
+        if check.accepted is not None:
+            out += [f"*Accepted:* {check.accepted}", ""]
+        for caption, filename in ctx.figures.get(figure_key(press.name, check.id), []):
+            out += [f"![{caption}]({filename})", ""]
+    return out
+
+
+def claim_summary(result: AuditResult) -> list[str]:
+    """Which papers' claims the presses do not meet, with numbers; then the accepted deviations."""
+    by_paper: dict[str, list[tuple[PressReport, ClaimCheck]]] = {}
+    accepted: list[tuple[PressReport, ClaimCheck]] = []
+    for press, check in violations(result):
+        (accepted if check.accepted is not None else by_paper.setdefault(check.paper, [])).append((press, check))
+    lines = []
+    if by_paper:
+        lines += ["**Claims not met** (violated on the tiny model, not accepted):", ""]
+        for paper in sorted(by_paper):
+            items = "; ".join(f"{press.name} `{check.id}`: {_short(check.message)}" for press, check in by_paper[paper])
+            lines.append(f"- **{paper}**: {items}.")
+        lines.append("")
+    if accepted:
+        lines += ["**Accepted deviations** (violated, documented by the press and accepted in the configuration):", ""]
+        for press, check in accepted:
+            lines.append(f"- {press.name} `{check.id}` ({check.paper}): {_short(check.message)}. *Why:* {check.accepted}")
+        lines.append("")
+    return lines
+
+
+def _short(message: str) -> str:
+    """The first clause of a check's message (its numbers), for one-line summaries."""
+    return message.split("; ", 1)[0].rstrip(".")
+
+
+def static_statements(result: AuditResult) -> list[str]:
+    """Plain sentences for each statically judged claim (the mechanisms with static evidence)."""
+    verbs = {IMPLEMENTED: "implements", PARTIAL: "only partly implements", MISSING: "has no"}
+    lines = []
+    for press in result.presses:
+        for claim_id, verdict in sorted(press.verdicts.items()):
+            mechanism = mechanism_by_id(claim_id)
+            claim = next((c for c in press.claims if c.id == claim_id), None)
+            if mechanism is None or claim is None:
+                continue
+            sentence = (f"**{press.name} {verbs.get(verdict, verdict)} {mechanism.name}** (claimed by {claim.origin.summary}): "
+                        f"static verdict `{verdict}`")
+            check = press.trace.claim(claim_id) if press.trace is not None else None
+            if check is not None:
+                sentence += f"; traced: `{check.verdict}`, {_short(check.message)}"
+            lines.append(f"- {sentence}.")
+    return lines
+
+
+def reference_statements(result: AuditResult) -> list[str]:
+    """Time in ``score()`` beside the reference press's (medians of repeated runs), for presses traced with it."""
+    lines = []
+    for press in result.presses:
+        trace = press.trace
+        if trace is None or trace.reference is None or not trace.runs or not trace.reference.runs:
+            continue
+        run, reference = trace.runs[0], trace.reference.runs[0]
+        scored, whole = score_time(run), prefill_time(run)
+        if whole.value <= 0 or not any(run.score_calls):
+            continue  # a press that scores nothing at prefill (a decoding press) has nothing to compare
+        lines.append(
+            f"- {press.name}: `score()` ran on {sum(1 for c in run.score_calls if c)} of {len(run.score_calls)} layers "
+            f"and took {_ms(scored.value)} of a {_ms(whole.value)} prefill ({_share(scored.value, whole.value)})"
+            + (f" (medians of {whole.runs} runs)" if whole.spread is not None else "")
+            + f"; the reference press with reuse scored on {sum(1 for c in reference.score_calls if c)} layers and "
+            f"spent {_ms(score_time(reference).value)}: {compare_times(scored, score_time(reference), whole.value)}."
+        )
+    return lines
+
+
 def summary_table(result: AuditResult) -> list[str]:
-    rows = ["| press | claim | static verdict | dynamic verdict | reference comparison | findings |",
-            "| --- | --- | --- | --- | --- | --- |"]
+    """The static audit at a glance: claims, static verdicts (and disagreements with the trace), findings."""
+    rows = ["| press | claims (paper) | static verdict | reference comparison | findings |",
+            "| --- | --- | --- | --- | --- |"]
     for press in result.presses:
         claims = ", ".join(c.id for c in press.claims) or "—"
-        static = ", ".join(press.verdicts.values()) or "—"
-        pair = verdict_pair(press)
-        dynamic = _dynamic(press) + ("" if pair.agrees else " **(disagrees)**")
+        static = ", ".join(f"{claim}: {verdict}" + ("" if verdict_pair(press, claim).agrees else " **(the trace disagrees)**")
+                           for claim, verdict in sorted(press.verdicts.items())) or "—"
         findings = ", ".join(sorted({f.rule for f in press.findings})) or "none"
-        rows.append(f"| {press.name} | {claims} | {static} | {_cell(dynamic)} | {_reference_cell(press)} | {findings} |")
+        rows.append(f"| {press.name} | {claims} | {_cell(static)} | {_reference_cell(press)} | {findings} |")
     return rows
 
 
@@ -247,24 +407,33 @@ def _dynamic_section(press: PressReport, ctx: ReportContext) -> list[str]:
     trace: PressTrace | None = press.trace
     if trace is None:
         return ["**Trace.** Not traced.", ""]
+    out: list[str] = []
+    if trace.settings:
+        out += [f"*Traced as configured in `rules/presses.toml`:* {trace.settings}", ""]
     if trace.status != "ok":
-        return [f"**Trace.** The press could not be traced: {trace.message}", ""]
-    out = []
+        out += [f"**Trace.** {'Stopped' if trace.runs else 'The press could not be traced'}: {_cell(trace.message or '')}", ""]
     if trace.config:
         out += [f"**Built as:** `{trace.config}`" + (f"; the reference as `{trace.reference.config}`"
                                                      if trace.reference is not None and trace.reference.config else "")
                 + ".", ""]
-    out.append(f"**Dynamic verdict:** {trace.verdicts.get(LAYER_INDEX_REUSE, '—')}.")
-    pair = verdict_pair(press)
-    if pair.comparable:
-        out.append(f"Static and dynamic verdicts: {pair.explanation}.")
+    if trace.claims:
+        out.append("**Claims checked.**")
+        for check in trace.claims:
+            accepted = f" (accepted: {check.accepted})" if check.accepted is not None else ""
+            out.append(f"- `{check.id}` ({check.paper}): **{check.verdict}**{accepted}. {_cell(check.message)}")
+        out.append("")
+    for pair in (verdict_pair(press, claim) for claim in sorted(press.verdicts)):
+        if pair.comparable:
+            out += [f"Static and dynamic verdicts of `{pair.claim}`: {pair.explanation}.", ""]
     for defect in trace.defects:
-        out.append(f"- defect **{defect.id}**: {defect.message}")
-    out.append("")
+        out.append(f"- defect **{defect.id}**: {_cell(defect.message)}")
+    if trace.defects:
+        out.append("")
     if trace.runs:
         run = trace.runs[0]
         reference = trace.reference.runs[0] if trace.reference and trace.reference.runs else None
-        out.append(f"**Trace per layer** (first prefill: {run.tokens} tokens, batch {run.batch}"
+        ratio = f", ratio {run.ratio:g}" if run.ratio is not None else ""
+        out.append(f"**Trace per layer** (first prefill: {run.tokens} tokens, batch {run.batch}{ratio}"
                    + (", beside the reference reuse press" if reference else "") + ").")
         out.append("")
         out.extend(_trace_table(run, reference))
@@ -283,45 +452,11 @@ def _dynamic_section(press: PressReport, ctx: ReportContext) -> list[str]:
                        f"{compare_times(score_time(run), score_time(reference), prefill_time(run).value)}; "
                        f"prefill time: {compare_times(prefill_time(run), prefill_time(reference), prefill_time(run).value)}.")
             out.append("")
-    for caption, filename in ctx.figures.get(press.name, []):
-        out += [f"![{caption}]({filename})", ""]
     return out
 
 
 def _share(part: float, whole: float) -> str:
     return f"{100 * part / whole:.0f}%" if whole > 0 else "n/a"
-
-
-def key_statements(result: AuditResult) -> list[str]:
-    """Plain sentences, with figures, for each press that claims layer-wise index reuse."""
-    lines = []
-    for press in result.presses:
-        verdict = press.verdicts.get(LAYER_INDEX_REUSE)
-        if verdict is None:
-            continue
-        claim = next(c for c in press.claims if c.id == LAYER_INDEX_REUSE)
-        has = {"implemented": "implements", "partial": "only partly implements", "missing": "has no"}[verdict]
-        sentence = (f"**{press.name} {has} layer-wise index reuse** (claimed by {claim.origin.summary}): "
-                    f"static verdict `{verdict}`")
-        trace = press.trace
-        if trace is not None and trace.status == "ok" and trace.runs:
-            run = trace.runs[0]
-            scored = sum(1 for calls in run.score_calls if calls)
-            sentence += (f"; traced, `score()` ran on {scored} of {len(run.score_calls)} layers "
-                         f"(dynamic verdict `{trace.verdicts.get(LAYER_INDEX_REUSE, '—')}`)")
-            reference = trace.reference.runs[0] if trace.reference and trace.reference.runs else None
-            scored_time, whole = score_time(run), prefill_time(run)
-            if whole.value > 0:
-                sentence += (f". `score()` took {_ms(scored_time.value)} of a {_ms(whole.value)} prefill "
-                             f"({_share(scored_time.value, whole.value)}) on the tiny model"
-                             + (f" (medians of {whole.runs} runs)" if whole.spread is not None else ""))
-            if reference is not None:
-                ref_scored = sum(1 for calls in reference.score_calls if calls)
-                sentence += (f"; the reference press with reuse scored on {ref_scored} layers and spent "
-                             f"{_ms(score_time(reference).value)} in `score()`: "
-                             f"{compare_times(scored_time, score_time(reference), whole.value)}")
-        lines.append(f"- {sentence}.")
-    return lines
 
 
 def render_markdown(result: AuditResult, ctx: ReportContext) -> str:
@@ -333,7 +468,9 @@ def render_markdown(result: AuditResult, ctx: ReportContext) -> str:
     out.append("")
     out += ["## Summary", ""]
     out += ctx.summary_lines + ([""] if ctx.summary_lines else [])
-    out += summary_table(result) + [""]
+    matrix = conformance_matrix(result)
+    if matrix:
+        out += ["## Conformance matrix", "", *matrix, "", *matrix_legend(result), ""]
     untraced = untraced_lines(result)
     if untraced:
         out += ["Presses that were not traced:", "", *untraced, ""]
@@ -343,6 +480,8 @@ def render_markdown(result: AuditResult, ctx: ReportContext) -> str:
         out += [f"- {stable_path(f.message or f.path)}" for f in errors] + [""]
     if ctx.figures_note:
         out += [f"*Figures:* {ctx.figures_note}", ""]
+    out += violation_sections(result, ctx)
+    out += ["## Static audit", "", *summary_table(result), ""]
     for press in result.presses:
         out += [f"## {press.name}", ""]
         out += _static_section(press, ctx)

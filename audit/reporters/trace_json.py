@@ -1,9 +1,11 @@
-"""``kvaudit trace --format json``: the ``kvaudit.trace/1`` document.
+"""``kvaudit trace --format json``: the ``kvaudit.trace/2`` document (docs/trace.md, "JSON").
 
-Contract keys (stable): ``schema``, ``model.{arch,layers,source}``, and per press ``name``, ``path``,
-``status``, ``message``, ``runs[].{tokens,batch,score_calls,kept,reused_from}``, ``verdicts``,
-``defects[].{id,message}``. Extra keys may be added; timings only ever appear under
-``runs[].timings``, so everything else is deterministic for a given model and options.
+Contract keys (stable): ``schema``, ``model.{arch,layers,source}``, ``plan``, ``grid``, and per press
+``name``, ``path``, ``status``, ``message``,
+``claims[].{id,paper,verdict,expected,measured,where,accepted}``,
+``runs[].{tokens,batch,ratio,score_calls,kept,reused_from}``, ``defects[].{id,message}``; then
+``errors`` and ``unused_acceptances``. Extra keys may be added; timings only ever appear under
+``timings`` keys, so everything else is deterministic for a given model and options.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from ..tracer.serialize import trace_to_dict
 if TYPE_CHECKING:
     from ..tracer import TraceReport
 
-SCHEMA = "kvaudit.trace/1"
+SCHEMA = "kvaudit.trace/2"
 
 
 def trace_document(report: TraceReport) -> dict[str, Any]:
@@ -31,8 +33,10 @@ def trace_document(report: TraceReport) -> dict[str, Any]:
             "offline": True,  # HF_HUB_OFFLINE=1 in the worker, always
         },
         "plan": list(report.plan),
+        "grid": report.plan_label,
         "presses": [trace_to_dict(trace) for trace in report.traces],
         "errors": list(report.error_lines),
+        "unused_acceptances": list(report.unused_acceptances),
         # Worker start-up (imports of torch/transformers/kvpress, model build): timings, not contract.
         "timings": dict(report.worker_timings),
     }

@@ -11,13 +11,26 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..model import LAYER_INDEX_REUSE, NOT_OBSERVED, OBSERVED, PARTIAL, AuditResult, PressTrace, TraceRun
+from ..model import (
+    HOLDS,
+    NOT_APPLICABLE,
+    NOT_OBSERVED,
+    NOT_RUN,
+    OBSERVED,
+    PARTIAL,
+    VIOLATED,
+    AuditResult,
+    ClaimCheck,
+    PressTrace,
+    TraceRun,
+)
 from ..tracer.compare import verdict_pairs
 
 if TYPE_CHECKING:
     from ..tracer import TraceReport
 
-VERDICT_STYLE = {OBSERVED: "bold green", PARTIAL: "bold yellow", NOT_OBSERVED: "bold red"}
+VERDICT_STYLE = {OBSERVED: "bold green", PARTIAL: "bold yellow", NOT_OBSERVED: "bold red",
+                 HOLDS: "bold green", VIOLATED: "bold red", NOT_APPLICABLE: "dim", NOT_RUN: "yellow"}
 
 
 def _ms(seconds: float) -> str:
@@ -75,8 +88,20 @@ def _timing_line(label: str, run: TraceRun) -> Text:
     )
 
 
+def claim_line(check: ClaimCheck, indent: str = "  ") -> Text:
+    """``observation-window (SnapKV (arXiv 2404.14469)): holds — every compressed layer keeps …``."""
+    line = Text(f"{indent}{check.id} ({check.paper}): ")
+    line.append_text(_verdict_text(check.verdict))
+    if check.accepted is not None:
+        line.append(" (accepted)", style="bold cyan")
+    line.append(f" — {check.message}")
+    if check.accepted is not None:
+        line.append(f" [accepted: {check.accepted}]", style="cyan")
+    return line
+
+
 def press_section(trace: PressTrace, show_path: bool = True) -> RenderableType:
-    """Everything about one traced press: status, verdict and why, defects, layer table, timings."""
+    """Everything about one traced press: status, claims checked, defects, layer table, timings."""
     parts: list[RenderableType] = []
     title = Text(trace.name, style="bold cyan")
     if show_path:
@@ -84,28 +109,24 @@ def press_section(trace: PressTrace, show_path: bool = True) -> RenderableType:
     parts.append(title)
     if trace.config:
         parts.append(Text(f"  built: {trace.config}", style="dim"))
+    if trace.settings:
+        parts.append(Text(f"  settings: {trace.settings}", style="dim"))
     if trace.status != "ok" and trace.message:
         parts.append(Text(f"  error: {trace.message}", style="red"))
-    for claim, verdict in sorted(trace.verdicts.items()):
-        line = Text(f"  {claim}: ")
-        line.append_text(_verdict_text(verdict))
-        reason = trace.reasons.get(claim)
-        if reason:
-            line.append(f" — {reason}")
-        parts.append(line)
+    for check in trace.claims:
+        parts.append(claim_line(check))
     for defect in trace.defects:
         parts.append(Text(f"  defect {defect.id}: {defect.message}", style="bold red"))
     reference = trace.reference
     if reference is not None:
-        line = Text(f"  reference {reference.name}: ")
-        line.append_text(_verdict_text(reference.verdicts.get(LAYER_INDEX_REUSE)))
+        line = Text(f"  reference {reference.name}", style="bold")
         if reference.status != "ok":
-            line.append(f" — {reference.message}", style="red")
-        elif reference.reasons.get(LAYER_INDEX_REUSE):
-            line.append(f" — {reference.reasons[LAYER_INDEX_REUSE]}")
+            line.append(f": {reference.message}", style="red")
         parts.append(line)
+        for check in reference.claims:
+            parts.append(claim_line(check, indent="    "))
         for defect in reference.defects:
-            parts.append(Text(f"  reference defect {defect.id}: {defect.message}", style="red"))
+            parts.append(Text(f"    reference defect {defect.id}: {defect.message}", style="red"))
     if trace.runs:
         first = trace.runs[0]
         ref_first = reference.runs[0] if reference is not None and reference.runs else None
@@ -134,46 +155,47 @@ def _render_traces(report: TraceReport, console: Console) -> None:
     if report.model:
         model = report.model
         console.print(Text(f"model: {model['source']}", style="dim"))
-        console.print(
-            Text(
-                f"{model['layers']} layers; prefills {', '.join(report.plan)} (tokens×rows), in this order, "
-                "on one press instance",
-                style="dim",
-            )
-        )
+        console.print(Text(f"{model['layers']} layers; {report.plan_label or 'prefills ' + ', '.join(report.plan)}; "
+                           "the prefills of one ratio run in this order on one press instance", style="dim"))
     for trace in report.traces:
         console.print()
         console.print(press_section(trace))
     defects = sum(len(t.defects) for t in report.traces)
-    untraced = sum(1 for t in report.traces if t.status != "ok" and not t.defects)
-    summary = f"{len(report.traces)} press(es) traced, {defects} defect(s)"
+    violated = sum(1 for t in report.traces for c in t.claims if c.open_violation)
+    accepted = sum(1 for t in report.traces for c in t.claims if c.accepted is not None)
+    untraced = sum(1 for t in report.traces if t.status != "ok" and not t.runs and not t.defects)
+    summary = f"{len(report.traces)} press(es) traced, {violated} violated claim(s), {defects} defect(s)"
+    if accepted:
+        summary += f", {accepted} accepted deviation(s)"
     if untraced:
-        summary = f"{len(report.traces)} press(es), {untraced} not traced, {defects} defect(s)"
+        summary += f"; {untraced} not traced"
     console.print()
-    console.print(Text(summary, style="bold red" if defects else "bold"))
+    console.print(Text(summary, style="bold red" if defects or violated else "bold"))
+    for message in report.unused_acceptances:
+        console.print(Text(f"warning: {message}", style="yellow"), soft_wrap=True)
 
 
 def render_trace_panel(console: Console, result: AuditResult) -> None:
     """``kvaudit check --trace``: static and dynamic verdicts side by side, disagreements flagged.
 
-    Mapping: implemented ↔ observed, partial ↔ partial, missing ↔ not-observed
-    (:data:`kvaudit.tracer.compare.STATIC_TO_DYNAMIC`).
+    Each mechanism with static evidence says what the tracer should see (layer-index-reuse:
+    implemented ↔ observed, partial ↔ partial, missing ↔ not-observed; :mod:`kvaudit.tracer.compare`).
     """
     pairs = verdict_pairs(result)
-    if not pairs:
-        return
-    table = Table(title="layer-index-reuse: static vs dynamic", title_justify="left", header_style="bold")
-    table.add_column("press")
-    table.add_column("static")
-    table.add_column("dynamic")
-    table.add_column("")
-    for pair in pairs:
-        flag = Text(pair.explanation, style="bold red" if not pair.agrees else "green" if pair.comparable else "dim")
-        table.add_row(pair.press, pair.static or "n/a", _verdict_text(pair.dynamic), flag)
-    console.print(table)
-    disagreeing = [pair for pair in pairs if not pair.agrees]
-    if disagreeing:
-        console.print(Text(f"{len(disagreeing)} disagreement(s) between source and behaviour", style="bold red"))
+    if pairs:
+        table = Table(title="static vs dynamic", title_justify="left", header_style="bold")
+        table.add_column("press")
+        table.add_column("claim")
+        table.add_column("static")
+        table.add_column("dynamic")
+        table.add_column("")
+        for pair in pairs:
+            flag = Text(pair.explanation, style="bold red" if not pair.agrees else "green" if pair.comparable else "dim")
+            table.add_row(pair.press, pair.claim, pair.static or "n/a", _verdict_text(pair.dynamic), flag)
+        console.print(table)
+        disagreeing = [pair for pair in pairs if not pair.agrees]
+        if disagreeing:
+            console.print(Text(f"{len(disagreeing)} disagreement(s) between source and behaviour", style="bold red"))
     for press in result.presses:
         if press.trace is not None:
             console.print()

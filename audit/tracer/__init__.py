@@ -24,13 +24,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..exitcodes import BAD_INPUT, FINDINGS, OK
 from ..model import AuditResult, FileStatus, PressTrace
 from ..source import display_path
+from ..targets import looks_like_module, resolve_module, split_class_selector
 from .options import TraceOptions, missing_trace_extra, run_plan
 from .target import TraceInputError, TraceTarget, check_expression, resolve_target
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 __all__ = [
     "TraceInputError",
@@ -68,6 +72,8 @@ class TraceReport:
     input_errors: list[str] = field(default_factory=list)
     worker_timings: dict[str, float] = field(default_factory=dict)
     setup_errors: list[str] = field(default_factory=list)
+    unused_acceptances: list[str] = field(default_factory=list)  # [[accept]] entries that covered nothing
+    plan_label: str = ""
     internal_errors: list[str] = field(default_factory=list)
     tracebacks: list[str] = field(default_factory=list)
 
@@ -90,11 +96,11 @@ class TraceReport:
 
     @property
     def exit_code(self) -> int:
-        """0: traced, no defects; 1: a defect (crash, stale-indices, batch-row-0); 2: bad input, a tracer
-        failure, or nothing traced."""
+        """0: clean; 1: a defect (crash, stale-indices, batch-row-0) or a violated claim not accepted;
+        2: bad input, a tracer failure, or nothing traced."""
         if self.input_errors or self.internal_errors or self.nothing_traced:
             return BAD_INPUT
-        if any(trace.defects for trace in self.traces):
+        if any(trace.defects or any(c.open_violation for c in trace.claims) for trace in self.traces):
             return FINDINGS
         return OK
 
@@ -150,8 +156,38 @@ def _options_problem(options: TraceOptions) -> str | None:
     return problem
 
 
-def trace_targets(targets: list[str], options: TraceOptions, progress: bool = True) -> TraceReport:
-    """Trace every press of every target.
+def _expand(text: str) -> list[tuple[str, bool]]:
+    """A directory or a package names each of its Python files (``True``: found by expansion, not named)."""
+    base, class_name = split_class_selector(text)
+    if class_name is None:
+        path = Path(base)
+        if path.is_dir():
+            return [(str(p), True) for p in sorted(path.rglob("*.py")) if "__pycache__" not in p.parts]
+        if not path.exists() and looks_like_module(base):
+            resolved = resolve_module(base)
+            if resolved is not None and resolved.name == "__init__.py":
+                return [(str(p), True) for p in sorted(resolved.parent.rglob("*.py")) if "__pycache__" not in p.parts]
+    return [(text, False)]
+
+
+def _claims_for_targets(targets: list[TraceTarget], config: Config | None) -> dict[tuple[str, str], list[dict]]:
+    from .claimlist import claims_by_class
+
+    overrides = config.claim_overrides if config is not None else []
+    return claims_by_class([t.path for t in targets], (), overrides, config.root if config is not None else None)
+
+
+def _fill_claims(trace: PressTrace, claims: list[dict]) -> None:
+    """A trace the worker never completed still answers for every claim: ``not-run``, with the reason."""
+    if not trace.claims and claims:
+        from .claimlist import not_run_checks
+
+        trace.claims = not_run_checks(claims, trace.message or "the press was not traced")
+
+
+def trace_targets(targets: list[str], options: TraceOptions, progress: bool = True,
+                  config: Config | None = None) -> TraceReport:
+    """Trace every press of every target (a directory or a package: of each of its files).
 
     Bad input is collected in ``TraceReport.input_errors`` (exit code 2), never raised, and the
     good targets are still traced, as ``kvaudit check`` does. Targets are checked in this process
@@ -162,19 +198,30 @@ def trace_targets(targets: list[str], options: TraceOptions, progress: bool = Tr
     from .client import WorkerError
     from .session import InternalTraceError
 
-    report = TraceReport(targets=list(targets), plan=[spec.label for spec in run_plan(options)])
+    report = TraceReport(targets=list(targets), plan=[spec.label for spec in run_plan(options)],
+                         plan_label=options.plan_label())
     problem = _options_problem(options)
     if problem is not None:
         report.input_errors.append(problem)
         return report
     resolved: list[TraceTarget] = []
-    for text in targets:
-        try:
-            resolved.append(resolve_target(text, options.press_expr))
-        except TraceInputError as error:
-            report.input_errors.append(str(error))
+    expanded: set[Path] = set()  # files found in a directory or package: no presses there is no error
+    for name in targets:
+        for text, found in _expand(name):
+            try:
+                target = resolve_target(text, options.press_expr)
+            except TraceInputError as error:
+                if not found:
+                    report.input_errors.append(str(error))
+                continue
+            resolved.append(target)
+            if found:
+                expanded.add(target.path)
     if not resolved:
+        if not report.input_errors:
+            report.input_errors.append(f"{', '.join(targets)}: no Python file with classes to trace")
         return report
+    claims = _claims_for_targets(resolved, config)
 
     show = progress and sys.stderr.isatty()
     with open_session(options) as session:
@@ -189,7 +236,8 @@ def trace_targets(targets: list[str], options: TraceOptions, progress: bool = Tr
                         report.internal_errors.append(str(error))
                         report.tracebacks.extend([error.traceback] if error.traceback else [])
                     except TraceInputError as error:
-                        report.input_errors.append(str(error))
+                        if target.path not in expanded or "no kvpress press classes" not in str(error):
+                            report.input_errors.append(str(error))
                 report.model = session.model_info()
         except WorkerError as error:
             report.input_errors.append(f"the trace worker failed to start: {error}")
@@ -198,7 +246,9 @@ def trace_targets(targets: list[str], options: TraceOptions, progress: bool = Tr
         with _progress(len(jobs), show) as step:
             for target, name in jobs:
                 step(name or target.text)
-                traced = session.trace(target, name)
+                wanted = claims.get((str(target.path), name or ""), [])
+                traced = session.trace(target, name, claims=wanted)
+                _fill_claims(traced.trace, wanted)
                 report.traces.append(traced.trace)
                 if traced.input_error:
                     report.input_errors.append(traced.input_error)
@@ -210,7 +260,20 @@ def trace_targets(targets: list[str], options: TraceOptions, progress: bool = Tr
     reason = report.nothing_traced
     if reason is not None:
         report.input_errors.append(reason)
+    if config is not None and config.acceptances:
+        from ..acceptance import apply_acceptances
+
+        report.unused_acceptances = [u.message for u in apply_acceptances(report.traces, config.acceptances)]
     return report
+
+
+def _claim_requests(press: Any, found: dict[tuple[str, str], list[dict]], path: Path) -> list[dict]:
+    """The claims of a statically audited press (overrides applied), then its contract claims."""
+    from .claimlist import claim_wire
+
+    wired = [claim_wire(c) for c in press.claims]
+    taken = {c.id for c in press.claims}
+    return wired + [c for c in found.get((str(path), press.name), []) if c.get("contract") and c["id"] not in taken]
 
 
 def attach_traces(result: AuditResult, options: TraceOptions, progress: bool = True) -> list[str]:
@@ -245,6 +308,9 @@ def attach_traces(result: AuditResult, options: TraceOptions, progress: bool = T
     for press in result.presses:
         by_file.setdefault(Path(press.path).resolve(), []).append(press)
 
+    from .claimlist import claims_by_class
+
+    found = claims_by_class([path for path in by_file if path.is_file()])
     with open_session(options) as session, _progress(len(result.presses), progress and sys.stderr.isatty()) as step:
         session.use(options)
         for path, reports in by_file.items():
@@ -263,9 +329,12 @@ def attach_traces(result: AuditResult, options: TraceOptions, progress: bool = T
                 if failure is not None or report.name not in known:
                     message = failure or f"{report.name} is not a kvpress press at run time (no BasePress base)"
                     report.trace = PressTrace(report.name, report.path, "error", message)
+                    _fill_claims(report.trace, _claim_requests(report, found, path))
                     continue
-                traced = session.trace(target, report.name, expr_class_only=True)
+                wanted = _claim_requests(report, found, path)
+                traced = session.trace(target, report.name, expr_class_only=True, claims=wanted)
                 traced.trace.path = report.path  # matched by the static path, as the static report wrote it
+                _fill_claims(traced.trace, wanted)
                 report.trace = traced.trace
                 if traced.internal_error:
                     internal(traced.internal_error, report.path, traced.traceback)

@@ -1,6 +1,7 @@
-"""Static verdict beside dynamic verdict: the mapping and the disagreements (pure, no torch).
+"""Static verdict beside dynamic check: the mapping and the disagreements (pure, no torch).
 
-Mapping for ``layer-index-reuse`` (docs/trace.md):
+A mechanism with static evidence says what the tracer should see for each static verdict
+(:meth:`kvaudit.mechanism.Mechanism.expected_observation`). For ``layer-index-reuse``:
 
 =============  ================
 static         dynamic
@@ -10,45 +11,36 @@ partial        partial
 missing        not-observed
 =============  ================
 
-Any other pair is a disagreement. A press with no dynamic verdict (it could not be traced) is
-shown as such and is not counted as a disagreement.
+Any other pair is a disagreement. A press with no dynamic check for the claim (it could not be
+traced, or the check did not run) is shown as such and is not counted as a disagreement.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..model import (
-    IMPLEMENTED,
-    LAYER_INDEX_REUSE,
-    MISSING,
-    NOT_OBSERVED,
-    OBSERVED,
-    PARTIAL,
-    AuditResult,
-    PressReport,
-)
-
-STATIC_TO_DYNAMIC: dict[str, str] = {IMPLEMENTED: OBSERVED, PARTIAL: PARTIAL, MISSING: NOT_OBSERVED}
+from ..mechanism import mechanism_by_id
+from ..model import HOLDS, LAYER_INDEX_REUSE, VIOLATED, AuditResult, PressReport
 
 
 @dataclass(frozen=True)
 class VerdictPair:
-    """Static and dynamic verdicts of one claim of one press, and whether they agree."""
+    """Static verdict and dynamic observation of one claim of one press, and whether they agree."""
 
     press: str
     path: str
     claim: str
     static: str | None
-    dynamic: str | None
+    dynamic: str | None  # what the tracer saw (for layer-index-reuse: observed, partial, not-observed)
+    expected: str | None = None  # what the static verdict predicts the tracer sees
 
     @property
     def comparable(self) -> bool:
-        return self.static is not None and self.dynamic is not None
+        return self.static is not None and self.dynamic is not None and self.expected is not None
 
     @property
     def agrees(self) -> bool:
-        return not self.comparable or STATIC_TO_DYNAMIC.get(self.static or "") == self.dynamic
+        return not self.comparable or self.expected == self.dynamic
 
     @property
     def explanation(self) -> str:
@@ -58,21 +50,26 @@ class VerdictPair:
             return "not traced"
         if self.agrees:
             return "agree"
-        expected = STATIC_TO_DYNAMIC.get(self.static, "?")
-        return f"DISAGREE: static {self.static} expects dynamic {expected}, saw {self.dynamic}"
+        return f"DISAGREE: static {self.static} expects dynamic {self.expected}, saw {self.dynamic}"
 
 
 def verdict_pair(press: PressReport, claim: str = LAYER_INDEX_REUSE) -> VerdictPair:
-    trace = press.trace
-    dynamic = trace.verdicts.get(claim) if trace is not None else None
-    return VerdictPair(press.name, press.path, claim, press.verdicts.get(claim), dynamic)
+    mechanism = mechanism_by_id(claim)
+    static = press.verdicts.get(claim)
+    check = press.trace.claim(claim) if press.trace is not None else None
+    dynamic = None
+    if check is not None and check.verdict in (HOLDS, VIOLATED) and mechanism is not None:
+        dynamic = mechanism.observation(check)
+    expected = mechanism.expected_observation(static) if mechanism is not None and static is not None else None
+    return VerdictPair(press.name, press.path, claim, static, dynamic, expected)
 
 
-def verdict_pairs(result: AuditResult, claim: str = LAYER_INDEX_REUSE) -> list[VerdictPair]:
-    """One pair per press that has a trace attached."""
-    return [verdict_pair(press, claim) for press in result.presses if press.trace is not None]
+def verdict_pairs(result: AuditResult, claim: str | None = None) -> list[VerdictPair]:
+    """One pair per traced press and statically judged claim (or only ``claim``)."""
+    return [verdict_pair(press, c) for press in result.presses if press.trace is not None
+            for c in sorted(press.verdicts) if claim is None or c == claim]
 
 
-def disagreements(result: AuditResult, claim: str = LAYER_INDEX_REUSE) -> list[VerdictPair]:
-    """Presses whose static and dynamic verdicts disagree under :data:`STATIC_TO_DYNAMIC`."""
+def disagreements(result: AuditResult, claim: str | None = None) -> list[VerdictPair]:
+    """Presses whose static verdict and dynamic observation disagree."""
     return [pair for pair in verdict_pairs(result, claim) if not pair.agrees]

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from . import build
 from .childproc import ReportedError
+from .claimcheck import claims_to_check
+from .claimlist import claims_by_class
 from .loader import import_target, list_classes
 from .options import TraceOptions, run_plan
 from .serialize import trace_to_dict
+from .settings import PressSettings, settings_for
 
 REFERENCE_NAME = "ChunkKVReusePress"
 
@@ -43,11 +47,23 @@ def list_job(request: dict[str, Any]) -> dict[str, Any]:
     return {"module": module.__name__, "classes": [asdict(info) for info in list_classes(module)]}
 
 
-def _press_factory(module: Any, request: dict[str, Any]) -> tuple[Callable[[], Any], str, str | None]:
-    """A function that builds a fresh press, the press's name, and a bad-input reason if any.
+@dataclass
+class PressBuild:
+    """How to build the press a request asks for: a factory, its name, its class, its settings."""
+
+    factory: Callable[[], Any]
+    name: str
+    cls: type | None
+    settings: PressSettings
+    input_error: str | None = None
+
+
+def _press_build(module: Any, request: dict[str, Any]) -> PressBuild:
+    """How to build a fresh press, and a bad-input reason if any.
 
     With ``expr_class_only`` (``kvaudit check --trace``), ``--press`` builds only the class it
-    instantiates; every other class is built with defaults.
+    instantiates; every other class is built with defaults, or as ``rules/presses.toml`` says for
+    kvpress's own presses.
     """
     class_name: str | None = request.get("class_name")
     expression: str | None = request.get("press_expr")
@@ -59,15 +75,28 @@ def _press_factory(module: Any, request: dict[str, Any]) -> tuple[Callable[[], A
             use_expression = True  # the real build reports the bad expression
     if not use_expression:
         cls = getattr(module, class_name or "")
-        return (lambda: build.default_press(cls)), class_name or cls.__name__, None
+        settings = settings_for(cls)
+        if settings.press:
+            text = settings.press
+
+            def from_settings() -> Any:
+                return build.press_from_expression(text, None)
+
+            return PressBuild(from_settings, class_name or cls.__name__, cls, settings)
+        return PressBuild(lambda: build.default_press(cls), class_name or cls.__name__, cls, settings)
 
     def from_expression() -> Any:
         return build.press_from_expression(expression or "", module)
 
     try:
-        return from_expression, type(from_expression()).__name__, None
+        cls = type(from_expression())
+        return PressBuild(from_expression, cls.__name__, cls, settings_for(cls))
     except build.ExpressionError as error:
-        return from_expression, class_name or "press", str(error)
+        return PressBuild(from_expression, class_name or "press", None, PressSettings(class_name or "press"), str(error))
+
+
+def _class_names(cls: type | None) -> list[str]:
+    return [base.__name__ for base in cls.__mro__] if cls is not None else []
 
 
 def trace_job(model: Any, options: TraceOptions, request: dict[str, Any], reference: bool) -> dict[str, Any]:
@@ -76,24 +105,43 @@ def trace_job(model: Any, options: TraceOptions, request: dict[str, Any], refere
     from .timing import add_repeat_timings
 
     module = import_or_explain(request)
-    factory, name, input_error = _press_factory(module, request)
-    plan = run_plan(options)
+    press = _press_build(module, request)
+    options = options.with_plan(request.get("plan"))
     if not reference:
-        trace = trace_press(model, factory, plan, name, request.get("display") or request["path"])
+        claims = claims_to_check(request.get("claims") or [], _class_names(press.cls))
+        trace = trace_press(model, press.factory, options, press.name, request.get("display") or request["path"],
+                            claims, press.settings)
         if request.get("reference") and trace.runs:  # compared with the reference: time it again
-            add_repeat_timings(model, factory, plan[0], trace.runs[0])
-        return {"trace": trace_to_dict(trace), "input_error": input_error}
+            add_repeat_timings(model, _at_ratio(press.factory, press.settings, trace.runs[0].ratio),
+                               run_plan(options)[0], trace.runs[0], settings=press.settings)
+        return {"trace": trace_to_dict(trace), "input_error": press.input_error}
 
     def reference_factory() -> Any:
-        return build.reference_press(factory())
+        return build.reference_press(press.factory())
 
     try:
-        reference_class = type(reference_factory())
+        reference_class: type | None = type(reference_factory())
         ref_name = reference_class.__name__
         ref_path = inspect.getsourcefile(reference_class) or reference_class.__module__
     except build.BuildError:
-        ref_name, ref_path = REFERENCE_NAME, "audit/reference"  # trace_press reports the reason
-    trace = trace_press(model, reference_factory, plan, ref_name, ref_path)
+        reference_class, ref_name, ref_path = None, REFERENCE_NAME, "audit/reference"  # trace_press reports the reason
+    requested = []
+    if reference_class is not None and ref_path and ref_path.endswith(".py"):
+        requested = claims_by_class([Path(ref_path)]).get((str(Path(ref_path).resolve()), ref_name), [])
+    claims = claims_to_check(requested, _class_names(reference_class))
+    trace = trace_press(model, reference_factory, options, ref_name, ref_path, claims, PressSettings(ref_name))
     if trace.runs:
-        add_repeat_timings(model, reference_factory, plan[0], trace.runs[0])
+        add_repeat_timings(model, _at_ratio(reference_factory, PressSettings(ref_name), trace.runs[0].ratio),
+                           run_plan(options)[0], trace.runs[0])
     return {"trace": trace_to_dict(trace), "input_error": None}
+
+
+def _at_ratio(factory: Callable[[], Any], settings: PressSettings, ratio: float | None) -> Callable[[], Any]:
+    """A factory of presses set to ``ratio`` (the first run's), for the repeated timings."""
+    def build_at_ratio() -> Any:
+        press = factory()
+        if ratio is not None and settings.ratio is not None:
+            setattr(press, settings.ratio, ratio)
+        return press
+
+    return build_at_ratio

@@ -6,11 +6,14 @@ the final cache after the prefill. Every row of the compressed keys is matched, 
 KV head, to the position of the identical row in the original keys. Keys carry RoPE, so two
 positions never share a key row even when they hold the same token. Rows whose keys changed
 (key re-rotation) are matched on their values instead; rows matching nothing (merged entries)
-are counted as ``unmatched``. Head-wise presses that mask instead of dropping (AdaKV writes
+are counted as ``unmatched``. During decoding the same matching runs after every step, against
+the cache as it was before the press ran in that step, and the maps compose (:func:`map_rows`). Head-wise presses that mask instead of dropping (AdaKV writes
 ``module.masked_key_indices``) have their masked positions removed from the kept set.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -65,6 +68,105 @@ def match_rows(original: torch.Tensor, compressed: torch.Tensor) -> torch.Tensor
     return result.cpu()
 
 
+def duplicated_rows(original: torch.Tensor) -> torch.Tensor:
+    """(batch, heads, length) bool: rows that have an identical twin at another position of the same head.
+
+    Layer-0 values carry no RoPE, so a repeated token gives identical value rows: a row matched on
+    its value alone cannot tell which of the twins it came from.
+    """
+    batch, heads, length, head_dim = original.shape
+    result = torch.zeros((batch, heads, length), dtype=torch.bool)
+    if length < 2:
+        return result
+    weights = _projection(head_dim, original.device)
+    projected = (original.to(torch.float64) * weights).sum(-1)
+    ordered, order = projected.sort(dim=-1)
+    rows = original.gather(2, order.unsqueeze(-1).expand(-1, -1, -1, head_dim))
+    twin = (rows[:, :, 1:] == rows[:, :, :-1]).all(-1).cpu()  # neighbours in projection order
+    order = order.cpu()
+    for b, h, k in twin.nonzero().tolist():
+        result[b, h, order[b, h, k]] = True
+        result[b, h, order[b, h, k + 1]] = True
+    return result
+
+
+@dataclass
+class RowMap:
+    """Where each row of a cache came from, as prompt positions (-1: merged or transformed).
+
+    ``positions`` is (batch, heads, rows). ``alive`` marks the rows attention can see (masked rows
+    are not). ``unmatched`` and ``ambiguous`` count rows of batch row 0 (all heads).
+    """
+
+    positions: torch.Tensor
+    alive: torch.Tensor
+    unmatched: int = 0
+    ambiguous: int = 0
+
+    def kept(self) -> tuple[tuple[tuple[int, ...], ...], ...]:
+        """Kept positions per [row][head]: sorted, masked and unmatched rows left out."""
+        return tuple(
+            tuple(tuple(sorted({p for p, a in zip(head, head_alive) if a and p >= 0}))
+                  for head, head_alive in zip(row, row_alive))
+            for row, row_alive in zip(self.positions.tolist(), self.alive.tolist())
+        )
+
+    def lengths(self) -> tuple[tuple[int, ...], ...]:
+        """Rows attention can see per [row][head] (unmatched ones included)."""
+        return tuple(tuple(int(n) for n in row) for row in self.alive.sum(-1).tolist())
+
+    def rows(self) -> tuple[tuple[int, ...], ...]:
+        """Cache rows per [row][head] (masked ones included)."""
+        batch, heads, length = self.positions.shape
+        return tuple(tuple(length for _ in range(heads)) for _ in range(batch))
+
+    def masked(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(tuple(int(n) for n in row) for row in (~self.alive).sum(-1).tolist())
+
+
+def _alive(shape: torch.Size, masked: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    alive = torch.ones(shape, dtype=torch.bool)
+    if masked is not None:
+        batch_index, head_index, seq_index = (t.cpu().long() for t in masked)
+        inside = (batch_index < shape[0]) & (head_index < shape[1]) & (seq_index < shape[2])
+        alive[batch_index[inside], head_index[inside], seq_index[inside]] = False
+    return alive
+
+
+def map_rows(
+    before_keys: torch.Tensor,
+    before_values: torch.Tensor,
+    before_positions: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    masked: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+) -> RowMap:
+    """Map the rows of a cache after a press ran to positions, through the cache before it ran.
+
+    Rows are matched on keys (they carry RoPE, so twins are impossible); rows whose keys changed
+    (re-rotated keys, pruned key channels) are matched on values, rows whose values changed
+    (merged values) keep their key match. ``before_positions`` (batch, heads, rows_before) gives the
+    position of each row before: ``arange(L)`` at prefill, the composed map during decoding.
+    """
+    if keys.shape == before_keys.shape and torch.equal(keys, before_keys) and torch.equal(values, before_values):
+        index = torch.arange(keys.shape[2]).expand(keys.shape[:3])
+        by_value = False
+    else:
+        index = match_rows(before_keys, keys)
+        by_value = bool((index < 0).any()) and values.shape[:3] == keys.shape[:3]
+        if by_value:
+            value_index = match_rows(before_values, values)
+            index = torch.where(index < 0, value_index, index)
+    positions = torch.where(index >= 0, before_positions.cpu().gather(2, index.clamp(min=0)), torch.full_like(index, -1))
+    alive = _alive(positions.shape, masked)
+    unmatched = int(((positions[0] < 0) & alive[0]).sum()) if len(positions) else 0
+    ambiguous = 0
+    if by_value and len(positions):
+        twins = duplicated_rows(before_values)
+        ambiguous = int((twins[0].gather(-1, index[0].clamp(min=0)) & (index[0] >= 0) & alive[0]).sum())
+    return RowMap(positions, alive, unmatched, ambiguous)
+
+
 def kept_positions(
     original_keys: torch.Tensor,
     original_values: torch.Tensor,
@@ -76,23 +178,7 @@ def kept_positions(
 
     ``masked`` is AdaKV's ``(batch_indices, head_indices, seq_indices)`` into the compressed cache.
     """
-    positions = match_rows(original_keys, keys)
-    if (positions < 0).any() and values.shape[:3] == keys.shape[:3]:
-        by_value = match_rows(original_values, values)
-        positions = torch.where(positions < 0, by_value, positions)
-    alive = torch.ones(positions.shape, dtype=torch.bool)
-    if masked is not None:
-        batch_index, head_index, seq_index = (t.cpu() for t in masked)
-        alive[batch_index, head_index, seq_index] = False
-    kept: list[tuple[tuple[int, ...], ...]] = []
-    lengths: list[tuple[int, ...]] = []
-    for row_positions, row_alive in zip(positions.tolist(), alive.tolist()):
-        kept.append(
-            tuple(
-                tuple(sorted({p for p, a in zip(head, head_alive) if a and p >= 0}))
-                for head, head_alive in zip(row_positions, row_alive)
-            )
-        )
-        lengths.append(tuple(sum(head_alive) for head_alive in row_alive))
-    unmatched = int(((positions[0] < 0) & alive[0]).sum()) if len(positions) else 0
-    return tuple(kept), tuple(lengths), unmatched
+    batch, heads, length, _ = original_keys.shape
+    positions = torch.arange(length).expand(batch, heads, length)
+    row_map = map_rows(original_keys, original_values, positions, keys, values, masked)
+    return row_map.kept(), row_map.lengths(), row_map.unmatched

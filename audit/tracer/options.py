@@ -12,7 +12,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 # The defaults `--help` shows live in kvaudit.defaults, which imports nothing; explained there.
-from ..defaults import DEFAULT_MEMORY_SHARE, DEFAULT_TIMEOUT_S, DEFAULT_TOKENS
+from ..defaults import (
+    DEFAULT_DECODE_STEPS,
+    DEFAULT_MEMORY_SHARE,
+    DEFAULT_RATIOS,
+    DEFAULT_TIMEOUT_S,
+    DEFAULT_TOKENS,
+    LONG_FACTOR,
+)
 
 ARCHES = ("llama", "qwen2", "qwen3", "mistral")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -92,7 +99,14 @@ class TraceOptions:
     layers : int
         Number of decoder layers of the embedded model.
     tokens : int
-        Length of the first prefill; the second is 1.5 times longer; the batch run uses ``tokens``.
+        Length of the first prefill; the batch run uses ``tokens`` too.
+    long_tokens : int | None
+        Length of the second prefill (longer than the first); None: ``8 × tokens``.
+    ratios : tuple[float, ...]
+        The compression ratios of the grid: each one gets a fresh press instance and the three
+        prefills. A press with no ratio to set runs the prefills once.
+    decode_steps : int
+        Greedy decoding steps after each prefill, inside ``with press(model):`` (0: none).
     model_path : str | None
         A local Hugging Face folder to load instead of the embedded model (never downloads).
     device : str
@@ -115,6 +129,9 @@ class TraceOptions:
     arch: str = "llama"
     layers: int = 8
     tokens: int = DEFAULT_TOKENS
+    long_tokens: int | None = None
+    ratios: tuple[float, ...] = DEFAULT_RATIOS
+    decode_steps: int = DEFAULT_DECODE_STEPS
     model_path: str | None = None
     device: str = "cpu"
     dtype: str = "float32"
@@ -140,6 +157,12 @@ class TraceOptions:
             return "--layers must be at least 1"
         if self.tokens < 8:
             return "--tokens must be at least 8"
+        if self.long_tokens is not None and self.long_tokens <= self.tokens:
+            return f"--long-tokens ({self.long_tokens}) must exceed --tokens ({self.tokens})"
+        if not self.ratios or any(not 0 <= r < 1 for r in self.ratios):
+            return "--ratios must be compression ratios in [0, 1), e.g. 0.5,0.8,0.9"
+        if self.decode_steps < 0:
+            return "--decode-steps must be 0 or more"
         if self.timeout <= 0:
             return "--timeout must be positive"
         if self.memory_limit < 0:
@@ -152,7 +175,34 @@ class TraceOptions:
 
     def to_wire(self) -> dict:
         """The options as sent to the worker (JSON-safe)."""
-        return asdict(self)
+        data = asdict(self)
+        data["ratios"] = list(self.ratios)
+        return data
+
+    @property
+    def second_tokens(self) -> int:
+        return self.long_tokens if self.long_tokens is not None else LONG_FACTOR * self.tokens
+
+    def plan_wire(self) -> dict:
+        """The run plan, sent with each trace request (a shared worker may serve several plans)."""
+        return {"tokens": self.tokens, "long_tokens": self.long_tokens, "ratios": list(self.ratios),
+                "decode_steps": self.decode_steps, "seed": self.seed}
+
+    def with_plan(self, plan: dict | None) -> TraceOptions:
+        """These options with a request's plan (see :meth:`plan_wire`) in place of their own."""
+        if not plan:
+            return self
+        from dataclasses import replace
+
+        return replace(self, tokens=plan["tokens"], long_tokens=plan.get("long_tokens"),
+                       ratios=tuple(plan["ratios"]), decode_steps=plan["decode_steps"], seed=plan.get("seed", self.seed))
+
+    def plan_label(self) -> str:
+        """One line: the prefills, the ratios and the decoding steps."""
+        prefills = ", ".join(spec.label for spec in run_plan(self))
+        ratios = ", ".join(f"{r:g}" for r in self.ratios)
+        return (f"prefills (tokens×rows) {prefills} at compression ratios {ratios}, "
+                f"each followed by {self.decode_steps} decoding steps")
 
 
 @dataclass(frozen=True)
@@ -169,16 +219,17 @@ class RunSpec:
 
 
 def run_plan(options: TraceOptions) -> list[RunSpec]:
-    """The prefills every press goes through, in order, on one press instance.
+    """The prefills every press goes through, in order, on one press instance (per ratio).
 
     Why this order: the second prefill is longer than the first, so indices left over from the
     first stay in range and a stale cache keeps them silently instead of failing. The batch run
     has the first run's length but other prompts, so a selection that ignores the input can be
-    told apart from one that reads row 0 only.
+    told apart from one that reads row 0 only. With the defaults these are the catalogue's
+    prompts: 512 and 4096 tokens, and batch 2 for the checks that are per row.
     """
     first = options.tokens
     return [
         RunSpec(tokens=first, batch=1, seed=options.seed),
-        RunSpec(tokens=first + first // 2, batch=1, seed=options.seed + 1),
+        RunSpec(tokens=options.second_tokens, batch=1, seed=options.seed + 1),
         RunSpec(tokens=first, batch=2, seed=options.seed + 2),
     ]

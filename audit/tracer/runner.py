@@ -1,12 +1,21 @@
-"""Trace one press: the prefill plan on one instance, fresh re-runs for stale checks, verdicts.
+"""Trace one press: the grid of runs, each a prefill and decoding steps; defects; the claims' checks.
 
 Runs inside a forked worker child; returns a :class:`kvaudit.model.PressTrace`.
+
+The grid: for each compression ratio of the options (or once, when the press has no ratio to set),
+a fresh press instance goes through the prefills of :func:`kvaudit.tracer.options.run_plan`, in
+order, each followed by greedy decoding steps inside the same ``with press(model):`` (as kvpress's
+pipeline decodes). Before every run the model is put back as the press expects it: masks left by
+an earlier run (``masked_key_indices``) are cleared and the attention implementation restored.
 """
 
 from __future__ import annotations
 
+import numbers
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -15,65 +24,210 @@ from transformers import DynamicCache
 
 from ..model import Defect, PressTrace, TraceRun
 from ..tinymodel import make_input_ids
-from . import verdicts
-from .build import BuildError, one_line
-from .instrument import Instrumentation
-from .keptindices import kept_positions
-from .observations import LayerObservation, RunObservation
-from .options import RunSpec
+from . import errors, verdicts
+from .build import BuildError, one_line, reachable_presses
+from .claimcheck import ClaimToCheck, check_claims, needs, not_run
+from .instrument import Instrumentation, RunRecorder, attention_modules
+from .keptindices import map_rows
+from .observations import LayerObservation, RunObservation, StepObservation
+from .options import RunSpec, TraceOptions, run_plan
+from .settings import PressSettings
 
 PressFactory = Callable[[], Any]
 
 
-def observe_prefill(model: nn.Module, press: Any, spec: RunSpec, instrumented: bool = True) -> RunObservation:
-    """Run one prefill of ``spec`` through ``press`` and observe every layer.
+@dataclass
+class RunSetup:
+    """What every run of one press shares."""
 
-    The press's exception, if any, is caught and kept as the observation's ``error``.
+    settings: PressSettings
+    capture_scores: bool = False
+    facts: tuple[str, ...] = ()
+    decode_steps: int = 0
+    attention: str = "sdpa"
+
+
+# ---------------------------------------------------------------------------------------------
+# One run
+# ---------------------------------------------------------------------------------------------
+
+
+def prepare_model(model: nn.Module, attention: str) -> None:
+    """Clear what an earlier run may have left: masks on the attention modules, a switched attention."""
+    for module in attention_modules(model):
+        module.masked_key_indices = None  # kvpress's eager attention never clears them itself
+    if model.config._attn_implementation != attention:
+        model.set_attn_implementation(attention)
+
+
+def prompt_ids(spec: RunSpec, vocab_size: int, setup: RunSetup, press: Any) -> torch.Tensor:
+    """The run's prompt; FINCH's gets its delimiter token ``window`` tokens before the end."""
+    delimiter = setup.settings.delimiter
+    if not delimiter:
+        return make_input_ids(spec.tokens, spec.batch, spec.seed, vocab_size)
+    token = vocab_size - 1
+    setattr(press, delimiter["attribute"], token)
+    # The other ids stay distinct (a prompt of `tokens - 1` ids below the delimiter's).
+    ids = make_input_ids(spec.tokens - 1, spec.batch, spec.seed, vocab_size - 1)
+    at = spec.tokens - 1 - int(delimiter["window"])
+    return torch.cat([ids[:, :at], torch.full((spec.batch, 1), token, dtype=ids.dtype), ids[:, at:]], dim=1)
+
+
+def read_facts(press: Any, names: Sequence[str]) -> dict[str, Any]:
+    """The press's own settings by attribute name (nested presses searched outermost first).
+
+    ``compression_ratio`` is read on the press itself only: it is the ratio the press reports.
     """
+    facts: dict[str, Any] = {}
+    presses = reachable_presses(press)
+    for name in names:
+        for holder in presses[:1] if name == "compression_ratio" else presses:
+            try:
+                value = getattr(holder, name)
+            except Exception:  # noqa: BLE001 - a property that cannot answer yet (SimLayerKV before a run)
+                continue
+            if isinstance(value, bool) or isinstance(value, str):
+                facts[name] = value
+                break
+            if isinstance(value, numbers.Number) or (isinstance(value, torch.Tensor) and value.numel() == 1):
+                number = float(value)
+                facts[name] = int(number) if isinstance(value, numbers.Integral) else number
+                break
+    return facts
+
+
+def _scores(record_scores: torch.Tensor | None, shape: torch.Size) -> tuple | None:
+    if record_scores is None or tuple(record_scores.shape) != tuple(shape[:3]):
+        return None
+    return tuple(tuple(tuple(head) for head in row) for row in record_scores.tolist())
+
+
+def _prefill_layers(recorder: RunRecorder, cache: DynamicCache, modules: list[nn.Module]
+                    ) -> tuple[list[LayerObservation], list[torch.Tensor | None]]:
+    """Every layer after the prefill, and the position of each of its cache rows (for decoding)."""
+    layers: list[LayerObservation] = []
+    maps: list[torch.Tensor | None] = []
+    for index, record in enumerate(recorder.layers):
+        layer = cache.layers[index] if index < len(cache.layers) else None
+        if layer is None or record.original_keys is None:
+            layers.append(LayerObservation(score_calls=record.score_calls, kept=(), original_length=0,
+                                           compress_calls=record.compress_calls))
+            maps.append(None)
+            continue
+        batch, heads, length, _ = record.original_keys.shape
+        masked = getattr(modules[index], "masked_key_indices", None)
+        row_map = map_rows(record.original_keys, record.original_values, torch.arange(length).expand(batch, heads, length),
+                           layer.keys, layer.values, masked)
+        maps.append(row_map.positions)
+        layers.append(LayerObservation(
+            score_calls=record.score_calls,
+            kept=row_map.kept(),
+            original_length=length,
+            score_time_s=record.score_time_s,
+            compress_time_s=record.compress_time_s,
+            unmatched=row_map.unmatched,
+            kept_lengths=row_map.lengths(),
+            compress_calls=record.compress_calls,
+            scores=_scores(record.scores, record.original_keys.shape),
+            memory=(record.original_keys.numel() + record.original_values.numel(), layer.keys.numel() + layer.values.numel()),
+            ambiguous=row_map.ambiguous,
+        ))
+    return layers, maps
+
+
+def _next_position(press: Any, cache: DynamicCache, prompt_positions: int) -> int:
+    """Where decoding continues: after the prompt, or after the kept rows when keys were re-rotated (kvpress's pipeline)."""
+    from kvpress import FinchPress, KeyRerotationPress
+
+    for nested in reachable_presses(press):
+        if isinstance(nested, KeyRerotationPress) or (isinstance(nested, FinchPress) and nested.rerotate_keys):
+            return cache.get_seq_length()
+    return prompt_positions
+
+
+def _decode(model: nn.Module, press: Any, cache: DynamicCache, logits: torch.Tensor, recorder: RunRecorder,
+            modules: list[nn.Module], maps: list[torch.Tensor | None], observation: RunObservation, steps: int,
+            instrumentation: Instrumentation, inside: bool = True) -> None:
+    """Greedy decoding steps inside ``with press(model):``; after each, map every layer's rows to positions."""
+    if steps <= 0 or not observation.layers:
+        return
+    prompt = observation.layers[0].original_length
+    position = _next_position(press, cache, prompt)
+    device = logits.device
+    next_ids = logits[:, -1].argmax(-1, keepdim=True)
+    per_layer: list[list[StepObservation]] = [[] for _ in observation.layers]
+    try:
+        context = press(model) if inside else nullcontext()
+        with context, instrumentation.after_press(recorder):
+            for step in range(steps):
+                recorder.start_step()
+                for record in recorder.layers:
+                    record.original_keys = record.original_values = None
+                position_ids = torch.full((next_ids.shape[0], 1), position + step, dtype=torch.long, device=device)
+                out = model(input_ids=next_ids, past_key_values=cache, position_ids=position_ids, use_cache=True,
+                            logits_to_keep=1)
+                for index, record in enumerate(recorder.layers):
+                    if maps[index] is None or record.original_keys is None or index >= len(cache.layers):
+                        continue
+                    layer = cache.layers[index]
+                    before = maps[index]
+                    if record.original_keys.shape[2] == before.shape[2] + 1:
+                        new = torch.full((*before.shape[:2], 1), prompt + step, dtype=before.dtype)
+                        before = torch.cat([before, new], dim=2)
+                    else:  # the cache changed between steps in a way the tracer did not see: positions unknown
+                        before = torch.full((*record.original_keys.shape[:3],), -1, dtype=torch.long)
+                    row_map = map_rows(record.original_keys, record.original_values, before, layer.keys, layer.values,
+                                       getattr(modules[index], "masked_key_indices", None))
+                    maps[index] = row_map.positions
+                    per_layer[index].append(StepObservation(
+                        rows=row_map.rows(), masked=row_map.masked(), score_calls=record.step_score_calls,
+                        compress_calls=record.step_compress_calls,
+                        kept=row_map.kept() if step == steps - 1 else (), unmatched=row_map.unmatched))
+                observation.decode_steps = step + 1
+                next_ids = out.logits[:, -1].argmax(-1, keepdim=True)
+    except BaseException as error:  # noqa: BLE001 - the press raised while decoding: a finding, kept with the run
+        observation.decode_error = one_line(error)
+    observation.layers = [replace(layer, decode=tuple(steps_seen)) for layer, steps_seen in zip(observation.layers, per_layer)]
+
+
+def observe_run(model: nn.Module, press: Any, spec: RunSpec, setup: RunSetup, ratio: float | None = None,
+                decode: bool = True) -> RunObservation:
+    """Run one prefill of ``spec`` (then the decoding steps) through ``press`` and observe every layer.
+
+    The prefill runs inside ``with press(model):`` and is observed once the context is left (a press
+    may finish its work there: KVCompose compresses on leaving). Decoding runs inside the context
+    entered again, as kvpress's pipeline decodes with its decoding presses; every press's hooks
+    thus see the decoding steps. The press's exception, if any, is caught and kept as the
+    observation's ``error`` (prefill) or ``decode_error`` (decoding).
+    """
+    prepare_model(model, setup.attention)
     device = next(model.parameters()).device
-    input_ids = make_input_ids(spec.tokens, spec.batch, spec.seed, model.config.vocab_size).to(device)
-    observation = RunObservation(tokens=spec.tokens, batch=spec.batch, seed=spec.seed)
+    input_ids = prompt_ids(spec, model.config.vocab_size, setup, press).to(device)
+    observation = RunObservation(tokens=spec.tokens, batch=spec.batch, seed=spec.seed, ratio=ratio)
     torch.manual_seed(spec.seed)  # presses that draw random numbers (RandomPress) repeat themselves
     cache = DynamicCache()
-    instrumentation = Instrumentation(model, press)
+    instrumentation = Instrumentation(model, press, capture_scores=setup.capture_scores)
+    modules = instrumentation.modules
     try:
         with torch.no_grad(), instrumentation.before_press() as recorder:
             with press(model), instrumentation.after_press(recorder):
                 started = time.perf_counter()
-                model(input_ids=input_ids, past_key_values=cache, use_cache=True)
+                out = model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
                 observation.prefill_time_s = time.perf_counter() - started
+            observation.layers, maps = _prefill_layers(recorder, cache, modules)
+            observation.facts = read_facts(press, setup.facts)
+            _decode(model, press, cache, out.logits, recorder, modules, maps, observation,
+                    setup.decode_steps if decode else 0, instrumentation, setup.settings.decode_inside)
     except BaseException as error:  # noqa: BLE001 - the press raised (sys.exit() too): a finding, not a tracer failure
         observation.error = one_line(error)
         observation.exception_type = type(error).__name__
-        return observation
-
-    modules = instrumentation.modules
-    for index, record in enumerate(recorder.layers):
-        layer = cache.layers[index] if index < len(cache.layers) else None
-        if layer is None or record.original_keys is None:
-            observation.layers.append(LayerObservation(score_calls=record.score_calls, kept=(), original_length=0))
-            continue
-        masked = getattr(modules[index], "masked_key_indices", None)
-        kept, lengths, unmatched = kept_positions(
-            record.original_keys, record.original_values, layer.keys, layer.values, masked
-        )
-        observation.layers.append(
-            LayerObservation(
-                score_calls=record.score_calls,
-                kept=kept,
-                original_length=record.original_keys.shape[2],
-                score_time_s=record.score_time_s,
-                compress_time_s=record.compress_time_s,
-                unmatched=unmatched,
-                kept_lengths=lengths,
-            )
-        )
     return observation
 
 
 def to_trace_run(observation: RunObservation) -> TraceRun:
-    """The findings-model view of one completed prefill."""
+    """The findings-model view of one completed run."""
     layers = observation.layers
+    steps = observation.decode_steps
     return TraceRun(
         tokens=observation.tokens,
         batch=observation.batch,
@@ -88,64 +242,131 @@ def to_trace_run(observation: RunObservation) -> TraceRun:
         jaccard_matrix=verdicts.jaccard_matrix(observation),
         layer_score_time_s=[layer.score_time_s for layer in layers],
         layer_compress_time_s=[layer.compress_time_s for layer in layers],
+        ratio=observation.ratio,
+        compress_calls=[layer.compress_calls for layer in layers],
+        decode_lengths=[[layer.decode[step].length if step < len(layer.decode) else 0 for layer in layers]
+                        for step in range(steps)],
     )
 
 
-def _fresh(model: nn.Module, factory: PressFactory, spec: RunSpec) -> RunObservation:
+# ---------------------------------------------------------------------------------------------
+# One press: the grid
+# ---------------------------------------------------------------------------------------------
+
+
+def ratio_axis(press: Any, attribute: str | None, ratios: Sequence[float]) -> list[float | None]:
+    """The grid's ratios when ``press`` lets its ratio be set through ``attribute``; else ``[None]``."""
+    if attribute is None or not hasattr(type(press), attribute) and attribute not in vars(press):
+        return [None]
     try:
-        return observe_prefill(model, factory(), spec)
+        setattr(press, attribute, ratios[0])
+    except Exception:  # noqa: BLE001 - a read-only ratio (SimLayerKV, DMS): the press runs once per prompt
+        return [None]
+    return list(ratios)
+
+
+def _build(factory: PressFactory, attribute: str | None, ratio: float | None) -> Any:
+    press = factory()
+    if ratio is not None and attribute is not None:
+        setattr(press, attribute, ratio)
+    return press
+
+
+def _fresh(model: nn.Module, factory: PressFactory, spec: RunSpec, setup: RunSetup, ratio: float | None) -> RunObservation:
+    try:
+        return observe_run(model, _build(factory, setup.settings.ratio, ratio), spec, setup, ratio, decode=False)
     except BuildError as error:
-        return RunObservation(tokens=spec.tokens, batch=spec.batch, seed=spec.seed, error=str(error))
+        return RunObservation(tokens=spec.tokens, batch=spec.batch, seed=spec.seed, ratio=ratio, error=str(error))
+
+
+def _label(number: int, spec: RunSpec, ratio: float | None) -> str:
+    return f"prefill {number} ({spec.label}" + (f", ratio {ratio:g})" if ratio is not None else ")")
 
 
 def trace_press(
     model: nn.Module,
     factory: PressFactory,
-    plan: list[RunSpec],
+    options: TraceOptions,
     name: str,
     path: str,
+    claims: Sequence[ClaimToCheck] = (),
+    settings: PressSettings | None = None,
 ) -> PressTrace:
-    """Trace the press built by ``factory``: every prefill of ``plan`` on one instance.
+    """Trace the press built by ``factory`` on the grid of ``options`` and check its ``claims``.
 
-    A prefill that shares indices with an earlier one, or fails after earlier ones passed, is
-    re-run on a freshly built press: if the fresh press behaves differently, the instance carried
-    indices across prefills (``stale-indices``); otherwise a failure is a plain ``crash``.
+    Within one ratio the prefills run on one instance, the way a user would use it. A prefill that
+    shares indices with an earlier one, or fails after earlier ones passed, is re-run on a freshly
+    built press: if the fresh press behaves differently, the instance carried indices across
+    prefills (``stale-indices``); otherwise a failure is a plain ``crash``.
     """
-    trace = PressTrace(name=name, path=path, status="ok")
+    settings = settings or PressSettings(name=name)
+    trace = PressTrace(name=name, path=path, status="ok", settings=settings.why)
     try:
         press = factory()
     except BuildError as error:
         trace.status, trace.message = "error", str(error)
+        trace.claims = not_run(claims, str(error))
         return trace
     try:
         trace.config = " ".join(repr(press).split())
     except BaseException as error:  # noqa: BLE001 - the press's own __repr__: its fault, not a tracer failure
         trace.config = f"<{type(press).__name__}: repr() raised {one_line(error)}>"
 
-    observations: list[RunObservation] = []
-    for number, spec in enumerate(plan, start=1):
-        observation = observe_prefill(model, press, spec)
-        observations.append(observation)
-        if not observation.ok:
-            trace.status = "error"
-            if number == 1 and observation.exception_type == "NotImplementedError":
-                trace.message = f"abstract press, not traced: {observation.error}"
+    capture_scores, facts = needs(claims)
+    original_attention = model.config._attn_implementation
+    setup = RunSetup(settings, capture_scores, facts, options.decode_steps, settings.attention or original_attention)
+    plan = [spec for spec in run_plan(options) if settings.batch is None or spec.batch <= settings.batch]
+    completed: list[RunObservation] = []
+    failures: list[str] = []
+    defects: dict[str, Defect] = {}
+    stop = False  # the press cannot run here at all (abstract, needs a pretrained model's files)
+    try:
+        for ratio in ratio_axis(press, settings.ratio, options.ratios):
+            try:
+                instance = _build(factory, settings.ratio, ratio)
+            except BuildError as error:
+                failures.append(str(error))
+                continue
+            sequence: list[RunObservation] = []
+            for number, spec in enumerate(plan, start=1):
+                observation = observe_run(model, instance, spec, setup, ratio)
+                label = _label(number, spec, ratio)
+                if not observation.ok:
+                    kind = errors.classify(observation.error or "", observation.exception_type, number == 1)
+                    if number == 1 and not errors.is_defect(kind):  # a limit of the setting, not the press's bug
+                        stop = True
+                        trace.status, trace.message = "error", f"{errors.REASONS[kind]}: {observation.error}"
+                        break
+                    message = f"{label} raised: {observation.error}"
+                    failures.append(message)
+                    trace.status, trace.message = "error", trace.message or message
+                    stale = (verdicts.stale_failure_defect(number, observation, _fresh(model, factory, spec, setup, ratio))
+                             if number > 1 else None)
+                    defects.setdefault((stale or Defect(verdicts.CRASH, message)).id, stale or Defect(verdicts.CRASH, message))
+                    break
+                if observation.decode_error is not None:  # the prefill counts; decode-compression reads the error
+                    message = f"{label}, decoding step {observation.decode_steps + 1} raised: {observation.decode_error}"
+                    defects.setdefault(verdicts.CRASH, Defect(verdicts.CRASH, message))
+                if number > 1:
+                    matches = verdicts.layers_matching_earlier(observation, sequence)
+                    if matches:
+                        stale = verdicts.stale_defect(number, observation, matches,
+                                                      _fresh(model, factory, spec, setup, ratio))
+                        if stale is not None:
+                            defects.setdefault(stale.id, stale)
+                sequence.append(observation)
+            if stop:
                 break
-            trace.message = f"prefill {number} ({spec.label}) raised: {observation.error}"
-            stale = verdicts.stale_failure_defect(number, observation, _fresh(model, factory, spec)) if number > 1 else None
-            trace.defects.append(stale or Defect(verdicts.CRASH, trace.message))
-            break
-        if number > 1:
-            matches = verdicts.layers_matching_earlier(observation, observations[:-1])
-            if matches:
-                stale = verdicts.stale_defect(number, observation, matches, _fresh(model, factory, spec))
-                if stale is not None:
-                    trace.defects.append(stale)
+            for defect in verdicts.analyse(sequence):
+                defects.setdefault(defect.id, defect)
+            completed.extend(sequence)
+    finally:
+        prepare_model(model, original_attention)
 
-    completed = [o for o in observations if o.ok]
     trace.runs = [to_trace_run(o) for o in completed]
-    if completed:
-        trace.verdicts, trace.reasons, more = verdicts.analyse(completed)
-        trace.defects.extend(more)
-    trace.defects.sort(key=lambda d: (d.id, d.message))
+    trace.defects = sorted(defects.values(), key=lambda d: (d.id, d.message))
+    if stop:
+        trace.claims = not_run(claims, trace.message or "the press could not run")
+    else:
+        trace.claims = check_claims(claims, completed, failures)
     return trace

@@ -1,4 +1,4 @@
-"""PressTrace ⇄ JSON-safe dicts: the worker's wire format and the ``kvaudit.trace/1`` press entries.
+"""PressTrace ⇄ JSON-safe dicts: the worker's wire format and the ``kvaudit.trace/2`` press entries.
 
 Timings live under a separate ``timings`` key of each run, so everything else is deterministic.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model import Defect, PressTrace, TraceRun
+from ..model import ClaimCheck, Defect, PressTrace, TraceRun
 
 
 def _seconds(value: float) -> float:
@@ -25,6 +25,9 @@ def run_to_dict(run: TraceRun) -> dict[str, Any]:
         "compressed": list(run.compressed),
         "jaccard": list(run.jaccard),
         "jaccard_matrix": [list(row) for row in run.jaccard_matrix],
+        "ratio": run.ratio,
+        "compress_calls": list(run.compress_calls),
+        "decode_lengths": [list(step) for step in run.decode_lengths],
         "timings": {
             "prefill_s": _seconds(run.prefill_time_s),
             "score_s": _seconds(run.score_time_s),
@@ -55,20 +58,49 @@ def run_from_dict(data: dict[str, Any]) -> TraceRun:
         layer_compress_time_s=list(timings.get("layer_compress_s", [])),
         repeat_prefill_time_s=list(timings.get("repeat_prefill_s", [])),
         repeat_score_time_s=list(timings.get("repeat_score_s", [])),
+        ratio=data.get("ratio"),
+        compress_calls=list(data.get("compress_calls", [])),
+        decode_lengths=[list(step) for step in data.get("decode_lengths", [])],
+    )
+
+
+def claim_to_dict(check: ClaimCheck) -> dict[str, Any]:
+    """One ``presses[].claims[]`` entry (``figures`` only when the check drew some)."""
+    data: dict[str, Any] = {
+        "id": check.id,
+        "paper": check.paper,
+        "verdict": check.verdict,
+        "expected": check.expected,
+        "measured": check.measured,
+        "where": dict(check.where),
+        "accepted": check.accepted,
+        "message": check.message,
+        "runs": dict(check.runs),
+    }
+    if check.figures:
+        data["figures"] = list(check.figures)
+    return data
+
+
+def claim_from_dict(data: dict[str, Any]) -> ClaimCheck:
+    return ClaimCheck(
+        id=data["id"], paper=data["paper"], verdict=data["verdict"], message=data.get("message", ""),
+        expected=data.get("expected"), measured=data.get("measured"), where=dict(data.get("where", {})),
+        accepted=data.get("accepted"), runs=dict(data.get("runs", {})), figures=list(data.get("figures", [])),
     )
 
 
 def trace_to_dict(trace: PressTrace) -> dict[str, Any]:
-    """One press entry of ``kvaudit.trace/1`` (``reference`` only when the reference was traced)."""
+    """One press entry of ``kvaudit.trace/2`` (``reference`` only when the reference was traced)."""
     data: dict[str, Any] = {
         "name": trace.name,
         "path": trace.path,
         "status": trace.status,
         "message": trace.message,
         "config": trace.config,
+        "settings": trace.settings,
+        "claims": [claim_to_dict(check) for check in trace.claims],
         "runs": [run_to_dict(run) for run in trace.runs],
-        "verdicts": dict(sorted(trace.verdicts.items())),
-        "reasons": dict(sorted(trace.reasons.items())),
         "defects": [{"id": d.id, "message": d.message} for d in trace.defects],
     }
     if trace.reference is not None:
@@ -84,9 +116,9 @@ def trace_from_dict(data: dict[str, Any]) -> PressTrace:
         status=data["status"],
         message=data.get("message"),
         runs=[run_from_dict(run) for run in data.get("runs", [])],
-        verdicts=dict(data.get("verdicts", {})),
+        claims=[claim_from_dict(claim) for claim in data.get("claims", [])],
         defects=[Defect(d["id"], d["message"]) for d in data.get("defects", [])],
         reference=trace_from_dict(reference) if reference else None,
         config=data.get("config"),
-        reasons=dict(data.get("reasons", {})),
+        settings=data.get("settings"),
     )

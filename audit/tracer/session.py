@@ -168,8 +168,12 @@ class TraceSession:
             raise TraceInputError(f"{display_path(target.path)}: no kvpress press classes (classes defined there: {names})")
         return presses
 
-    def trace(self, target: TraceTarget, class_name: str | None, expr_class_only: bool = False) -> TracedPress:
-        """Trace one press of ``target`` (and the reference when the options ask for it)."""
+    def trace(self, target: TraceTarget, class_name: str | None, expr_class_only: bool = False,
+              claims: list[dict[str, Any]] | None = None) -> TracedPress:
+        """Trace one press of ``target`` (and the reference when the options ask for it).
+
+        ``claims`` are the press's paper claims found statically (``kvaudit.tracer.claimlist``).
+        """
         request = {
             "op": "trace",
             "path": str(target.path),  # where the worker imports from
@@ -181,6 +185,8 @@ class TraceSession:
             "reference": self.options.compare_reference,
             "timeout": self.options.timeout,
             "memory_limit": self.options.memory_limit,
+            "claims": claims or [],
+            "plan": self.options.plan_wire(),
         }
         # The worker enforces the timeout per child; the reference run is a second child.
         reply_timeout = self.options.timeout * (2 if self.options.compare_reference else 1) + REPLY_SLACK_S

@@ -15,17 +15,21 @@ from typing import Any
 from ..model import TraceRun
 from .build import BuildError
 from .options import RunSpec
-from .runner import PressFactory, observe_prefill
+from .runner import PressFactory, RunSetup, observe_run
+from .settings import PressSettings
 
 TIMING_REPEATS = 5
 
 
 def add_repeat_timings(model: Any, factory: PressFactory, spec: RunSpec, run: TraceRun,
-                       repeats: int = TIMING_REPEATS) -> None:
-    """Time ``repeats`` more prefills of ``spec`` (fresh press each) into ``run``; stop at the first failure."""
+                       repeats: int = TIMING_REPEATS, settings: PressSettings | None = None) -> None:
+    """Time ``repeats`` more prefills of ``spec`` (fresh press each, no decoding) into ``run``; stop at the first failure."""
+    setup = RunSetup(settings or PressSettings("timing"), attention=model.config._attn_implementation)
+    if settings is not None and settings.attention:
+        setup.attention = settings.attention
     for _ in range(repeats):
         try:
-            observation = observe_prefill(model, factory(), spec)
+            observation = observe_run(model, factory(), spec, setup, run.ratio, decode=False)
         except BuildError:
             return
         if not observation.ok:

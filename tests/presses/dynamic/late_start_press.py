@@ -13,7 +13,7 @@ from kvpress import BasePress, ScorerPress
 
 @dataclass
 class LateStartPress(BasePress):
-    """Per-head top-k of the scorer, from layer ``first_layer`` on."""
+    """A ChunkKV (arXiv 2502.00299) variant: per-head top-k of the scorer, from layer ``first_layer`` on."""
 
     press: ScorerPress
     first_layer: int = 4

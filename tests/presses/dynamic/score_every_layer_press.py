@@ -12,7 +12,7 @@ from kvpress import BasePress, ScorerPress
 
 @dataclass
 class ScoreEveryLayerReusePress(BasePress):
-    """Followers gather with the leader's indices but only after scoring themselves."""
+    """ChunkKV (arXiv 2502.00299) reuse gone wrong: followers gather with the leader's indices but only after scoring themselves."""
 
     press: ScorerPress
     n_reuse: int = 2

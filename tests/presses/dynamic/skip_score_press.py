@@ -12,7 +12,7 @@ from kvpress import BasePress, ScorerPress
 
 @dataclass
 class SkipScoreOddLayersPress(BasePress):
-    """The scorer on even layers; the lowest key norms on odd layers."""
+    """A ChunkKV (arXiv 2502.00299) variant: the scorer on even layers; the lowest key norms on odd layers."""
 
     press: ScorerPress
 

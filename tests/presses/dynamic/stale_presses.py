@@ -22,7 +22,7 @@ def topk_positions(scores: torch.Tensor, compression_ratio: float) -> torch.Tens
 
 @dataclass
 class StaleReusePress(BasePress):
-    """Algorithm 2 with a cache keyed by group only: filled on the first prefill, never refreshed."""
+    """ChunkKV (arXiv 2502.00299) Algorithm 2 with a cache keyed by group only: filled on the first prefill, never refreshed."""
 
     press: ScorerPress
     n_reuse: int = 2

@@ -1,0 +1,73 @@
+"""How the tracer builds and runs kvpress's own presses: ``rules/presses.toml`` (pure Python).
+
+Some presses cannot run with defaults on the tiny model (they need a scorer, eager attention, a
+delimiter token), and some defaults leave a claim unexercised (a decoding press that compresses
+every 512 steps, SimLayerKV's threshold on random weights). The file says, per kvpress class,
+what the tracer does instead and why; reports show the why beside the press.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
+from typing import Any
+
+SETTINGS = "presses.toml"  # a data file of kvaudit.rules
+KEYS = ("press", "attention", "ratio", "batch", "delimiter", "decode", "why")
+DEFAULT_RATIO_ATTRIBUTE = "compression_ratio"
+
+
+@dataclass(frozen=True)
+class PressSettings:
+    """The settings of one kvpress class (see ``rules/presses.toml`` for the keys)."""
+
+    name: str
+    press: str | None = None
+    attention: str | None = None
+    ratio: str | None = DEFAULT_RATIO_ATTRIBUTE  # None: no ratio to set
+    batch: int | None = None
+    delimiter: dict[str, Any] | None = None
+    decode_inside: bool = True  # False: decode outside `with press(model)`, as kvpress's pipeline does
+    why: str | None = None
+
+
+@cache
+def load_settings() -> dict[str, PressSettings]:
+    package = __package__.rsplit(".", 1)[0]
+    data = tomllib.loads((files(f"{package}.rules") / SETTINGS).read_text(encoding="utf-8"))
+    settings = {}
+    for name, entry in data.items():
+        unknown = set(entry) - set(KEYS)
+        if unknown:  # a typo would silently change how a press is audited
+            raise ValueError(f"{SETTINGS}: [{name}] unknown key {sorted(unknown)[0]!r}")
+        ratio = entry.get("ratio", DEFAULT_RATIO_ATTRIBUTE)
+        settings[name] = PressSettings(
+            name=name,
+            press=entry.get("press"),
+            attention=entry.get("attention"),
+            ratio=None if ratio is False else str(ratio),
+            batch=entry.get("batch"),
+            delimiter=entry.get("delimiter"),
+            decode_inside=entry.get("decode", "inside") != "outside",
+            why=entry.get("why"),
+        )
+    return settings
+
+
+def _is_kvpress(cls: type) -> bool:
+    return cls.__module__.split(".", 1)[0] == "kvpress"
+
+
+def settings_for(cls: type) -> PressSettings:
+    """The settings of ``cls`` when it is a kvpress class; else what it inherits (eager attention only)."""
+    table = load_settings()
+    if _is_kvpress(cls) and cls.__name__ in table:
+        return table[cls.__name__]
+    for base in cls.__mro__[1:]:
+        inherited = table.get(base.__name__) if _is_kvpress(base) else None
+        if inherited is not None and inherited.attention:
+            return PressSettings(name=cls.__name__, attention=inherited.attention,
+                                 why=f"inherits from {base.__name__}: {inherited.why}")
+    return PressSettings(name=cls.__name__)

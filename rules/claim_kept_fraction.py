@@ -1,0 +1,107 @@
+"""Mechanism ``kept-fraction``: a press keeps ``1 − compression_ratio`` of the cache, as it reports."""
+
+from __future__ import annotations
+
+from ..mechanism import CheckContext, Claimant, Mechanism, RunResult, holds, not_applicable, setting, violated
+from ..tracer.observations import RunObservation
+
+
+class KeptFraction(Mechanism):
+    """
+    kvpress's ``BasePress`` contract: ``compression_ratio`` is the "fraction of key-value pairs to
+    remove". Every paper states its budget the same way, so the cache a press leaves must match
+    the ratio it was given and the one it reports (presses that compute their ratio, such as
+    SimLayerKV or DMS, report it after the prefill).
+
+    Invariant, per run, with ``ρ`` the ratio the press reports after the prefill (else the one the
+    run set) and ``L`` each layer's length before compression:
+
+    * positions: the mean number of positions attention can still see (masked entries are
+      dropped ones), over layers, rows and heads, is ``L(1 − ρ)``;
+    * memory: the cache's keys and values hold ``1 − ρ`` of the elements they held before the press
+      ran (a masked entry, a zeroed channel still take memory).
+
+    Tolerance: one position per layer for the rounding of ``int(L(1 − ρ))``, plus ``2c`` for a
+    press that keeps whole chunks of ``c = chunk_length`` tokens (ChunkKV rounds the budget to
+    ``K·c`` or ``K·c − (c − r)``).
+    """
+
+    id = "kept-fraction"
+    name = "the kept fraction"
+    title = "the cache keeps 1 − compression_ratio, in positions and in memory, as the press reports"
+    order = 90
+    contracts = {"BasePress": Claimant("BasePress: compression_ratio is the fraction of key-value pairs to remove")}
+    facts = ("compression_ratio", "chunk_length")
+
+    VALID = [
+        '''
+from dataclasses import dataclass
+from kvpress import ScorerPress
+
+
+@dataclass
+class PlainNormPress(ScorerPress):
+    """Keeps int(L × (1 − compression_ratio)) positions, as kvpress's ScorerPress does."""
+
+    def score(self, module, hidden_states, keys, values, attentions, kwargs):
+        return keys.norm(dim=-1)
+''',
+    ]
+    INVALID = [
+        '''
+from dataclasses import dataclass
+from kvpress import ScorerPress
+
+
+@dataclass
+class OverKeepingPress(ScorerPress):
+    """Reports compression_ratio but keeps twice the budget it states."""
+
+    def score(self, module, hidden_states, keys, values, attentions, kwargs):
+        return keys.norm(dim=-1)
+
+    def compress(self, module, hidden_states, keys, values, attentions, kwargs):
+        scores = self.score(module, hidden_states, keys, values, attentions, kwargs)
+        n_kept = min(keys.shape[2], 2 * max(1, int(keys.shape[2] * (1 - self.compression_ratio))))
+        index = scores.topk(n_kept, dim=-1).indices.unsqueeze(-1).expand(-1, -1, -1, keys.shape[-1])
+        return keys.gather(2, index).contiguous(), values.gather(2, index).contiguous()
+''',
+    ]
+
+    def check_run(self, run: RunObservation, ctx: CheckContext) -> RunResult:
+        reported = run.facts.get("compression_ratio")
+        ratio = reported if isinstance(reported, (int, float)) and not isinstance(reported, bool) else run.ratio
+        if ratio is None:
+            return not_applicable("the press reports no compression_ratio")
+        layers = [layer for layer in run.layers if layer.original_length]
+        if not layers:
+            return not_applicable("no layer was observed")
+        lost = [i for i, layer in enumerate(run.layers) if layer.kept and len(layer.lengths) < run.batch]
+        if lost:  # a cache with fewer batch rows than the prompt: whole rows were dropped
+            rows = len(run.layers[lost[0]].lengths)
+            return violated(f"layer {lost[0]} holds {rows} of the {run.batch} batch rows after the prefill: whole rows "
+                            "of the batch were dropped", run.batch, rows, gap=1.0, layer=lost[0])
+        chunk = setting(run, {}, "chunk_length")
+        tolerance = 1 + (2 * chunk if isinstance(chunk, int) and 0 < chunk < layers[0].original_length else 0)
+        seen = [n for layer in layers for row in layer.lengths for n in row]
+        measured = sum(seen) / len(seen)
+        length = sum(layer.original_length for layer in layers) / len(layers)
+        expected = length * (1 - ratio)
+        source = "reports" if reported is not None else "was given"
+        if abs(measured - expected) > tolerance:
+            return violated(
+                f"the layers keep {measured:.1f} of {length:.0f} positions on average ({measured / length:.1%}); "
+                f"the press {source} compression_ratio {ratio:g}, which gives {expected:.1f} ({1 - ratio:.1%})",
+                round(1 - ratio, 4), round(measured / length, 4), gap=abs(measured - expected) / length)
+        before = sum(layer.memory[0] for layer in layers)
+        after = sum(layer.memory[1] for layer in layers)
+        if before:
+            kept = after / before
+            if abs(kept - (1 - ratio)) * length > tolerance:
+                return violated(
+                    f"the cache still holds {kept:.1%} of its keys' and values' memory after the prefill, while "
+                    f"the press {source} compression_ratio {ratio:g} ({1 - ratio:.1%} kept); attention sees "
+                    f"{measured / length:.1%} of the positions", round(1 - ratio, 4), round(kept, 4),
+                    gap=abs(kept - (1 - ratio)))
+        return holds(f"the layers keep {measured:.1f} of {length:.0f} positions ({measured / length:.1%}) and as much "
+                     f"memory, as compression_ratio {ratio:g} gives", round(1 - ratio, 4), round(measured / length, 4))

@@ -1,0 +1,112 @@
+"""Mechanism ``pyramid-budget``: lower layers keep more, higher layers less, the total unchanged."""
+
+from __future__ import annotations
+
+from ..mechanism import CheckContext, Claimant, Mechanism, RunResult, not_applicable, ratio_of, setting, violated
+from ..model import HOLDS
+from ..tracer.observations import RunObservation
+
+
+def paper_pyramid(length: int, ratio: float, layers: int, beta: float) -> list[int]:
+    """The paper's per-layer budgets: an arithmetic sequence from ``2k − k/β`` down to ``k/β``, ``k = L(1 − ratio)``.
+
+    PyramidKV, Section 3: the top layer keeps ``k_total / (β·m)``, the bottom layer
+    ``2·k_total / m − k_top``, the layers between are interpolated linearly; ``k_total = m·k``.
+    """
+    budget = length * (1 - ratio)
+    low = budget / beta
+    high = 2 * budget - low
+    step = (high - low) / (layers - 1) if layers > 1 else 0.0
+    return [round(high - layer * step) for layer in range(layers)]
+
+
+class PyramidBudget(Mechanism):
+    """
+    PyramidKV spreads the cache budget over layers as a pyramid: lower layers, whose attention
+    is spread wide, keep more; higher layers, whose attention has funnelled onto a few tokens,
+    keep less. The top layer keeps ``k/β`` and the bottom ``2k − k/β`` (``k = L(1 − ratio)``),
+    linear in between, so the total is that of a uniform budget.
+
+    Invariant, per run (the budget of a layer is what it keeps; heads and rows agree):
+
+    * budgets never increase with depth;
+    * the first layer's budget exceeds the last's;
+    * their sum is the global budget ``layers × L(1 − ratio)`` within rounding (one position per
+      layer).
+
+    ``expected`` is the paper's pyramid for the press's ``beta`` (else the paper's 20), so the
+    report can draw both.
+    """
+
+    id = "pyramid-budget"
+    name = "the pyramidal budget"
+    title = "per-layer budgets decrease with depth and sum to the global budget"
+    order = 60
+    papers = {"pyramidkv": Claimant("Section 3 (pyramidal budget allocation, arithmetic from bottom to top)",
+                                    {"beta": 20})}
+    facts = ("beta",)
+
+    VALID = [
+        '''
+from dataclasses import dataclass
+from kvpress import SnapKVPress
+
+
+@dataclass
+class LinearPyramidPress(SnapKVPress):
+    """PyramidKV (arXiv 2406.02069): layer budgets fall linearly with depth, the total unchanged."""
+
+    def compress(self, module, hidden_states, keys, values, attentions, kwargs):
+        length, layers = keys.shape[2], module.config.num_hidden_layers
+        budget = length * (1 - self.compression_ratio)
+        low, high = budget / 2, budget * 1.5
+        n_kept = round(high - module.layer_idx * (high - low) / (layers - 1))
+        scores = self.score(module, hidden_states, keys, values, attentions, kwargs)
+        index = scores.topk(n_kept, dim=-1).indices.unsqueeze(-1).expand(-1, -1, -1, keys.shape[-1])
+        return keys.gather(2, index).contiguous(), values.gather(2, index).contiguous()
+''',
+    ]
+    INVALID = [
+        '''
+from dataclasses import dataclass
+from kvpress import SnapKVPress
+
+
+@dataclass
+class FlatPyramidPress(SnapKVPress):
+    """PyramidKV (arXiv 2406.02069) in name only: every layer keeps the same budget."""
+''',
+    ]
+
+    def check_run(self, run: RunObservation, ctx: CheckContext) -> RunResult:
+        ratio = ratio_of(run)
+        layers = run.layers
+        if ratio is None or len(layers) < 2:
+            return not_applicable("no compression ratio, or a single layer: no pyramid to check")
+        if not any(layer.compressed for layer in layers):
+            return not_applicable("no layer was compressed")
+        length = layers[0].original_length
+        budgets = [layer.kept_count for layer in layers]
+        beta = float(setting(run, ctx.params, "beta", default=20))
+        expected = paper_pyramid(length, ratio, len(layers), beta)
+        total = len(layers) * length * (1 - ratio)
+        figure = {"title": f"budget per layer ({run.where})", "x_label": "layer", "y_label": "kept positions",
+                  "kind": "line", "x": list(range(len(layers))),
+                  "series": {"measured": budgets, f"expected (PyramidKV, beta {beta:g})": expected}}
+        rises = [i for i in range(1, len(budgets)) if budgets[i] > budgets[i - 1]]
+        if rises:
+            i = rises[0]
+            return violated(f"layer {i} keeps {budgets[i]} positions, more than layer {i - 1} ({budgets[i - 1]}); "
+                            f"the paper's pyramid gives {expected[i]} after {expected[i - 1]}", expected, budgets,
+                            gap=1.0 + (budgets[i] - budgets[i - 1]) / max(1, length), figure=figure, layer=i)
+        if budgets[0] <= budgets[-1]:
+            return violated(f"all {len(layers)} layers keep {budgets[0]} positions: the budget is flat; the paper's "
+                            f"pyramid gives {expected[0]} for layer 0 down to {expected[-1]} for layer {len(layers) - 1}",
+                            expected, budgets, gap=(expected[0] - expected[-1]) / max(1, length), figure=figure)
+        if abs(sum(budgets) - total) > len(layers):
+            return violated(f"the layers keep {sum(budgets)} positions in all; the global budget is {total:.0f} "
+                            f"({len(layers)} × {length} × {1 - ratio:g})", round(total), sum(budgets),
+                            gap=abs(sum(budgets) - total) / max(1.0, total), figure=figure)
+        return RunResult(HOLDS, f"budgets fall from {budgets[0]} (layer 0) to {budgets[-1]} (layer "
+                         f"{len(layers) - 1}) and sum to {sum(budgets)} of {total:.0f}", expected, budgets,
+                         figure=figure)

@@ -1,0 +1,236 @@
+"""Every mechanism's invariant on hand-made observations: one that meets it, one that breaks it, the numbers.
+
+Pure Python, no torch: the checks of rules/claim_*.py read plain observations.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from kvaudit.claims import load_registry
+from kvaudit.mechanism import CheckContext, all_mechanisms, mechanism_by_id
+from kvaudit.model import HOLDS, NOT_APPLICABLE, NOT_RUN, VIOLATED
+from kvaudit.tracer.observations import LayerObservation, RunObservation, StepObservation
+
+L = 16  # prompt length of the hand-made runs
+
+
+def layer(kept, heads: int = 2, rows: int = 1, length: int = L, scores=None, lengths=None, memory=(0, 0),
+          decode=()) -> LayerObservation:
+    """A layer that kept ``kept`` (a list per head, or one list for every head) on every row."""
+    per_head = kept if kept and isinstance(kept[0], (list, tuple, range)) else [kept] * heads
+    row = tuple(tuple(sorted(h)) for h in per_head)
+    return LayerObservation(score_calls=1, kept=(row,) * rows, original_length=length, scores=scores,
+                            kept_lengths=lengths or (), memory=memory, decode=tuple(decode))
+
+
+def run(layers, ratio: float | None = 0.5, batch: int = 1, facts=None, steps: int = 0) -> RunObservation:
+    return RunObservation(tokens=L, batch=batch, seed=0, layers=list(layers), ratio=ratio, facts=facts or {},
+                          decode_steps=steps)
+
+
+def check(claim: str, runs, params=None, paper: str = "Paper"):
+    return mechanism_by_id(claim).check(CheckContext(runs=list(runs), params=params or {}), paper)
+
+
+def test_the_catalogue_has_the_ten_mechanisms_of_the_issue_in_order() -> None:
+    assert [m.id for m in all_mechanisms()] == [
+        "layer-index-reuse", "chunk-selection", "observation-window", "attention-sinks", "recent-window",
+        "pyramid-budget", "head-budget", "score-topk", "kept-fraction", "decode-compression",
+    ]
+    for mechanism in all_mechanisms():
+        assert mechanism.documentation() and mechanism.name and mechanism.title
+        assert mechanism.papers or mechanism.contracts
+        assert mechanism.VALID and mechanism.INVALID, f"{mechanism.id} needs a press that meets it and one that breaks it"
+        assert set(mechanism.papers) <= {paper.key for paper in load_registry()}
+
+
+def test_the_registry_reads_claims_from_the_mechanisms() -> None:
+    papers = {paper.key: paper for paper in load_registry()}
+    assert sorted(papers["chunkkv"].claims) == ["chunk-selection", "layer-index-reuse", "observation-window"]
+    assert sorted(papers["pyramidkv"].claims) == ["observation-window", "pyramid-budget"]
+    assert sorted(papers["h2o"].claims) == ["decode-compression", "recent-window"]
+    assert sorted(papers["criticaladakv"].claims) == ["head-budget"] and not papers["criticalkv"].claims
+    assert papers["cam"].label == "CaM (openreview.net/forum?id=LCTmppB165)"
+
+
+def test_no_completed_run_is_not_run_with_the_reason() -> None:
+    result = mechanism_by_id("kept-fraction").check(CheckContext(runs=[], failures=["prefill 1 raised: boom"]), "P")
+    assert result.verdict == NOT_RUN and "boom" in result.message
+
+
+# -- chunk-selection --------------------------------------------------------------------------
+
+
+def test_chunk_selection_holds_on_whole_top_chunks() -> None:
+    kept = [*range(0, 4), *range(8, 12)]  # chunks 0 and 2 of 4, K = int(4 × 0.5) = 2
+    scores = ((tuple(1.0 if p < 4 or 8 <= p < 12 else 0.0 for p in range(L)),) * 2,)
+    result = check("chunk-selection", [run([layer(kept, scores=scores)], facts={"chunk_length": 4})])
+    assert result.verdict == HOLDS
+
+
+def test_chunk_selection_breaks_on_partial_chunks_with_numbers() -> None:
+    result = check("chunk-selection", [run([layer([0, 1, 2, 3, 8, 9])], facts={"chunk_length": 4})])
+    assert result.verdict == VIOLATED and (result.expected, result.measured) == (8, 6)
+    assert "positions 10–11 missing" in result.message and result.where["layer"] == 0
+
+
+def test_chunk_selection_breaks_on_the_chunk_count_and_on_heads_and_on_rank() -> None:
+    one = check("chunk-selection", [run([layer(range(4))], facts={"chunk_length": 4})])
+    assert one.verdict == VIOLATED and "the paper's rule gives 2 chunks of 4 (8 positions)" in one.message
+    heads = check("chunk-selection", [run([layer([range(8), range(8, 16)])], facts={"chunk_length": 4})])
+    assert heads.verdict == VIOLATED and "KV heads keep different positions" in heads.message
+    # chunk 1 scores best but chunks 0 and 2 are kept
+    scores = ((tuple(5.0 if 4 <= p < 8 else 1.0 for p in range(L)),) * 2,)
+    rank = check("chunk-selection", [run([layer([*range(4), *range(8, 12)], scores=scores)], facts={"chunk_length": 4})])
+    assert rank.verdict == VIOLATED and "dropped chunk 1 scores 10" in rank.message  # head-summed, as the paper sums heads
+
+
+# -- observation-window -----------------------------------------------------------------------
+
+
+def test_observation_window() -> None:
+    facts = {"window_size": 4}
+    assert check("observation-window", [run([layer([0, 1, 2, 3, 12, 13, 14, 15])], facts=facts)]).verdict == HOLDS
+    broken = check("observation-window", [run([layer([0, 1, 2, 3, 4, 12, 13, 15])], facts=facts)])
+    assert broken.verdict == VIOLATED and (broken.expected, broken.measured) == (4, 3)
+    assert "dropped 14" in broken.message and broken.figures[0]["kind"] == "step"
+    short = check("observation-window", [run([layer([13, 14])], facts=facts)])
+    assert short.verdict == NOT_APPLICABLE and "budget is below the window" in short.message
+    # a budget below w in one run is said beside a verdict from the others
+    mixed = check("observation-window", [run([layer([13, 14])], facts=facts),
+                                          run([layer([0, 12, 13, 14, 15])], facts=facts)])
+    assert mixed.verdict == HOLDS and "not applicable in 1" in mixed.message
+
+
+# -- attention-sinks --------------------------------------------------------------------------
+
+
+def test_attention_sinks() -> None:
+    assert check("attention-sinks", [run([layer([0, 1, 12, 13, 14, 15])], facts={"n_sink": 2})]).verdict == HOLDS
+    sinkless = check("attention-sinks", [run([layer([0, 11, 12, 13, 14, 15])], facts={"n_sink": 2})])
+    assert sinkless.verdict == VIOLATED and sinkless.expected == [2, 4] and sinkless.measured == [1, 5]
+    # SimLayerKV states its recent count: one short is a violation
+    short = check("attention-sinks", [run([layer([0, 1, 13, 14, 15])], facts={"n_initial": 2, "n_recent": 4})])
+    assert short.verdict == VIOLATED and (short.expected, short.measured) == ([2, 4], [2, 3])
+
+
+# -- recent-window ----------------------------------------------------------------------------
+
+
+def test_recent_window() -> None:
+    assert check("recent-window", [run([layer([0, 2, 4, 6, 12, 13, 14, 15])])], {"share": 0.5}).verdict == HOLDS
+    broken = check("recent-window", [run([layer(range(8))])], {"share": 0.5})
+    assert broken.verdict == VIOLATED and (broken.expected, broken.measured) == (4, 0)
+
+
+# -- pyramid-budget ---------------------------------------------------------------------------
+
+
+def budgets_run(budgets, ratio=0.5):
+    return run([layer(range(L - n, L)) for n in budgets], ratio=ratio)
+
+
+def test_pyramid_budget() -> None:
+    assert check("pyramid-budget", [budgets_run([12, 10, 6, 4])], {"beta": 2}).verdict == HOLDS  # sum 32 = 4 × 8
+    flat = check("pyramid-budget", [budgets_run([8, 8, 8, 8])], {"beta": 2})
+    assert flat.verdict == VIOLATED and flat.measured == [8, 8, 8, 8] and flat.expected == [12, 9, 7, 4]
+    assert "the budget is flat" in flat.message and flat.figures[0]["series"]["measured"] == [8, 8, 8, 8]
+    rising = check("pyramid-budget", [budgets_run([10, 12, 6, 4])], {"beta": 2})
+    assert rising.verdict == VIOLATED and "layer 1 keeps 12 positions, more than layer 0 (10)" in rising.message
+    total = check("pyramid-budget", [budgets_run([14, 12, 10, 8])], {"beta": 2})
+    assert total.verdict == VIOLATED and (total.expected, total.measured) == (32, 44)
+
+
+# -- head-budget ------------------------------------------------------------------------------
+
+
+def heads_run(counts):
+    return run([LayerObservation(1, ((tuple(range(c)) for c in counts),), L, kept_lengths=(tuple(counts),))
+                for _ in range(2)])
+
+
+def test_head_budget() -> None:
+    assert check("head-budget", [heads_run((12, 4))], {"alpha_safeguard": 0.2}).verdict == HOLDS
+    equal = check("head-budget", [heads_run((8, 8))], {"alpha_safeguard": 0.2})
+    assert equal.verdict == VIOLATED and equal.measured == [8, 8] and "same count" in equal.message
+    floor = check("head-budget", [heads_run((16, 0))], {"alpha_safeguard": 0.2})
+    assert floor.verdict == VIOLATED and (floor.expected, floor.measured) == (1, 0)
+    total = check("head-budget", [heads_run((12, 6))], {"alpha_safeguard": 0.2})
+    assert total.verdict == VIOLATED and (total.expected, total.measured) == (16, 18)
+
+
+# -- score-topk -------------------------------------------------------------------------------
+
+
+def test_score_topk() -> None:
+    scores = ((tuple(float(p) for p in range(L)),) * 2,)
+    assert check("score-topk", [run([layer(range(8, 16), scores=scores)])]).verdict == HOLDS
+    worst = check("score-topk", [run([layer(range(8), scores=scores)])])
+    assert worst.verdict == VIOLATED and (worst.expected, worst.measured) == (8, 0)
+    assert "kept position 0 scores 0" in worst.message
+    # ties at the threshold may go either way
+    tied = ((tuple(1.0 for _ in range(L)),) * 2,)
+    assert check("score-topk", [run([layer(range(8), scores=tied)])]).verdict == HOLDS
+
+
+# -- kept-fraction ----------------------------------------------------------------------------
+
+
+def test_kept_fraction() -> None:
+    memory = (2 * 2 * L * 4, 2 * 2 * 8 * 4)
+    assert check("kept-fraction", [run([layer(range(8), memory=memory)])]).verdict == HOLDS
+    over = check("kept-fraction", [run([layer(range(12))])])
+    assert over.verdict == VIOLATED and (over.expected, over.measured) == (0.5, 0.75)
+    # masked entries leave attention but not memory: AdaKV keeps 100% of the cache while reporting 0.5
+    masked = LayerObservation(1, ((tuple(range(8)), tuple(range(8))),), L, kept_lengths=((8, 8),),
+                              memory=(2 * 2 * L * 4, 2 * 2 * L * 4))
+    memory_kept = check("kept-fraction", [run([masked], facts={"compression_ratio": 0.5})])
+    assert memory_kept.verdict == VIOLATED and (memory_kept.expected, memory_kept.measured) == (0.5, 1.0)
+    assert "100.0% of its keys' and values' memory" in memory_kept.message
+    assert check("kept-fraction", [run([layer(range(8))], ratio=None)]).verdict == NOT_APPLICABLE
+
+
+# -- decode-compression -----------------------------------------------------------------------
+
+
+def step(length: int) -> StepObservation:
+    return StepObservation(rows=((length, length),), masked=((0, 0),))
+
+
+def decode_run(prefill: int, lengths, compressed: bool = True, facts=None) -> RunObservation:
+    kept = range(prefill) if compressed else range(L)
+    return run([layer(kept, length=L if compressed else prefill, decode=[step(n) for n in lengths])],
+               steps=len(lengths), facts=facts)
+
+
+def test_decode_compression_fixed_size() -> None:
+    assert check("decode-compression", [decode_run(8, [8] * 8)], {"mode": "fixed-size"}).verdict == HOLDS
+    grows = check("decode-compression", [decode_run(8, range(9, 17))], {"mode": "fixed-size"})
+    assert grows.verdict == VIOLATED and (grows.expected, grows.measured) == (8, 16)
+    assert "grew from 8 entries after the prefill to 16 after 8 decoding steps" in grows.message
+    few = check("decode-compression", [decode_run(8, [8] * 3)], {"mode": "fixed-size"})
+    assert few.verdict == NOT_APPLICABLE and "only 3 decoding steps" in few.message
+
+
+def test_decode_compression_interval_and_evicts() -> None:
+    facts = {"compression_interval": 4, "target_size": 6}
+    good = check("decode-compression", [decode_run(16, [17, 18, 19, 6, 7, 8, 9, 6], compressed=False, facts=facts)],
+                 {"mode": "interval"})
+    assert good.verdict == HOLDS and "steps 4, 8" in good.message
+    never = check("decode-compression", [decode_run(16, range(17, 25), compressed=False, facts=facts)],
+                  {"mode": "interval"})
+    assert never.verdict == VIOLATED and "never compressed" in never.message
+    wrong = check("decode-compression", [decode_run(16, [17, 18, 19, 9, 10, 11, 12, 9], compressed=False,
+                                                    facts=facts)], {"mode": "interval"})
+    assert wrong.verdict == VIOLATED and (wrong.expected, wrong.measured) == (6, 9)
+    evicts = check("decode-compression", [decode_run(8, [9, 9, 10, 10, 11, 11, 12, 12])], {"mode": "evicts"})
+    assert evicts.verdict == HOLDS
+    keeps = check("decode-compression", [decode_run(8, range(9, 17))], {"mode": "evicts"})
+    assert keeps.verdict == VIOLATED
+
+
+@pytest.mark.parametrize("mechanism", all_mechanisms(), ids=lambda m: m.id)
+def test_every_check_survives_a_run_without_layers(mechanism) -> None:
+    result = mechanism.check(CheckContext(runs=[run([])]), "P")
+    assert result.verdict in (NOT_APPLICABLE, VIOLATED, HOLDS)
