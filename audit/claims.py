@@ -45,7 +45,9 @@ class Paper:
     @cached_property
     def pattern(self) -> re.Pattern[str]:
         alternatives = [re.escape(i) for i in (self.arxiv, *self.links) if i]
-        alternatives += [rf"(?<![A-Za-z0-9]){re.escape(n)}" for n in self.names]
+        # A name followed by "Press" names a class (`AdaKVPress` in LagKV's docstring), not the paper; a
+        # class's own name still cites through find_paper's class-name rule, and subclasses inherit.
+        alternatives += [rf"(?<![A-Za-z0-9]){re.escape(n)}(?!Press)" for n in self.names]
         return re.compile("|".join(alternatives))
 
     @property

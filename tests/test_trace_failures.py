@@ -19,7 +19,8 @@ from kvaudit.source import display_path
 from helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = TraceOptions(layers=2, tokens=96)  # the smallest prompt SnapKV's 64-token window accepts
+# The smallest prompt SnapKV's 64-token window accepts, on a one-ratio grid.
+SMALL = TraceOptions(layers=2, tokens=96, long_tokens=144, ratios=(0.5,))
 
 PRESSES = textwrap.dedent('''
     import sys
@@ -81,7 +82,8 @@ def presses(tmp_path_factory) -> Path:
 
 
 def trace_one(path: Path, name: str, **options):
-    report = trace_targets([f"{path}::{name}"], TraceOptions(layers=2, tokens=96, **options), progress=False)
+    options = TraceOptions(layers=2, tokens=96, long_tokens=144, ratios=(0.5,), **options)
+    report = trace_targets([f"{path}::{name}"], options, progress=False)
     (trace,) = report.traces
     return report, trace
 
@@ -102,7 +104,7 @@ def test_a_constructor_that_raises_anything_is_the_press_not_the_machine(presses
 ])
 def test_a_prefill_that_raises_anything_is_a_crash(presses: Path, name: str, raised: str, shared_worker) -> None:
     report, trace = trace_one(presses, name)
-    assert [(d.id, d.message) for d in trace.defects] == [("crash", f"prefill 1 (96×1) raised: {raised}")]
+    assert [(d.id, d.message) for d in trace.defects] == [("crash", f"prefill 1 (96×1, ratio 0.5) raised: {raised}")]
     assert report.error_lines == [] and report.exit_code == 1
 
 
@@ -158,11 +160,11 @@ SABOTAGE = textwrap.dedent('''
     from kvpress import KnormPress
 
 
-    def broken(options):
+    def broken(*args):
         raise ZeroDivisionError("simulated tracer bug")
 
 
-    jobs.run_plan = broken
+    jobs.claims_to_check = broken
 
 
     class SabotagedPress(KnormPress):
@@ -189,7 +191,7 @@ def test_a_tracer_bug_in_the_child_is_one_line_exit_2(sabotaged: str, shared_wor
 
 @pytest.mark.parametrize("command", ["trace", "check --trace"])
 def test_cli_shows_the_traceback_of_a_tracer_bug_only_under_debug(command: str, sabotaged: str, shared_worker) -> None:
-    args = [*command.split(), sabotaged, "--layers", "2", "--tokens", "96"]
+    args = [*command.split(), sabotaged, "--layers", "2", "--tokens", "96", "--long-tokens", "144", "--ratios", "0.5"]
     out = run_cli(*args)
     assert out.exit_code == 2 and out.exception is None
     line = "error: sabotaged.py::SabotagedPress: internal error in the tracer: ZeroDivisionError: simulated tracer bug"
