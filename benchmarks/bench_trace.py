@@ -4,7 +4,7 @@
    runs it (Python start, CLI, worker start with torch/transformers/kvpress imports, model build,
    three prefills, analysis, output). Goal: ≤ 10 s on a 2-core machine.
 2. Instrumentation overhead on prefill: the same prefill with the press alone, and with the
-   tracer's hooks and score() wrappers (:mod:`kvaudit.tracer.instrument`), interleaved, medians.
+   tracer's hooks and score() wrappers (:mod:`kvaudit.tracer.child.instrument`), interleaved, medians.
    Goal: ≤ 5 %. The index matching that follows each traced prefill is reported apart: it runs
    after the timed prefill and is part of the trace's cost, not of the measured prefill.
 
@@ -61,8 +61,8 @@ def bench_overhead(reps: int, tokens: int) -> dict[str, float]:
     from transformers import DynamicCache
 
     from kvaudit.tinymodel import build_tiny_model, make_input_ids
-    from kvaudit.tracer.instrument import Instrumentation
-    from kvaudit.tracer.keptindices import kept_positions
+    from kvaudit.tracer.child.instrument import Instrumentation
+    from kvaudit.tracer.child.keptindices import kept_positions
 
     torch.set_num_threads(1)  # as in the tracer's worker
     model = build_tiny_model("llama", 8, 0)

@@ -42,7 +42,7 @@ def kvpress_presses_dir() -> Path:
 def trace_session() -> Iterator:
     """One trace worker for the whole test session (closed, with everything below it, at the end)."""
     from kvaudit.tracer import TraceOptions
-    from kvaudit.tracer.session import TraceSession
+    from kvaudit.tracer.parent.session import TraceSession
 
     session = TraceSession(TraceOptions())
     session.start()

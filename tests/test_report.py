@@ -116,7 +116,7 @@ def test_report_says_how_each_press_was_built(traced_chunkkv, tmp_path: Path) ->
 
 
 def test_compared_presses_are_timed_several_times(traced_chunkkv) -> None:
-    from kvaudit.tracer.timing import TIMING_REPEATS
+    from kvaudit.tracer.child.timing import TIMING_REPEATS
 
     (press,) = [p for p in traced_chunkkv.presses if p.name == "ChunkKVPress"]
     for run in (press.trace.runs[0], press.trace.reference.runs[0]):

@@ -50,7 +50,7 @@ def test_a_traced_module_imports_the_users_rules_package(tmp_path: Path, monkeyp
 
 
 def test_the_worker_does_not_put_the_working_directory_first(tmp_path: Path, monkeypatch) -> None:
-    from kvaudit.tracer.client import WorkerClient, WorkerError
+    from kvaudit.tracer.parent.client import WorkerClient, WorkerError
 
     cwd, elsewhere = tmp_path / "cwd", tmp_path / "elsewhere"
     cwd.mkdir()

@@ -156,7 +156,7 @@ def test_memory_limit_sizes() -> None:
 # Simulates a bug in the tracer's own code in the child: the module (imported in the forked child
 # only) breaks a function the tracer calls after the import.
 SABOTAGE = textwrap.dedent('''
-    import kvaudit.tracer.jobs as jobs
+    import kvaudit.tracer.child.jobs as jobs
     from kvpress import KnormPress
 
 
@@ -202,16 +202,16 @@ def test_cli_shows_the_traceback_of_a_tracer_bug_only_under_debug(command: str, 
 
 
 def test_a_bug_in_the_parent_is_one_line_exit_2_never_1(monkeypatch, shared_worker) -> None:
-    import kvaudit.tracer.session
+    from kvaudit.tracer.outcome import TraceOutcome
 
     def broken(data):
         raise KeyError("simulated parent-side bug")
 
     monkeypatch.chdir(ROOT)
-    monkeypatch.setattr(kvaudit.tracer.session, "trace_from_dict", broken)
+    monkeypatch.setattr(TraceOutcome, "from_wire", staticmethod(broken))
     target = "tests/presses/dynamic/algorithm2_press.py"
     for extra in ([], ["--debug"]):
-        out = run_cli("trace", target, "--layers", "2", "--tokens", "96", *extra)
+        out = run_cli("trace", target, "--layers", "2", "--tokens", "96", "--long-tokens", "144", "--ratios", "0.5", *extra)
         assert out.exit_code == 2 and out.exception is None
         first = out.stderr.splitlines()[0]
         assert first.startswith(f"error: {target}: internal error in kvaudit: KeyError: 'simulated parent-side bug'")

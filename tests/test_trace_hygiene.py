@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from kvaudit.tracer import TraceOptions
-from kvaudit.tracer.client import WorkerClient, WorkerError
-from kvaudit.tracer.target import resolve_target
+from kvaudit.tracer.parent.client import WorkerClient, WorkerError
+from kvaudit.tracer.parent.target import resolve_target
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
 
@@ -149,7 +149,7 @@ def test_a_module_that_hangs_at_import_is_named_in_its_error(tmp_path: Path, sha
 
 PARENT = textwrap.dedent('''
     import sys
-    from kvaudit.tracer.client import WorkerClient
+    from kvaudit.tracer.parent.client import WorkerClient
 
     client = WorkerClient()
     print(client.pid, flush=True)

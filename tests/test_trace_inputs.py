@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 from kvaudit.tracer import TraceOptions, trace_targets  # noqa: E402
 from kvaudit.tracer.options import run_plan  # noqa: E402
-from kvaudit.tracer.target import TraceInputError, resolve_target  # noqa: E402
+from kvaudit.tracer.parent.target import TraceInputError, resolve_target  # noqa: E402
 
 DYNAMIC = ROOT / "tests" / "presses" / "dynamic"
 
@@ -31,7 +31,7 @@ def kvaudit(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 def test_tracer_imports_stay_light() -> None:
     code = (
         "import sys; import kvaudit.tracer, kvaudit.cli.trace, kvaudit.reporters.trace_terminal, "
-        "kvaudit.reporters.trace_json, kvaudit.tracer.session, kvaudit.tracer.compare; "
+        "kvaudit.reporters.trace_json, kvaudit.tracer.parent.session, kvaudit.tracer.compare; "
         "heavy = sorted(m for m in ('torch', 'transformers', 'kvpress') if m in sys.modules); "
         "print(','.join(heavy))"
     )

@@ -1,6 +1,6 @@
 """One run of the tracer, in this process: state cleared between runs, decoding maps, re-rotated keys.
 
-These call :func:`kvaudit.tracer.runner.observe_run` directly on a tiny model (torch in-process, so
+These call :func:`kvaudit.tracer.child.runner.observe_run` directly on a tiny model (torch in-process, so
 slow to import); the worker does the same in its forked child.
 """
 
@@ -16,10 +16,10 @@ pytest.importorskip("kvpress")
 from kvpress import BasePress, KeyRerotationPress, KnormPress, SnapKVPress  # noqa: E402
 
 from kvaudit.tinymodel import build_tiny_model, make_input_ids  # noqa: E402
-from kvaudit.tracer.instrument import attention_modules  # noqa: E402
+from kvaudit.tracer.child.instrument import attention_modules  # noqa: E402
 from kvaudit.tracer.options import RunSpec  # noqa: E402
-from kvaudit.tracer.runner import RunSetup, observe_run  # noqa: E402
-from kvaudit.tracer.settings import PressSettings  # noqa: E402
+from kvaudit.tracer.child.runner import RunSetup, observe_run  # noqa: E402
+from kvaudit.tracer.child.settings import PressSettings  # noqa: E402
 
 pytestmark = pytest.mark.slow
 SPEC = RunSpec(tokens=96, batch=1, seed=3)
@@ -98,7 +98,7 @@ def test_repeated_ids_make_value_matches_ambiguous_and_say_so(model) -> None:
     # 96 tokens of 4 ids: layer-0 values repeat, so re-rotated rows cannot all be placed
     repeated = RunSpec(tokens=96, batch=1, seed=0)
     press = KeyRerotationPress(SnapKVPress(compression_ratio=0.5, window_size=16))
-    import kvaudit.tracer.runner as runner
+    import kvaudit.tracer.child.runner as runner
 
     original = runner.make_input_ids
     runner.make_input_ids = lambda tokens, batch, seed, vocab: torch.arange(tokens).remainder(4).expand(batch, -1)

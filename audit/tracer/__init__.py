@@ -31,7 +31,7 @@ from ..model import AuditResult, FileStatus, PressTrace
 from ..source import display_path
 from ..targets import looks_like_module, resolve_module, split_class_selector
 from .options import TraceOptions, missing_trace_extra, run_plan
-from .target import TraceInputError, TraceTarget, check_expression, resolve_target
+from .parent.target import TraceInputError, TraceTarget, check_expression, resolve_target
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -48,8 +48,8 @@ __all__ = [
 
 @contextmanager
 def open_session(options: TraceOptions) -> Iterator[Any]:
-    """A :class:`kvaudit.tracer.session.TraceSession` for ``options``, closed (worker and all) on the way out."""
-    from .session import TraceSession
+    """A :class:`kvaudit.tracer.parent.session.TraceSession` for ``options``, closed (worker and all) on the way out."""
+    from .parent.session import TraceSession
 
     with TraceSession(options) as session:
         yield session
@@ -195,8 +195,8 @@ def trace_targets(targets: list[str], options: TraceOptions, progress: bool = Tr
     press could be traced because of the options or the machine, a line saying so is added to
     ``input_errors`` too (exit code 2). Failures of the tracer itself go to ``internal_errors``.
     """
-    from .client import WorkerError
-    from .session import InternalTraceError
+    from .parent.client import WorkerError
+    from .parent.session import InternalTraceError
 
     report = TraceReport(targets=list(targets), plan=[spec.label for spec in run_plan(options)],
                          plan_label=options.plan_label())
@@ -286,8 +286,8 @@ def attach_traces(result: AuditResult, options: TraceOptions, progress: bool = T
     entry to ``result.files`` (exit code 2, never 1); the tracebacks of such failures are returned
     (for ``--debug``).
     """
-    from .client import WorkerError
-    from .session import InternalTraceError
+    from .parent.client import WorkerError
+    from .parent.session import InternalTraceError
 
     tracebacks: list[str] = []
     if not result.presses:

@@ -2,7 +2,7 @@
 
 The parent sends them with each trace request, so that ``kvaudit trace`` checks exactly the claims
 ``kvaudit check`` finds (the cited paper, inherited citations, ``claim-overrides``); the worker
-child adds the contract claims of the class's kvpress bases (:mod:`kvaudit.tracer.claimcheck`).
+child adds the contract claims of the class's kvpress bases (:mod:`kvaudit.tracer.child.claimcheck`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,11 @@
-"""Why a press could not be traced, in one place (pure Python, no torch).
+"""Why something could not be traced, in one place (pure Python, no torch).
 
-Every failure of a press's build or run is sorted into one kind, which decides how it is reported:
+Two sorts of failure are told apart here. A **worker child** that did not return a trace failed
+in one of four ways (:func:`child_failure`): it hung or died (the press's doing: a ``crash``), its
+target did not import (:class:`ImportFailure`: bad input), the model could not be built there
+(:class:`ModelFailure`: the options or the machine), or the tracer's own code raised (a bug:
+internal error). Within a trace, every failure of a **press's** build or run is sorted into one
+kind (:func:`classify`), which decides how it is reported:
 
 * ``pretrained``: the press needs files or data made for a named pretrained model (a download from
   the Hugging Face Hub, a checkpoint list, a budget curve). kvaudit runs offline on a tiny model,
@@ -16,6 +21,36 @@ from __future__ import annotations
 import re
 
 PRETRAINED, ABSTRACT, BUILD, CRASH = "pretrained", "abstract", "build", "crash"
+# How a worker child that returned no trace failed (see child_failure).
+INPUT, SETUP, INTERNAL = "input", "setup", "internal"
+
+
+class ReportedError(Exception):
+    """An error whose message is reported as is (no exception type in front)."""
+
+
+class ImportFailure(ReportedError):
+    """The target module could not be imported (a bad target: exit code 2)."""
+
+
+class ModelFailure(ReportedError):
+    """The model could not be built in the child (``--device``, ``--dtype``, ``--model``): no press can run."""
+
+
+def child_failure(finished: bool, error_type: str | None) -> str:
+    """The kind of a child that returned no trace: ``crash`` (it hung or died), ``input``, ``setup`` or ``internal``.
+
+    ``finished`` is False when the child hung or died before reporting; else it raised ``error_type``.
+    Every exception of the press's own code (its build, its prefills) is caught into the trace, so an
+    exception that reaches the child's top is the import's, the model's, or the tracer's own.
+    """
+    if not finished:
+        return CRASH
+    if error_type == ImportFailure.__name__:
+        return INPUT
+    if error_type == ModelFailure.__name__:
+        return SETUP
+    return INTERNAL
 
 # What presses say when they reach for files of a named model (HF_HUB_OFFLINE=1 stops downloads).
 _PRETRAINED_SIGNS = re.compile(

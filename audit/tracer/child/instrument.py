@@ -11,7 +11,7 @@
   *after* the press's hook stamps the time again: the gap is the press's hook, i.e. ``compress()``.
   The copy is taken on every forward, the prefill and each decoding step, so every compression
   can be matched against the cache it started from.
-* The compressed cache is read once each forward is over (see :mod:`kvaudit.tracer.keptindices`).
+* The compressed cache is read once each forward is over (see :mod:`kvaudit.tracer.child.keptindices`).
 
 The hooks only copy tensors and read clocks; index matching happens after the timed prefill.
 """

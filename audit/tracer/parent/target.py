@@ -12,8 +12,8 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..source import SourceError, display_path, load_source
-from ..targets import looks_like_module, resolve_module, split_class_selector
+from ...source import SourceError, display_path, load_source
+from ...targets import looks_like_module, resolve_module, split_class_selector
 
 
 class TraceInputError(Exception):

@@ -124,7 +124,7 @@ def reference_press(press: Any) -> Any:
     from kvpress import ScorerPress
 
     try:
-        from ..reference import ChunkKVReusePress
+        from ...reference import ChunkKVReusePress
     except Exception as error:  # noqa: BLE001
         raise BuildError(f"reference press unavailable: {one_line(error)}") from None
 

@@ -17,8 +17,8 @@ import tempfile
 import time
 from typing import Any
 
-from .childproc import kill_all, session_members
-from .options import PARENT_ENV
+from ..worker.process import kill_all, session_members
+from ..options import PARENT_ENV
 
 # The worker's own start-up (imports, model) may take this long on a slow machine.
 INIT_TIMEOUT_S = 180.0

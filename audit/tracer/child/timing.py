@@ -5,16 +5,16 @@ On the tiny model a prefill takes tens of milliseconds, and a forked child pays 
 is timed again a few times, each on a freshly built press; the report compares medians and calls
 a difference smaller than the spread of the repeats "no measurable difference".
 
-Runs inside a forked worker child, like :mod:`kvaudit.tracer.runner`.
+Runs inside a forked worker child, like :mod:`kvaudit.tracer.child.runner`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..model import TraceRun
+from ...model import TraceRun
 from .build import BuildError
-from .options import RunSpec
+from ..options import RunSpec
 from .runner import PressFactory, RunSetup, observe_run
 from .settings import PressSettings
 

@@ -1,7 +1,8 @@
 """What a worker child does: list a target's classes, or trace one press (or its reference).
 
 These functions run in a forked child of the worker (:mod:`kvaudit.tracer.worker`): they import the
-user's module and run its code. They return JSON-safe dicts.
+user's module and run its code. They return JSON-safe dicts: a trace is a
+:class:`kvaudit.tracer.outcome.TraceOutcome`'s wire form.
 """
 
 from __future__ import annotations
@@ -13,23 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from . import build
-from .childproc import ReportedError
+from ..claimlist import claims_by_class
+from ..errors import ImportFailure, ModelFailure  # noqa: F401  (ModelFailure: raised by the worker in the child)
 from .claimcheck import claims_to_check
-from .claimlist import claims_by_class
 from .loader import import_target, list_classes
-from .options import TraceOptions, run_plan
-from .serialize import trace_to_dict
+from ..options import TraceOptions, run_plan
+from ..outcome import TraceOutcome
 from .settings import PressSettings, settings_for
 
 REFERENCE_NAME = "ChunkKVReusePress"
-
-
-class ImportFailure(ReportedError):
-    """The target module could not be imported (a bad target: exit code 2)."""
-
-
-class ModelFailure(ReportedError):
-    """The model could not be built in the child (``--device``, ``--dtype``, ``--model``): no press can run."""
 
 
 def import_or_explain(request: dict[str, Any]) -> Any:
@@ -114,7 +107,7 @@ def trace_job(model: Any, options: TraceOptions, request: dict[str, Any], refere
         if request.get("reference") and trace.runs:  # compared with the reference: time it again
             add_repeat_timings(model, _at_ratio(press.factory, press.settings, trace.runs[0].ratio),
                                run_plan(options)[0], trace.runs[0], settings=press.settings)
-        return {"trace": trace_to_dict(trace), "input_error": press.input_error}
+        return TraceOutcome(trace, input_error=press.input_error).to_wire()
 
     def reference_factory() -> Any:
         return build.reference_press(press.factory())
@@ -133,7 +126,7 @@ def trace_job(model: Any, options: TraceOptions, request: dict[str, Any], refere
     if trace.runs:
         add_repeat_timings(model, _at_ratio(reference_factory, PressSettings(ref_name), trace.runs[0].ratio),
                            run_plan(options)[0], trace.runs[0])
-    return {"trace": trace_to_dict(trace), "input_error": None}
+    return TraceOutcome(trace).to_wire()
 
 
 def _at_ratio(factory: Callable[[], Any], settings: PressSettings, ratio: float | None) -> Callable[[], Any]:

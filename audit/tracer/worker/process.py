@@ -36,6 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import ReportedError
+
 OK, FAILED, TIMEOUT, DIED = "ok", "failed", "timeout", "died"
 
 _FRAME = struct.Struct(">Q")  # the length of the JSON result that follows
@@ -48,10 +50,6 @@ private_fds: list[int] = []
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
-
-
-class ReportedError(Exception):
-    """An error whose message is reported as is (no exception type in front)."""
 
 
 @dataclass(frozen=True)

@@ -7,37 +7,17 @@ switches the options, and the worker rebuilds its model only when the model opti
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ..model import Defect, PressTrace
-from ..source import display_path
+from ...model import Defect, PressTrace
+from ...source import display_path
+from ..options import TraceOptions
+from ..outcome import TraceOutcome
+from ..verdicts import CRASH
 from .client import INIT_TIMEOUT_S, REPLY_SLACK_S, WorkerClient, WorkerError
-from .options import TraceOptions
-from .serialize import trace_from_dict
 from .target import TraceInputError, TraceTarget
-from .verdicts import CRASH
-
-
-@dataclass
-class TracedPress:
-    """One press's trace, with one-line reasons when it was not the press's doing.
-
-    ``input_error``: the input was wrong (the module does not import, a bad ``--press``).
-    ``setup_error``: the press never ran because of the options or the machine (the model cannot
-    be built on ``--device``).
-    ``internal_error``: the tracer itself failed (a bug: exit code 2, never 1), with its
-    ``traceback`` for ``--debug``. Each of these lines starts with the press (``PATH::Class``).
-    """
-
-    target: TraceTarget
-    trace: PressTrace
-    input_error: str | None = None
-    setup_error: str | None = None
-    internal_error: str | None = None
-    traceback: str | None = None
 
 
 # Options sent with each request rather than at init: changing them needs no new model.
@@ -169,7 +149,7 @@ class TraceSession:
         return presses
 
     def trace(self, target: TraceTarget, class_name: str | None, expr_class_only: bool = False,
-              claims: list[dict[str, Any]] | None = None) -> TracedPress:
+              claims: list[dict[str, Any]] | None = None) -> TraceOutcome:
         """Trace one press of ``target`` (and the reference when the options ask for it).
 
         ``claims`` are the press's paper claims found statically (``kvaudit.tracer.claimlist``).
@@ -198,23 +178,16 @@ class TraceSession:
             # The worker died or hung while the press ran (a press can kill its parent): the press's doing.
             self._restart()
             message = f"the trace worker died while tracing it: {error}"
-            return TracedPress(target, PressTrace(name, shown, "error", message, defects=[Defect(CRASH, message)]))
-        if not reply.get("ok"):
+            return TraceOutcome(PressTrace(name, shown, "error", message, defects=[Defect(CRASH, message)]))
+        if not reply.get("ok"):  # the request itself failed in the worker
             message = reply.get("error") or "trace worker failed"
             trace = PressTrace(name, shown, "error", message)
             if reply.get("internal"):
-                return TracedPress(target, trace, internal_error=f"{label}: internal error in the tracer: {message}",
-                                   traceback=reply.get("traceback"))
-            return TracedPress(target, trace, setup_error=f"{label}: {message}")
-        trace = trace_from_dict(reply["trace"])
-        trace.path = shown
-        if trace.reference is not None and Path(trace.reference.path).is_absolute():
-            trace.reference.path = display_path(Path(trace.reference.path))
-        internal = reply.get("internal_error")
-        return TracedPress(
-            target, trace,
-            input_error=reply.get("input_error"),
-            setup_error=f"{label}: {reply['setup_error']}" if reply.get("setup_error") else None,
-            internal_error=f"{label}: internal error in the tracer: {internal}" if internal else None,
-            traceback=reply.get("traceback"),
-        )
+                return TraceOutcome(trace, internal_error=message, traceback=reply.get("traceback")).labelled(label)
+            return TraceOutcome(trace, setup_error=message).labelled(label)
+        outcome = TraceOutcome.from_wire(reply).labelled(label)
+        outcome.trace.path = shown
+        reference = outcome.trace.reference
+        if reference is not None and Path(reference.path).is_absolute():
+            reference.path = display_path(Path(reference.path))
+        return outcome

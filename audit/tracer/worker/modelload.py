@@ -14,7 +14,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from .options import TraceOptions  # noqa: E402
+from ..options import TraceOptions  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -45,7 +45,7 @@ def load_model(options: TraceOptions) -> tuple[nn.Module, ModelInfo]:
             source=f"local folder {options.model_path} (HF_HUB_OFFLINE=1: nothing is downloaded)",
         )
 
-    from ..tinymodel import build_tiny_model
+    from ...tinymodel import build_tiny_model
 
     model = build_tiny_model(options.arch, options.layers, options.seed, dtype, options.device)
     return model, ModelInfo(
@@ -69,7 +69,7 @@ def warm_up(model: nn.Module) -> None:
     from kvpress import SnapKVPress
     from transformers import DynamicCache
 
-    from ..tinymodel import make_input_ids
+    from ...tinymodel import make_input_ids
 
     device = next(model.parameters()).device
     input_ids = make_input_ids(128, 1, seed=12345, vocab_size=model.config.vocab_size).to(device)

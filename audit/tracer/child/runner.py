@@ -22,15 +22,15 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from ..model import Defect, PressTrace, TraceRun
-from ..tinymodel import make_input_ids
-from . import errors, verdicts
+from ...model import Defect, PressTrace, TraceRun
+from ...tinymodel import make_input_ids
+from .. import errors, verdicts
 from .build import BuildError, one_line, reachable_presses
 from .claimcheck import ClaimToCheck, check_claims, needs, not_run
 from .instrument import Instrumentation, RunRecorder, attention_modules
 from .keptindices import map_rows
-from .observations import LayerObservation, RunObservation, StepObservation
-from .options import RunSpec, TraceOptions, run_plan
+from ..observations import LayerObservation, RunObservation, StepObservation
+from ..options import RunSpec, TraceOptions, run_plan
 from .settings import PressSettings
 
 PressFactory = Callable[[], Any]

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..mechanism import CheckContext, Mechanism, all_mechanisms, contract_claims, contract_label, mechanism_by_id
-from ..model import NOT_RUN, ClaimCheck
-from .observations import RunObservation
+from ...mechanism import CheckContext, Mechanism, all_mechanisms, contract_claims, contract_label, mechanism_by_id
+from ...model import NOT_RUN, ClaimCheck
+from ..observations import RunObservation
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,15 @@
 """The trace worker: one process that pays the torch/transformers/kvpress imports once.
 
-Started by :class:`kvaudit.tracer.client.WorkerClient` as ``python -m kvaudit.tracer.worker``. It
+Started by :class:`kvaudit.tracer.parent.client.WorkerClient` as ``python -m kvaudit.tracer.worker``. It
 reads one JSON request per line on stdin and answers one JSON line on its private copy of
 stdout. File descriptor 1 itself is pointed at stderr, so that whatever the user's code prints
 can never corrupt the protocol. Every request that runs user code forks a child
-(:func:`kvaudit.tracer.childproc.run_in_child`) with the request's timeout.
+(:func:`kvaudit.tracer.worker.process.run_in_child`) with the request's timeout.
 
 Requests: ``init`` (imports, model; sent again when a shared session changes the model),
 ``list`` (classes of a target), ``trace`` (one press).
 
-Process hygiene (see :mod:`kvaudit.tracer.childproc`): the worker runs in its own session, is a
+Process hygiene (see :mod:`kvaudit.tracer.worker.process`): the worker runs in its own session, is a
 child subreaper, and stops at once when kvaudit dies; before it exits, on every path, it kills and
 reaps every process below it. It is started with ``python -P``: the working directory is not put
 first on ``sys.path``, so a ``torch.py`` or ``rules/`` there shadows nothing; each target's own
@@ -27,23 +27,22 @@ from typing import Any
 os.environ["HF_HUB_OFFLINE"] = "1"  # before anything can import huggingface_hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from ..model import Defect, PressTrace  # noqa: E402  (stdlib only, like the rest below)
-from . import childproc  # noqa: E402
-from .childproc import FAILED, OK, TIMEOUT, ChildOutcome, run_in_child  # noqa: E402
-from .options import PARENT_ENV, TraceOptions, missing_trace_extra  # noqa: E402
-from .serialize import trace_from_dict, trace_to_dict  # noqa: E402
-from .verdicts import CRASH  # noqa: E402
+from ...model import Defect, PressTrace  # noqa: E402  (stdlib only, like the rest below)
+from .. import errors  # noqa: E402
+from ..errors import ModelFailure  # noqa: E402
+from ..options import PARENT_ENV, TraceOptions, missing_trace_extra  # noqa: E402
+from ..outcome import TraceOutcome  # noqa: E402
+from . import process  # noqa: E402
+from .process import FAILED, OK, TIMEOUT, ChildOutcome, run_in_child  # noqa: E402
 
 
 def _outcome_message(outcome: ChildOutcome) -> str:
     return f"timeout: {outcome.detail}" if outcome.status == TIMEOUT else outcome.detail
 
 
-def _internal(outcome: ChildOutcome) -> bool:
-    """The child raised in the tracer's own code (not the press's, not the module's): a tracer bug."""
-    from .jobs import ImportFailure, ModelFailure
-
-    return outcome.status == FAILED and outcome.error_type not in (ImportFailure.__name__, ModelFailure.__name__)
+def _failure(outcome: ChildOutcome) -> str:
+    """How a child that returned nothing failed (:func:`kvaudit.tracer.errors.child_failure`)."""
+    return errors.child_failure(outcome.status == FAILED, outcome.error_type)
 
 
 class WorkerState:
@@ -70,20 +69,21 @@ class WorkerState:
         torch.set_num_threads(1)  # tiny models gain nothing from threads, and fork stays safe
         import kvpress  # noqa: F401  (patches the attention functions once, before forking)
 
-        from . import jobs, modelload, runner  # noqa: F401  (pay their imports once, before forking)
+        from ..child import jobs, runner  # noqa: F401  (pay their imports once, before forking)
+        from . import modelload
 
         imported = time.perf_counter()
         try:
             torch.device(self.options.device)  # parses the name only: CUDA must stay uninitialised before a fork
         except (RuntimeError, ValueError) as error:
-            from .build import one_line
+            from ..child.build import one_line
 
             return {"ok": False, "error": f"--device {self.options.device}: {one_line(error)}"}
         if self.options.device == "cpu":
             try:
                 self.model, info = modelload.load_model(self.options)
             except Exception as error:  # noqa: BLE001 - a folder that is not a model is bad input
-                from .build import one_line
+                from ..child.build import one_line
 
                 what = f"--model {self.options.model_path}" if self.options.model_path else f"--arch {self.options.arch}"
                 return {"ok": False, "error": f"{what}: cannot build the model: {one_line(error)}"}
@@ -115,61 +115,58 @@ class WorkerState:
 
     def list(self, request: dict[str, Any]) -> dict[str, Any]:
         """The classes of a target module, imported in a child."""
-        from .jobs import list_job
+        from ..child.jobs import list_job
 
         outcome = self._run(lambda: list_job(request), request)
         if outcome.status == OK:
             return {"ok": True, **outcome.payload}
-        if _internal(outcome):
+        failure = _failure(outcome)
+        if failure == errors.INTERNAL:
             return {"ok": False, "internal": True, "error": outcome.detail, "traceback": outcome.traceback}
-        if outcome.status == FAILED:  # ImportFailure: "cannot import TARGET: reason"
+        if failure != errors.CRASH:  # ImportFailure: "cannot import TARGET: reason"
             return {"ok": False, "error": outcome.detail}
         target = request.get("module") or request.get("display") or request["path"]
         return {"ok": False, "error": f"cannot import {target}: {_outcome_message(outcome)}"}
 
     def trace(self, request: dict[str, Any]) -> dict[str, Any]:
         """Trace one press in a child, then (if asked) the reference press in another."""
-        from .jobs import ImportFailure
-
         outcome = self._run(lambda: self._trace_in_child(request, reference=False), request)
-        input_error: str | None = None
-        setup_error: str | None = None
-        internal_error: str | None = None
-        if outcome.status == OK:
-            trace = trace_from_dict(outcome.payload["trace"])
-            input_error = outcome.payload.get("input_error")
-        else:
-            message = _outcome_message(outcome)
-            path = request.get("display") or request["path"]
-            trace = PressTrace(request.get("class_name") or "press", path, "error", message)
-            if outcome.status != FAILED:  # a hang or a hard death is the press's doing
-                trace.defects.append(Defect(CRASH, message))
-            elif outcome.error_type == ImportFailure.__name__:
-                input_error = message
-            elif _internal(outcome):
-                # Every exception of the press's own code (its build, its prefills) ends up in the
-                # trace; one that reaches here is the tracer's own failure.
-                internal_error = message
-            else:
-                # The model could not be built here (--device, --dtype): no press can run.
-                setup_error = message
+        traced = self._traced(outcome, request)
         if request.get("reference"):
             reference = self._run(lambda: self._trace_in_child(request, reference=True), request)
             if reference.status == OK:
-                trace.reference = trace_from_dict(reference.payload["trace"])
+                traced.trace.reference = TraceOutcome.from_wire(reference.payload).trace
             else:
-                trace.reference = PressTrace("ChunkKVReusePress", "audit/reference", "error", _outcome_message(reference))
-        return {"ok": True, "trace": trace_to_dict(trace), "input_error": input_error, "setup_error": setup_error,
-                "internal_error": internal_error, "traceback": outcome.traceback if internal_error else None,
-                "seconds": round(outcome.seconds, 3)}
+                traced.trace.reference = PressTrace("ChunkKVReusePress", "audit/reference", "error",
+                                                    _outcome_message(reference))
+        return {"ok": True, **traced.to_wire()}
+
+    @staticmethod
+    def _traced(outcome: ChildOutcome, request: dict[str, Any]) -> TraceOutcome:
+        """The child's outcome, or what its failure means (:func:`kvaudit.tracer.errors.child_failure`)."""
+        if outcome.status == OK:
+            traced = TraceOutcome.from_wire(outcome.payload)
+            traced.seconds = outcome.seconds
+            return traced
+        message = _outcome_message(outcome)
+        trace = PressTrace(request.get("class_name") or "press", request.get("display") or request["path"], "error",
+                           message)
+        failure = _failure(outcome)
+        if failure == errors.CRASH:  # a hang or a hard death is the press's doing
+            trace.defects.append(Defect(errors.CRASH, message))
+            return TraceOutcome(trace, seconds=outcome.seconds)
+        if failure == errors.INPUT:
+            return TraceOutcome(trace, input_error=message, seconds=outcome.seconds)
+        if failure == errors.SETUP:  # the model could not be built here (--device, --dtype): no press can run
+            return TraceOutcome(trace, setup_error=message, seconds=outcome.seconds)
+        return TraceOutcome(trace, internal_error=message, traceback=outcome.traceback, seconds=outcome.seconds)
 
     def _trace_in_child(self, request: dict[str, Any], reference: bool) -> dict[str, Any]:
-        from .jobs import trace_job
+        from ..child.jobs import trace_job
 
         model = self.model
         if model is None:  # not on the CPU: built here, after the fork
-            from .build import one_line
-            from .jobs import ModelFailure
+            from ..child.build import one_line
             from .modelload import load_model
 
             try:
@@ -182,10 +179,10 @@ class WorkerState:
 def main() -> None:
     """Serve requests until stdin closes; on every way out, kill and reap everything below."""
     parent = int(os.environ.get(PARENT_ENV) or os.getppid())
-    childproc.become_subreaper()  # orphans of a press come back here, even from a new session
-    childproc.guard_parent(parent)  # kvaudit died: kill everything below and exit at once
+    process.become_subreaper()  # orphans of a press come back here, even from a new session
+    process.guard_parent(parent)  # kvaudit died: kill everything below and exit at once
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
-    childproc.private_fds.append(protocol.fileno())
+    process.private_fds.append(protocol.fileno())
     os.dup2(2, 1)  # prints of the user's code (and of libraries) go to stderr
     sys.stdout = sys.stderr
     state = WorkerState()
@@ -204,7 +201,7 @@ def main() -> None:
                          "traceback": traceback.format_exc()}
             protocol.write(json.dumps(reply) + "\n")
     finally:
-        childproc.kill_descendants()
+        process.kill_descendants()
     # Nothing is left to flush but stderr: skip the interpreter's teardown of torch (a second or more).
     sys.stderr.flush()
     os._exit(0)

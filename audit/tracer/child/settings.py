@@ -35,7 +35,7 @@ class PressSettings:
 
 @cache
 def load_settings() -> dict[str, PressSettings]:
-    package = __package__.rsplit(".", 1)[0]
+    package = __package__.split(".", 1)[0]  # kvaudit
     data = tomllib.loads((files(f"{package}.rules") / SETTINGS).read_text(encoding="utf-8"))
     settings = {}
     for name, entry in data.items():
