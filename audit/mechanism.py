@@ -29,9 +29,9 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .model import HOLDS, NOT_APPLICABLE, NOT_RUN, VIOLATED, ClaimCheck, Evidence
-from .tracer.observations import RunObservation
 
 if TYPE_CHECKING:
+    from .tracer.observations import RunObservation
     from .rule import PressContext
 
 MODULE_PREFIX = "claim_"  # rules/claim_*.py hold the mechanisms

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..mechanism import (
     CheckContext,
     Claimant,
@@ -15,7 +17,9 @@ from ..mechanism import (
     spans,
     violated,
 )
-from ..tracer.observations import RunObservation
+
+if TYPE_CHECKING:
+    from ..tracer.observations import RunObservation
 
 
 class AttentionSinks(Mechanism):
@@ -67,6 +71,7 @@ class SinkWindowPress(ScorerPress):
 from dataclasses import dataclass
 import torch
 from kvpress import ScorerPress
+
 
 
 @dataclass

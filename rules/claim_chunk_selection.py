@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..mechanism import (
     CheckContext,
     Claimant,
@@ -16,7 +18,9 @@ from ..mechanism import (
     tie_tolerance,
     violated,
 )
-from ..tracer.observations import RunObservation
+
+if TYPE_CHECKING:
+    from ..tracer.observations import RunObservation
 
 
 class ChunkSelection(Mechanism):
@@ -92,6 +96,7 @@ class PerRowChunkKVPress(BasePress):
         '''
 from dataclasses import dataclass
 from kvpress import BasePress, ScorerPress
+
 
 
 @dataclass

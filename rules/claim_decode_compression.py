@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..mechanism import CheckContext, Claimant, Mechanism, RunResult, holds, not_applicable, setting, violated
-from ..tracer.observations import RunObservation
 
 MIN_STEPS = 5  # a fixed-size claim must hold over at least this many decoding steps
 FIXED, INTERVAL, EVICTS = "fixed-size", "interval", "evicts"
+
+if TYPE_CHECKING:
+    from ..tracer.observations import RunObservation
 
 
 class DecodeCompression(Mechanism):
@@ -83,6 +87,7 @@ class RollingWindowPress(BasePress):
         '''
 from dataclasses import dataclass
 from kvpress import KnormPress
+
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from ..mechanism import (
     CheckContext,
@@ -16,7 +17,9 @@ from ..mechanism import (
     setting,
     violated,
 )
-from ..tracer.observations import RunObservation
+
+if TYPE_CHECKING:
+    from ..tracer.observations import RunObservation
 
 
 class HeadBudget(Mechanism):
@@ -89,6 +92,7 @@ class AcrossHeadsPress(BasePress):
         '''
 from dataclasses import dataclass
 from kvpress import BasePress, ScorerPress
+
 
 
 @dataclass

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..mechanism import CheckContext, Claimant, Mechanism, RunResult, holds, not_applicable, setting, violated
-from ..tracer.observations import RunObservation
+
+if TYPE_CHECKING:
+    from ..tracer.observations import RunObservation
 
 
 class KeptFraction(Mechanism):
@@ -51,6 +55,7 @@ class PlainNormPress(ScorerPress):
         '''
 from dataclasses import dataclass
 from kvpress import ScorerPress
+
 
 
 @dataclass

@@ -19,10 +19,9 @@ from ..model import (
     VIOLATED,
     ClaimCheck,
 )
-from ..tracer.observations import RunObservation
-from ..tracer.verdicts import format_layers, jaccard_matrix
 
 if TYPE_CHECKING:
+    from ..tracer.observations import RunObservation
     from ..rule import PressContext
 
 STATIC_TO_OBSERVED = {IMPLEMENTED: OBSERVED, PARTIAL: PARTIAL, MISSING: NOT_OBSERVED}
@@ -159,7 +158,7 @@ class ScoringEveryLayerChunkKVPress(BasePress):
                         f"expected (N_reuse = {n_reuse})": [1 if i % n_reuse == 0 else 0 for i in range(layers)]}},
             # The paper's Figure 2: how much adjacent layers' kept indices overlap (what makes reuse pay).
             {"title": f"Jaccard similarity of the indices kept by each pair of layers ({first.where})",
-             "x_label": "layer", "y_label": "layer", "kind": "heatmap", "matrix": jaccard_matrix(first),
+             "x_label": "layer", "y_label": "layer", "kind": "heatmap", "matrix": _jaccard_matrix(first),
              "value_label": "Jaccard similarity (0: disjoint, 1: same indices)"},
         ]
         return check
@@ -183,6 +182,18 @@ class ScoringEveryLayerChunkKVPress(BasePress):
 # ---------------------------------------------------------------------------------------------
 # What the tracer saw, on the runs of one press instance
 # ---------------------------------------------------------------------------------------------
+
+
+def format_layers(layers) -> str:
+    from ..tracer.verdicts import format_layers as compact  # the tracer's package only when checks run
+
+    return compact(layers)
+
+
+def _jaccard_matrix(run: RunObservation) -> list[list[float]]:
+    from ..tracer.verdicts import jaccard_matrix
+
+    return jaccard_matrix(run)
 
 
 def leaders(run: RunObservation) -> list[int | None]:

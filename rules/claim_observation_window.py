@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..mechanism import (
     CheckContext,
     Claimant,
@@ -15,7 +17,9 @@ from ..mechanism import (
     spans,
     violated,
 )
-from ..tracer.observations import RunObservation
+
+if TYPE_CHECKING:
+    from ..tracer.observations import RunObservation
 
 
 class ObservationWindow(Mechanism):
@@ -68,6 +72,7 @@ class WindowKeepingPress(ScorerPress):
         '''
 from dataclasses import dataclass
 from kvpress import ScorerPress
+
 
 
 @dataclass

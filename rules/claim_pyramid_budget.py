@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..mechanism import CheckContext, Claimant, Mechanism, RunResult, not_applicable, ratio_of, setting, violated
 from ..model import HOLDS
-from ..tracer.observations import RunObservation
 
 
 def paper_pyramid(length: int, ratio: float, layers: int, beta: float) -> list[int]:
@@ -18,6 +19,9 @@ def paper_pyramid(length: int, ratio: float, layers: int, beta: float) -> list[i
     high = 2 * budget - low
     step = (high - low) / (layers - 1) if layers > 1 else 0.0
     return [round(high - layer * step) for layer in range(layers)]
+
+if TYPE_CHECKING:
+    from ..tracer.observations import RunObservation
 
 
 class PyramidBudget(Mechanism):
@@ -70,6 +74,7 @@ class LinearPyramidPress(SnapKVPress):
         '''
 from dataclasses import dataclass
 from kvpress import SnapKVPress
+
 
 
 @dataclass

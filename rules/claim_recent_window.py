@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from ..mechanism import (
     CheckContext,
@@ -15,7 +16,9 @@ from ..mechanism import (
     row_name,
     violated,
 )
-from ..tracer.observations import RunObservation
+
+if TYPE_CHECKING:
+    from ..tracer.observations import RunObservation
 
 
 class RecentWindow(Mechanism):
@@ -58,6 +61,7 @@ class HeavyHitterRecentPress(ScorerPress):
         '''
 from dataclasses import dataclass
 from kvpress import ScorerPress
+
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..mechanism import (
     CheckContext,
     Claimant,
@@ -14,7 +16,9 @@ from ..mechanism import (
     tie_tolerance,
     violated,
 )
-from ..tracer.observations import RunObservation
+
+if TYPE_CHECKING:
+    from ..tracer.observations import RunObservation
 
 
 class ScoreTopK(Mechanism):
@@ -55,6 +59,7 @@ class NormScorerPress(ScorerPress):
         '''
 from dataclasses import dataclass
 from kvpress import ScorerPress
+
 
 
 @dataclass
