@@ -315,12 +315,23 @@ def _static_section(press: PressReport, ctx: ReportContext) -> list[str]:
         out += ["No claimed mechanism (its paper is not in the registry, or claims nothing kvaudit audits): "
                 "no verdict.", ""]
     out.append("**Findings.**")
-    if not press.findings:
+    static = _static_findings(press)
+    if not static:
         out.append("- none")
-    for finding in press.findings:
+    for finding in static:
         out.extend(_finding_lines(finding, ctx))
     out += ["", STATIC_END, ""]
     return out
+
+
+def _static_findings(press: PressReport) -> list[Finding]:
+    """The findings of the source alone; those of the trace (dynamic rules: KVA301) go with the trace."""
+    return [f for f in press.findings if not _is_dynamic(f.rule)]
+
+
+def _is_dynamic(rule_id: str) -> bool:
+    rule = rule_by_id(rule_id)
+    return rule is not None and rule.dynamic
 
 
 def _finding_lines(finding: Finding, ctx: ReportContext) -> list[str]:
@@ -428,6 +439,12 @@ def _dynamic_section(press: PressReport, ctx: ReportContext) -> list[str]:
     for defect in trace.defects:
         out.append(f"- defect **{defect.id}**: {_cell(defect.message)}")
     if trace.defects:
+        out.append("")
+    dynamic = [f for f in press.findings if _is_dynamic(f.rule)]
+    if dynamic:
+        out.append("**Findings of the trace.**")
+        for finding in dynamic:
+            out.extend(_finding_lines(finding, ctx))
         out.append("")
     if trace.runs:
         run = trace.runs[0]
