@@ -25,7 +25,6 @@ from importlib.machinery import BYTECODE_SUFFIXES, EXTENSION_SUFFIXES
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .defaults import DEFAULT_TARGET  # noqa: F401  (re-exported)
 from .source import display_path, irregular_kind, os_reason
 
 if TYPE_CHECKING:

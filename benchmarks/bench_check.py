@@ -9,13 +9,14 @@ from outside. Prints a Markdown table row; issue 2's goal is a median of at most
 from __future__ import annotations
 
 import argparse
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from measure import machine
 
 from kvaudit.targets import resolve_module
 
@@ -45,7 +46,7 @@ def main() -> None:
         times = [cold_run(command) for _ in range(args.runs)]
         print(f"| `kvaudit check kvpress/presses -f {fmt}` ({len(files)} files) | {statistics.median(times):.3f} s "
               f"| {min(times):.3f} s | {max(times):.3f} s | {args.runs} |")
-    print(f"\nmachine: {platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}")
+    print(f"\nmachine: {machine()}")
 
 
 if __name__ == "__main__":

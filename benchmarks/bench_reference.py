@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
-from pathlib import Path
+
+from measure import machine
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # glibc serves every allocation above its (dynamic) mmap threshold with a fresh mmap, and returns
 # freed memory to the OS: then every large temporary (SnapKV's (heads, window, tokens) attention,
@@ -312,18 +311,11 @@ def table(rows: list[dict], kvpress_name: str) -> str:
     return "\n".join(lines)
 
 
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+def machine_and_torch() -> str:
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     malloc = ", glibc malloc mmap/trim thresholds " + (
         "4 GiB" if all(os.environ.get(k) == v for k, v in _MALLOC_ENV.items()) else "default")
-    return (f"{os.cpu_count()} CPUs ({cpu}){gpu}, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} torch threads, Python {platform.python_version()}{malloc}")
+    return f"{machine()}{gpu}, torch {torch.__version__}, {torch.get_num_threads()} torch threads{malloc}"
 
 
 def load_average() -> str:
@@ -353,7 +345,7 @@ def main(argv=None) -> int:
     print(f"Model: random {args.arch}, {shape}, {args.dtype} on {args.device}, batch 1, sdpa. "
           f"Scorer SnapKVPress({args.ratio}, window_size={args.window}), chunk_length={args.chunk_length}.")
     rounds = ", ".join(f"{r['length']}: {r['rounds']}" for r in rows if r["config"] == "no press")
-    print(f"Machine: {machine()}. Prefill rounds per length: {rounds}. "
+    print(f"Machine: {machine_and_torch()}. Prefill rounds per length: {rounds}. "
           f"Total wall time {time.perf_counter() - start:.0f} s. "
           f"Load average (1/5/15 min) at start {load_at_start}, at end {load_average()}.\n")
     print(table(rows, kvpress_name))

@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--site-packages", type=Path, default=site)
     args = parser.parse_args()
     floor, count = ast_floor(args.tree)
-    print(f"| run | wall time | peak memory | against the floor | exit |\n| --- | --- | --- | --- | --- |")
+    print("| run | wall time | peak memory | against the floor | exit |\n| --- | --- | --- | --- | --- |")
     print(f"| floor: single-thread `ast.parse` of {count} files of {args.tree.name} | {floor:.2f} s | | 1.00x | |")
     base = [kvaudit(), "check", str(args.tree), "-f", "json"]
     run(f"`check {args.tree.name}` (every core)", [*base, "--no-cache"], floor)

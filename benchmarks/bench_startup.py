@@ -10,7 +10,6 @@ max, and the median ratio to `import typer`. Issue 8's goal: `kvaudit --help` at
 from __future__ import annotations
 
 import argparse
-import platform
 import shutil
 import statistics
 import subprocess
@@ -18,6 +17,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from measure import machine
 
 SMALL = "import os\n\n\ndef helper():\n    return os.sep\n"
 
@@ -58,7 +59,7 @@ def main() -> None:
         median = statistics.median(values)
         print(f"| `{name}` | {median:.3f} s | {min(values):.3f} s | {max(values):.3f} s | {median / base:.2f}x "
               f"| {args.runs} |")
-    print(f"\nmachine: {platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}")
+    print(f"\nmachine: {machine()}")
 
 
 if __name__ == "__main__":

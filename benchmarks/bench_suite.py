@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from measure import machine
+
 ROOT = Path(__file__).resolve().parents[1]
 
 COUNTER = '''
@@ -48,17 +50,6 @@ if b"kvaudit.tracer.worker" in command:
 '''
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = ", load %.1f %.1f %.1f" % os.getloadavg() if hasattr(os, "getloadavg") else ""
-    return f"nproc {os.cpu_count()}, {cpu}, Python {sys.version.split()[0]}{load}"
 
 
 def run_suite(extra: list[str]) -> tuple[float, float, int, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -33,7 +34,12 @@ def cold(command: list[str]) -> dict:
 
 
 def machine() -> str:
-    import os
-
-    return (f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}; "
-            f"load average {os.getloadavg()[0]:.1f} at the end")
+    """The machine a figure came from: CPU model, cores, Python, and the load average now."""
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = ", load average %.1f %.1f %.1f" % os.getloadavg() if hasattr(os, "getloadavg") else ""
+    return f"{platform.machine()}, {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}{load}"

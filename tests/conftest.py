@@ -10,6 +10,7 @@ changes the model options. Only tests about a cold start or a real ``kvaudit`` p
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,16 +39,43 @@ def kvpress_presses_dir() -> Path:
     return path.parent
 
 
-@pytest.fixture(scope="session")
-def trace_session() -> Iterator:
-    """One trace worker for the whole test session (closed, with everything below it, at the end)."""
+@pytest.fixture(scope="session", autouse=True)
+def _warming_trace_worker() -> Iterator:
+    """Start the session's trace worker with the first test, and let it import torch meanwhile.
+
+    Its start-up (torch, transformers, kvpress, the model: seconds) then overlaps the static tests
+    on the other core instead of stalling the first tracing test. The worker is spawned from the
+    main thread (its parent-death signal is tied to the spawning thread); only the wait for its
+    ``init`` answer runs in a helper thread, joined before any test uses the worker.
+    """
     from kvaudit.tracer import TraceOptions
     from kvaudit.tracer.parent.session import TraceSession
 
     session = TraceSession(TraceOptions())
     session.start()
-    yield session
+    failure: list[BaseException] = []
+
+    def initialise() -> None:
+        try:
+            session.model_info()
+        except BaseException as error:  # noqa: BLE001 - re-raised where a test asks for the worker
+            failure.append(error)
+
+    warming = threading.Thread(target=initialise, name="trace-worker-init", daemon=True)
+    warming.start()
+    yield session, warming, failure
+    warming.join()
     session.close()
+
+
+@pytest.fixture(scope="session")
+def trace_session(_warming_trace_worker) -> Iterator:
+    """One trace worker for the whole test session (closed, with everything below it, at the end)."""
+    session, warming, failure = _warming_trace_worker
+    warming.join()
+    if failure:
+        raise failure[0]
+    yield session
 
 
 @contextmanager

@@ -58,7 +58,7 @@ def test_wheel_installs_only_kvaudit_beside_a_rules_package(tmp_path: Path) -> N
     assert "kvaudit/cli/check.py" in names
 
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
+    venv.create(env_dir, with_pip=False)  # this environment's pip installs into it (--python)
     python = env_dir / "bin" / "python"
     fresh_site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                      capture_output=True, text=True, check=True).stdout.strip())
@@ -68,7 +68,7 @@ def test_wheel_installs_only_kvaudit_beside_a_rules_package(tmp_path: Path) -> N
     def install(requirement: Path) -> set[str]:
         """The top-level names ``requirement`` adds to the fresh site-packages."""
         before = {p.name for p in fresh_site.iterdir()}
-        subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "-q", str(requirement)],
+        subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(requirement)],
                        check=True, capture_output=True, text=True)
         return {p.name for p in fresh_site.iterdir()} - before
 

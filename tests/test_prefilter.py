@@ -64,7 +64,7 @@ def _tricky_tree(root: Path) -> Path:
 
 
 def test_same_results_on_aliases_reexports_and_odd_bases(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pkg = _tricky_tree(tmp_path)
+    _tricky_tree(tmp_path)
     monkeypatch.chdir(tmp_path)
     quick, full = _both(["tricky"])
     assert quick == full
@@ -73,7 +73,7 @@ def test_same_results_on_aliases_reexports_and_odd_bases(tmp_path: Path, monkeyp
 
 
 def test_files_that_cannot_hold_a_press_are_not_parsed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pkg = _tricky_tree(tmp_path)
+    _tricky_tree(tmp_path)
     monkeypatch.chdir(tmp_path)
     parsed: list[str] = []
     real = engine.load_source
@@ -86,7 +86,6 @@ def test_files_that_cannot_hold_a_press_are_not_parsed(tmp_path: Path, monkeypat
     result = run_check(["tricky"], CheckOptions(jobs=1))
     assert not result.has_errors, result.files
     assert sorted(parsed) == ["aliased.py", "dotted.py", "odd_bases.py", "real.py"]
-    assert pkg.exists()
 
 
 def test_a_broken_file_a_press_needs_is_still_reported(tmp_path: Path) -> None:

@@ -8,8 +8,6 @@ kept key vector is matched to its position among them.
 from __future__ import annotations
 
 import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 

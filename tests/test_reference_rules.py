@@ -7,8 +7,6 @@ to the press's rule makes these tests fail.
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest

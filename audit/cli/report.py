@@ -54,7 +54,6 @@ def _installed(package: str) -> str:
 
 def header_lines(options: TraceOptions | None, timestamp: bool) -> list[str]:
     from .. import __version__
-    from ..tracer.options import run_plan
 
     lines = [f"kvaudit {__version__}; kvpress {_installed('kvpress')}; transformers {_installed('transformers')}; "
              f"torch {_installed('torch')}"]

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import build
 from ..claimlist import claims_by_class
-from ..errors import ImportFailure, ModelFailure  # noqa: F401  (ModelFailure: raised by the worker in the child)
+from ..errors import ImportFailure
 from .claimcheck import claims_to_check
 from .loader import import_target, list_classes
 from ..options import TraceOptions, run_plan
