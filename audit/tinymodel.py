@@ -47,7 +47,8 @@ def build_tiny_model(
 ) -> PreTrainedModel:
     """Build a randomly initialised tiny model of ``arch`` with a fixed seed.
 
-    Hidden size 128, 4 heads, 2 KV heads, vocabulary 1000: small enough that a
+    Hidden size 128, 4 heads, 2 KV heads, vocabulary ``VOCAB_SIZE`` (4096, so that a prompt can
+    use each token id once): small enough that a
     512-token prefill takes tens of milliseconds on a CPU.
     """
     if arch not in ARCHES:

@@ -10,6 +10,7 @@ changes the model options. Only tests about a cold start or a real ``kvaudit`` p
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,11 @@ os.environ.setdefault("KVAUDIT_NO_CACHE", "1")
 from kvaudit.targets import resolve_module
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# `python -m pytest` puts the working directory (the checkout) first on sys.path, where `audit` and
+# `rules` would import as top-level packages beside the installed `kvaudit`: tests must see only
+# what the wheel installs.
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != ROOT]
 
 # One torch thread, set before anything imports torch: the tiny models gain nothing from more, and
 # on a shared 2-core machine OpenMP threads that spin against other processes made the reference-

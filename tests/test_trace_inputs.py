@@ -140,12 +140,15 @@ SETUP = "cannot build the model on cuda:7: AssertionError: Torch not compiled wi
         ([_trace("error", SETUP), _trace("error", "abstract press, not traced: NotImplementedError")], [SETUP], 2),
         ([_trace("error", SETUP), _trace("ok")], [SETUP], 0),  # the traced press decides
         ([_trace("error", SETUP), _trace("error", "prefill 1 (512×1) raised: boom", ("crash",))], [SETUP], 1),
-        ([_trace("error", "abstract press, not traced: NotImplementedError")], [], 0),  # the press's own doing
-        ([_trace("error", "P needs a value for 'n'; pass --press")], [], 0),
+        # the press's own doing, never a crash, but a run that traced nothing is no clean pass
+        ([_trace("error", "abstract press, not traced: NotImplementedError")], [], 2),
+        ([_trace("error", "P needs a value for 'n'; pass --press")], [], 2),
+        ([_trace("error", "P needs a value for 'n'; pass --press"), _trace("ok")], [], 0),
         ([_trace("error", "prefill 1 (512×1) raised: boom", ("crash",))], [], 1),
         ([_trace("ok")], [], 0),
     ],
-    ids=["only-setup", "setup-and-abstract", "setup-and-ok", "setup-and-crash", "abstract", "needs-value", "crash", "ok"],
+    ids=["only-setup", "setup-and-abstract", "setup-and-ok", "setup-and-crash", "abstract", "needs-value",
+         "needs-value-and-ok", "crash", "ok"],
 )
 def test_exit_code_is_2_when_nothing_could_be_traced(traces, setup_errors, expected) -> None:
     from kvaudit.tracer import TraceReport
@@ -157,7 +160,7 @@ def test_exit_code_is_2_when_nothing_could_be_traced(traces, setup_errors, expec
 
 def test_exit_codes_come_from_audit_exitcodes() -> None:
     import kvaudit.tracer
-    from audit import exitcodes
+    from kvaudit import exitcodes
     from kvaudit.tracer import TraceReport
 
     assert not any(name.startswith("EXIT_") for name in vars(kvaudit.tracer))

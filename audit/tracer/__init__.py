@@ -86,13 +86,19 @@ class TraceReport:
     def nothing_traced(self) -> str | None:
         """Why nothing was traced at all, when the options or the machine are to blame; else None.
 
-        The rule: no press traced successfully, none has a defect, and at least one press never
-        ran because of the options or the machine (:attr:`setup_errors`). Presses that are
-        abstract or need arguments do not count either way.
+        The rule: no press traced successfully and none has a defect, while some press was
+        tried: it never ran because of the options or the machine (:attr:`setup_errors`), or it
+        could not be built (abstract, needs arguments, its constructor raised). Like a folder
+        that holds no press, a run that traced nothing must not pass a CI gate as clean.
         """
-        if not self.setup_errors or any(t.status == "ok" or t.defects for t in self.traces):
+        if any(t.status == "ok" or t.defects for t in self.traces):
             return None
-        return f"no press could be traced: {self.setup_errors[0]}"
+        if self.setup_errors:
+            return f"no press could be traced: {self.setup_errors[0]}"
+        failed = next((t for t in self.traces if t.status == "error"), None)
+        if failed is not None:
+            return f"no press could be traced: {failed.name}: {failed.message}"
+        return None
 
     @property
     def exit_code(self) -> int:
@@ -258,8 +264,8 @@ def trace_targets(targets: list[str], options: TraceOptions, progress: bool = Tr
                     report.internal_errors.append(traced.internal_error)
                     report.tracebacks.extend([traced.traceback] if traced.traceback else [])
     reason = report.nothing_traced
-    if reason is not None:
-        report.input_errors.append(reason)
+    if reason is not None and not report.input_errors and not report.internal_errors:
+        report.input_errors.append(reason)  # the one line that says why; an error line already does
     if config is not None and config.acceptances:
         from ..acceptance import apply_acceptances
 
