@@ -44,17 +44,6 @@ def field_default(decl: FieldDecl) -> object:
         return _MISSING
 
 
-def _declares(cls, node: cst.CSTNode) -> bool:
-    for statement in cls.node.body.body:
-        if statement is node:
-            return True
-        if isinstance(statement, cst.SimpleStatementLine) and any(small is node for small in statement.body):
-            return True
-        if isinstance(statement, cst.FunctionDef) and any(p is node for p in statement.params.params):
-            return True
-    return False
-
-
 def same_value(ours: object, paper: object) -> bool:
     """Equal as configuration values: 10 == 10.0, but True is not 1."""
     if isinstance(ours, bool) or isinstance(paper, bool):
@@ -164,11 +153,10 @@ class InitChunks(BasePress):
         if cited is None or not cited[0].defaults:
             return
         paper = cited[0]
-        mro = ctx.index.mro(ctx.press)
         for decl in constructor_fields(ctx.index, ctx.press):
             if decl.name not in paper.defaults:
                 continue
-            owner = next((c for c in mro if _declares(c, decl.node)), ctx.press)
+            owner = decl.owner
             if owner is not ctx.press and owner.is_target and ctx.index.is_press(owner):
                 continue  # that press of the run is reported for its own field
             ours, theirs = field_default(decl), paper.defaults[decl.name]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import re
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -78,6 +79,8 @@ class FieldDecl:
     node: cst.CSTNode
     source: SourceFile
     is_int: bool
+    owner: ClassInfo  # the class that declares it
+
 
 
 @dataclass
@@ -100,23 +103,38 @@ class ReuseAnalysis:
 
 
 def constructor_fields(index: ProjectIndex, press: ClassInfo) -> list[FieldDecl]:
+    """The fields of ``press``'s constructor, the nearest class's declaration winning."""
     fields: dict[str, FieldDecl] = {}
     for cls in reversed(index.mro(press)):
-        for statement in cls.node.body.body:
-            if isinstance(statement, cst.SimpleStatementLine):
-                for small in statement.body:
-                    if isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
-                        annotation = cls.source.code_for_node(small.annotation.annotation)
-                        if "ClassVar" in annotation:
-                            continue
-                        is_int = annotation == "int" or isinstance(small.value, cst.Integer)
-                        fields[small.target.value] = FieldDecl(small.target.value, small, cls.source, is_int)
-            elif isinstance(statement, cst.FunctionDef) and statement.name.value == "__init__":
-                for param in statement.params.params[1:]:
-                    annotation = param.annotation and cls.source.code_for_node(param.annotation.annotation)
-                    is_int = annotation == "int" or isinstance(param.default, cst.Integer)
-                    fields[param.name.value] = FieldDecl(param.name.value, param, cls.source, is_int)
+        fields.update((decl.name, decl) for decl in _declared_fields(cls))
     return list(fields.values())
+
+
+# Per class, once per run: every press of a long chain lists its bases' fields again.
+_DECLARED: weakref.WeakKeyDictionary[ClassInfo, tuple[FieldDecl, ...]] = weakref.WeakKeyDictionary()
+
+
+def _declared_fields(cls: ClassInfo) -> tuple[FieldDecl, ...]:
+    """The fields ``cls`` itself declares: annotated class attributes and ``__init__`` parameters."""
+    if cls in _DECLARED:
+        return _DECLARED[cls]
+    found: list[FieldDecl] = []
+    for statement in cls.node.body.body:
+        if isinstance(statement, cst.SimpleStatementLine):
+            for small in statement.body:
+                if isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
+                    annotation = cls.source.code_for_node(small.annotation.annotation)
+                    if "ClassVar" in annotation:
+                        continue
+                    is_int = annotation == "int" or isinstance(small.value, cst.Integer)
+                    found.append(FieldDecl(small.target.value, small, cls.source, is_int, cls))
+        elif isinstance(statement, cst.FunctionDef) and statement.name.value == "__init__":
+            for param in statement.params.params[1:]:
+                annotation = param.annotation and cls.source.code_for_node(param.annotation.annotation)
+                is_int = annotation == "int" or isinstance(param.default, cst.Integer)
+                found.append(FieldDecl(param.name.value, param, cls.source, is_int, cls))
+    _DECLARED[cls] = tuple(found)
+    return _DECLARED[cls]
 
 
 class _EvidenceBuilder:
@@ -189,6 +207,9 @@ class _Judge:
         self.facts = facts
         self.evidence = _EvidenceBuilder(press)
         self.fields = constructor_fields(index, press)
+        self.reads_of: dict[str, list[Read]] = {}
+        for read in facts.reads:
+            self.reads_of.setdefault(read.attr, []).append(read)
         # What happens while layers are compressed: configuration set up before, and global passes
         # run after the forward (a budget table computed from every layer), share nothing between layers.
         self.data_stores = [s for s in facts.stores if not s.is_reset and s.on_path
@@ -213,9 +234,7 @@ class _Judge:
         return found
 
     def _is_used(self, attr: str, seen: frozenset[str] = frozenset()) -> bool:
-        for read in self.facts.reads:
-            if read.attr != attr:
-                continue
+        for read in self.reads_of.get(attr, ()):
             if read.sink is None:
                 return True
             if read.sink.startswith("store:") and read.sink[6:] not in seen | {attr} and self._is_used(read.sink[6:], seen | {attr}):
@@ -230,7 +249,7 @@ class _Judge:
             if (not decl.is_int or decl.source is not self.press.source or decl.name in reuse_fields
                     or self._is_used(decl.name) or not _described_as_layer_knob(self.press, decl.name)):
                 continue
-            looks = [r for r in self.facts.reads if r.attr == decl.name]
+            looks = self.reads_of.get(decl.name, [])
             shown = sorted({f"{(r.sink or '').split(':')[0]} at line {r.source.line_of(r.node)}" for r in looks})
             uses[decl.name] = ", ".join(shown)
             if shown:
