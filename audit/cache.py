@@ -8,8 +8,9 @@ Two kinds of entries, under ``<cache dir>/<kvaudit version>-<code fingerprint>/`
   code, Python's version, the working directory, ``sys.path``, the targets, every option
   that can change a result, and every file of the run with the digest of its text (or its
   error). Files read outside the run (kvpress's own source) are recorded with their
-  digests, and modules that could not be found with their names; a hit is used only when
-  all of them are still the same.
+  digests, and every module looked up on disk with the file it resolved to (or none); a
+  hit is used only when all of them are still the same (a package created beside a module
+  that shadows it, a module that appears, one that goes: each is a miss).
 
 Safety:
 - every entry is signed (HMAC-SHA256) with a secret kept outside the project, in the
@@ -190,20 +191,23 @@ class RunCache:
                     return None
             from .targets import resolve_module
 
-            for name, roots in entry["missing"]:
-                if resolve_module(name, roots) is not None:
+            for name, roots, found in entry["modules"]:
+                now = resolve_module(name, roots)
+                if (str(now) if now is not None else None) != found:
                     return None
             return _decode(AuditResult, entry["result"])
         except Exception:  # noqa: BLE001 - a malformed entry is a miss, never a traceback
             return None
 
     def store(self, key: str | None, result: AuditResult, scans, aux_paths: set[str],
-              missing: list[tuple[str, list[str] | None]]) -> None:
+              lookups: list[tuple[str, list[str] | None, str | None]]) -> None:
         if key is None:
             return
         try:
             read = {path: file_digest(Path(path)) for path in sorted(aux_paths)}
-            entry = {"key": key, "read": read, "missing": [[n, r] for n, r in missing],
+            modules = sorted({(n, tuple(r) if r is not None else None, f) for n, r, f in lookups}, key=repr)
+            entry = {"key": key, "read": read, "modules": [[n, list(r) if r is not None else None, f]
+                                                          for n, r, f in modules],
                      "result": _encode(result)}
             self._write(self.folder / "runs" / f"{key}.json", entry)
             self._store_scans(scans)

@@ -25,6 +25,7 @@ from importlib.resources import files
 
 from .analysis.index import ClassInfo, ProjectIndex, docstring_constant
 from .model import CITATION, OPTION, Claim, ClaimOrigin
+from .source import split_lines
 
 REGISTRY = "papers.toml"  # a data file of kvaudit.rules, read with importlib.resources
 FORCED_PLACE = "--claim"
@@ -95,7 +96,7 @@ def _first_citation(text: str) -> tuple[Paper, int] | None:
 
 def _comment_lines(text: str) -> list[tuple[int, str]]:
     comments = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(split_lines(text), start=1):
         code, hash_sign, comment = line.partition("#")
         # Skip a '#' that may sit inside a string literal.
         if hash_sign and "'" not in code and '"' not in code:

@@ -45,8 +45,9 @@ that holds a ``kvaudit.toml``, or a ``pyproject.toml`` with a ``[tool.kvaudit]``
 Validation is strict: an unknown key, a value of the wrong type, an unknown rule id or
 claim, a bad glob or a bad ``fail-on`` raises :class:`ConfigError`, whose message is one
 line naming the file and the key (values it echoes are cut short). The CLI prints it and
-exits 2. A setting that is valid but probably a mistake (``select = []``) lands in
-:attr:`Config.warnings`, which the CLI prints on stderr.
+exits 2. A setting that is valid but probably a mistake lands in :attr:`Config.warnings`, which
+the CLI prints on stderr. Settings that leave no rule to run (``select = []``, ``ignore = ["KVA"]``)
+are warned about by the CLI, once the command line has overridden the file (``cli/check.py``).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ from .analysis.index import KVPRESS_LAYER_INDEX, PressBase
 from .exitcodes import FAIL_ON_CHOICES
 from .globs import GlobError, glob_matches, validate_glob
 from .model import CONFIG_OVERRIDE, Claim
-from .source import SourceError, display_path, read_capped
+from .source import SourceError, display_path, read_capped, split_lines
 
 KVAUDIT_TOML = "kvaudit.toml"
 PYPROJECT = "pyproject.toml"
@@ -247,9 +248,6 @@ def _validate(table: dict, path: Path, shown: str, prefix: str, text: str = "") 
         if not isinstance(value, str) or value not in FAIL_ON_CHOICES:
             raise fail("fail-on", f"must be one of {', '.join(FAIL_ON_CHOICES)}, not {echo(value)}")
         config.fail_on = value
-    if config.select == []:
-        config.warnings.append(f"{shown}: {prefix}select = [] selects no rule: kvaudit will report no finding "
-                               "(remove the key to run every rule)")
     if "per-path-ignores" in table:
         value = table["per-path-ignores"]
         if not isinstance(value, dict):
@@ -351,7 +349,7 @@ def _acceptance(entry: object, where: str, fail, shown: str, text: str, number: 
 
 def _table_line(text: str, name: str, number: int) -> int:
     """The line of the ``number``-th ``[[name]]`` (or ``[[tool.kvaudit.name]]``) header in ``text``; 1 if not found."""
-    headers = [n for n, line in enumerate(text.splitlines(), start=1)
+    headers = [n for n, line in enumerate(split_lines(text), start=1)
                if re.match(rf"\s*\[\[\s*(tool\.kvaudit\.)?{re.escape(name)}\s*\]\]", line)]
     return headers[number] if number < len(headers) else 1
 

@@ -32,7 +32,7 @@ from .model import AuditResult, FileStatus, PressReport
 from .rule import PressContext, Rule, all_rules, rule_by_id
 from .source import DEFAULT_MAX_FILE_BYTES, SourceError, display_path, load_source, one_line, read_text
 from .suppression import MARKER, apply_suppressions
-from .targets import WalkSettings, expand_targets, looks_like_module, resolve_module
+from .targets import WalkSettings, cut_target, expand_targets, looks_like_module, resolve_module
 from .workers import Runner, available_cores
 
 # Below these, a pool costs more than it saves (forking, and each worker reading the bases again).
@@ -70,6 +70,16 @@ def _selected(rule: type[Rule], options: CheckOptions) -> bool:
         return any(rule.id.startswith(prefix.upper()) for prefix in prefixes)
 
     return (options.select is None or matches(options.select)) and not matches(options.ignore)
+
+
+def rules_left(options: CheckOptions) -> list[str]:
+    """Ids of the rules that may still report somewhere: selected, not ignored, and not switched off
+    for every file by a ``per-path-ignores`` glob such as ``**``. Empty: the run can report nothing."""
+    from .globs import matches_every_file
+
+    everywhere = [code for glob, codes in options.per_path_ignores.items() if matches_every_file(glob) for code in codes]
+    return [rule.id for rule in all_rules()
+            if _selected(rule, options) and not any(rule.id.startswith(code.upper()) for code in everywhere)]
 
 
 def audit_press(index: ProjectIndex, press: ClassInfo, options: CheckOptions,
@@ -207,10 +217,11 @@ class AuditOutcome:
     warnings: list[str] = field(default_factory=list)  # an incomplete audit (kvpress's source unread)
     # display -> (class, base) of classes deriving from a kvpress name the installed kvpress lacks.
     unknown_bases: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
-    missing: list[tuple[str, list[str] | None]] = field(default_factory=list)  # modules not found
+    # Modules looked up on disk: (name, folders searched or None for sys.path, file found or None).
+    lookups: list[tuple[str, list[str] | None, str | None]] = field(default_factory=list)
 
 
-def audit_files(files: list[tuple[Path, str]], owners: dict[str, Path], roots: list[str],
+def audit_files(files: list[tuple[Path, str]], owners: dict[str, list[Path]], roots: list[str],
                 options: CheckOptions) -> AuditOutcome:
     """Parse ``files``, find their presses and audit each; one failure costs one file, never the run."""
     audits = {display: FileAudit(display) for _, display in files}
@@ -270,7 +281,8 @@ def audit_files(files: list[tuple[Path, str]], owners: dict[str, Path], roots: l
         load_errors={display_path(path): f"{display_path(path)}: {message}"
                      for path, message in index.load_errors.items()},
         aux_paths={str(path) for path in index.aux_paths},
-        missing=list(index.missing_modules),
+        lookups=[(name, list(search) if search is not None else None, found)
+                 for (name, search), found in index.module_lookups.items()],
     )
 
 
@@ -279,7 +291,7 @@ class AuditTask:
     """Audit a few files (in a worker, or in-process), against the whole run's module map."""
 
     files: list[tuple[Path, str]]
-    owners: dict[str, Path]
+    owners: dict[str, list[Path]]
     roots: list[str]
     options: CheckOptions
 
@@ -306,7 +318,7 @@ class AuditTask:
             merged.notes.extend(part.notes)
             merged.warnings.extend(part.warnings)
             merged.unknown_bases.update(part.unknown_bases)
-            merged.missing.extend(part.missing)
+            merged.lookups.extend(part.lookups)
         return merged
 
 
@@ -360,7 +372,8 @@ def _run(targets: list[str], options: CheckOptions, progress: _Progress) -> Audi
     jobs = options.jobs or available_cores()
     runner = Runner(jobs, on_done=progress.advance)
     result = AuditResult()
-    paths, target_errors = expand_targets(targets, options.walk)
+    walked: dict[str, list[Path]] = {}  # folder target -> the files found in it
+    paths, target_errors = expand_targets(targets, options.walk, walked)
     result.files.extend(FileStatus(path=e.target, status="error", message=e.message) for e in target_errors)
 
     named = _named_files(targets)
@@ -387,12 +400,16 @@ def _run(targets: list[str], options: CheckOptions, progress: _Progress) -> Audi
         return cached
 
     is_package = _package_test()
-    owners: dict[str, Path] = {}
+    # Every file of each module name (one per source tree), sorted: which one an import reads
+    # depends on the importing file (analysis/index.py), never on the order of the targets.
+    owners: dict[str, list[Path]] = {}
     roots: set[str] = set()
     for scan in readable:
         name = module_name_of(scan.path, is_package)
-        owners.setdefault(name, scan.path)
+        owners.setdefault(name, []).append(scan.path)
         roots.add(str(source_root(scan.path, name)))
+    for paths in owners.values():
+        paths.sort()
     chosen = _to_parse(readable, options)
 
     weights = {scan.path: scan.size for scan in chosen}
@@ -423,7 +440,7 @@ def _run(targets: list[str], options: CheckOptions, progress: _Progress) -> Audi
                 f"; {cls} derives from {base}, which the installed kvpress does not have, so it is not audited"
                 for cls, base in outcome.unknown_bases.get(scan.display, ()))
             result.files.append(FileStatus(path=scan.display, status="ok", message=message))
-    _flag_directories_without_presses(targets, result)
+    _flag_directories_without_presses(walked, show, result)
     # Inline `# kvaudit: ignore[...]` comments, once every rule has run (KVA001, KVA002).
     texts = {s.display: s.suppression_text for s in readable if s.suppression_text and s.display not in failed}
     apply_suppressions(result, texts,
@@ -433,7 +450,7 @@ def _run(targets: list[str], options: CheckOptions, progress: _Progress) -> Audi
                            FileStatus(path, "error", internal_error(path, "reading its suppression comments", err))))
     result.sort()
     if cache:
-        cache.store(key, result, scans, outcome.aux_paths, outcome.missing)
+        cache.store(key, result, scans, outcome.aux_paths, outcome.lookups)
     return result
 
 
@@ -500,14 +517,13 @@ def _report_tracebacks(options: CheckOptions, tracebacks: list[str]) -> None:
             sys.stderr.write(text if text.endswith("\n") else text + "\n")
 
 
-def _flag_directories_without_presses(targets: list[str], result: AuditResult) -> None:
-    # A directory handed to `check` is expected to hold presses; say so when it holds none.
-    for target in targets:
-        directory = Path(target)
-        if not directory.is_dir():
+def _flag_directories_without_presses(walked: dict[str, list[Path]], show, result: AuditResult) -> None:
+    """A folder handed to ``check`` is expected to hold presses: say so when none of the files found
+    in it (through symbolic links too) holds one. Decided from the walk, never from path prefixes."""
+    pressed = {press.path for press in result.presses}
+    for target, files in walked.items():
+        if any(show(path) in pressed for path in files):
             continue
-        root = display_path(directory)
-        prefix = "" if root == "." else root.rstrip("/") + "/"
-        if not any(p.path.startswith(prefix) for p in result.presses):
-            if not any(f.path == target for f in result.files):
-                result.files.append(FileStatus(path=target, status="error", message=f"{target}: no press classes found"))
+        if not any(f.path == target for f in result.files):
+            result.files.append(FileStatus(path=target, status="error",
+                                           message=f"{cut_target(target)}: no press classes found"))

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .model import Finding
-from .source import SourceError, read_text
+from .source import SourceError, read_text, split_lines
 
 FINGERPRINT_KEY = "kvauditFinding/v1"
 
@@ -28,7 +28,7 @@ class SourceLines:
     def line(self, path: str, number: int) -> str | None:
         if path not in self._files:
             try:
-                self._files[path] = read_text(Path(path)).splitlines()
+                self._files[path] = split_lines(read_text(Path(path)))  # numbered as the finding's line
             except SourceError:
                 self._files[path] = None
         lines = self._files[path]

@@ -156,6 +156,18 @@ def relative_key(path: Path, root: Path, is_dir: bool = False) -> str:
     return key + "/" if is_dir and key else key
 
 
+# Paths no project has; a glob that matches them all matches every file (``**``, ``*``, ``*.py``).
+_ANY_FILE_PROBES = ("kvaudit-probe-9f2c.py", "kvaudit-probe-9f2c/a/b/c/kvaudit-probe-9f2c.py")
+
+
+def matches_every_file(pattern: str) -> bool:
+    """Whether ``pattern`` matches any Python file, wherever it lies (judged on probe paths)."""
+    from pathspec import GitIgnoreSpec
+
+    spec = GitIgnoreSpec([_compile_one(pattern)])
+    return all(spec.match_file(probe) for probe in _ANY_FILE_PROBES)
+
+
 def glob_matches(pattern: str, path: str, root: Path | None) -> bool:
     """Whether the single glob ``pattern`` matches the file shown as ``path``."""
     from pathspec import GitIgnoreSpec

@@ -19,12 +19,14 @@ class TerminalProgress:
     """The engine's progress interface (``phase``, ``advance``, ``close``) drawn with rich."""
 
     def __init__(self) -> None:
-        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self._progress = Progress(TextColumn("kvaudit: {task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TimeElapsedColumn(), console=Console(stderr=True), transient=True,
-                                  auto_refresh=False)
+        from .reporters.console import console
+
+        # markup=False: the description is plain text, never read as rich markup.
+        self._progress = Progress(TextColumn("kvaudit: {task.description}", markup=False), BarColumn(),
+                                  MofNCompleteColumn(), TimeElapsedColumn(), console=console(stderr=True),
+                                  transient=True, auto_refresh=False)
         self._task = None
         self._started = False
         self._last = 0.0

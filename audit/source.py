@@ -100,9 +100,7 @@ class SourceFile:
 
     @cached_property
     def lines(self) -> list[str]:
-        # Python's line ends only: str.splitlines() also splits at form feeds and U+2028,
-        # which would shift every line number after them.
-        return _LINE_END.split(self.text)
+        return split_lines(self.text)
 
     def class_node(self, tree: ast.ClassDef, occurrence: int = 0) -> cst.ClassDef:
         """The libcst tree of the top-level class ``tree`` (the ``occurrence``-th class of its name)."""
@@ -207,6 +205,20 @@ class Span:
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
 
+def split_lines(text: str) -> list[str]:
+    """``text`` split at Python's line ends (``\\r\\n``, ``\\r``, ``\\n``), as CPython numbers lines.
+
+    Never ``str.splitlines()``: it also splits at form feeds, ``\\x1c``-``\\x1e``, ``\\x85``
+    and U+2028/2029, which would shift every line number after them.
+    """
+    return _LINE_END.split(text)
+
+
+def normalize_line_ends(text: str) -> str:
+    """``text`` with every Python line end as ``\\n`` (``io.StringIO`` and ``tokenize`` split at ``\\n`` only)."""
+    return "\n".join(split_lines(text)) if "\r" in text else text
+
+
 SNIPPET_WIDTH = 72
 
 
@@ -216,8 +228,28 @@ def one_line(code: str, width: int = SNIPPET_WIDTH) -> str:
     return code if len(code) <= width else code[: width - 1] + "…"
 
 
-def display_path(path: Path) -> str:
-    """How every output names a file: relative to the working directory when inside it, else absolute."""
+# C0 and C1 control characters (ESC, newlines, NEL) and the Unicode line/paragraph separators.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters written as Python escapes (``\\n``, ``\\x1b``, ``\\u2028``).
+
+    A file may be named ``a\\nb.py`` or hold an escape sequence: shown raw, such a name would
+    split a one-line record (concise, ``error:`` lines) or restyle the user's terminal.
+    """
+    return _UNPRINTABLE.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def display_path(path: Path, follow_link: bool = True) -> str:
+    """How every output names a file: relative to the working directory when inside it, else absolute.
+
+    ``follow_link=False`` names a symbolic link itself (its folder resolved, its own name kept):
+    a broken link is reported where the user sees it, not at the target it points to.
+    """
+    if not follow_link and path.name:
+        folder = display_path(path.parent)
+        return path.name if folder == "." else f"{folder.rstrip('/')}/{path.name}"
     try:
         resolved = path.resolve()
     except (OSError, RuntimeError):  # a symlink loop (RuntimeError on Python 3.11): show the path as given
@@ -285,12 +317,35 @@ def read_capped(path: Path, max_bytes: int | None) -> bytes:
         if kind is not None:
             raise SourceError(kind)
         try:
-            data = handle.read(max_bytes + 1) if max_bytes else handle.read()
+            data = _read_up_to(handle, info.st_size, max_bytes or None)
         except OSError as err:
             raise SourceError(os_reason(err)) from None
     if max_bytes and len(data) > max_bytes:  # it grew since the stat
         raise SourceError(f"too large (over the size cap of {format_size(max_bytes)}, see --max-file-size)")
     return data
+
+
+_GROWTH_CHUNK = 1 << 20
+
+
+def _read_up_to(handle, expected: int, cap: int | None) -> bytes:
+    """The file's bytes, at most ``cap + 1`` (one more tells a file over the cap).
+
+    Read sizes follow the file's size from its ``stat``, never the cap: a cap of 2**63
+    (``--max-file-size``) must not become a buffer of that size. A file that grew since
+    the stat is read on in 1 MiB steps.
+    """
+    want = expected + 1 if cap is None else min(expected, cap) + 1
+    first = handle.read(want)
+    if len(first) < want:  # the end of the file: the usual case, one read
+        return first
+    data = bytearray(first)
+    while cap is None or len(data) <= cap:
+        chunk = handle.read(_GROWTH_CHUNK if cap is None else min(_GROWTH_CHUNK, cap + 1 - len(data)))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
 
 
 def read_text(path: Path, max_bytes: int | None = DEFAULT_MAX_FILE_BYTES) -> str:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .model import AuditResult, Finding
+from .source import normalize_line_ends
 from .rules.kva001_unused_suppression import UnusedSuppression
 from .rules.kva002_bare_suppression import BareSuppression
 
@@ -48,7 +49,8 @@ def _comments(text: str) -> list[tuple[int, int, str, bool]]:
     """(line, column, comment, alone on its line) for every comment, found with tokenize."""
     found = []
     try:
-        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+        # StringIO splits at "\n" only: a file with "\r" line ends would be one line.
+        for token in tokenize.generate_tokens(io.StringIO(normalize_line_ends(text)).readline):
             if token.type == tokenize.COMMENT:
                 line, column = token.start
                 alone = not token.line[:column].strip()

@@ -307,8 +307,9 @@ def walk_python_files(root: Path, settings: WalkSettings, excludes: _Excludes | 
                     continue
                 try:
                     mode = entry.stat().st_mode  # follows a file symlink: a loop raises ELOOP here
-                except OSError as err:
-                    errors.append(TargetError(display_path(path), f"{display_path(path)}: {os_reason(err)}"))
+                except OSError as err:  # named as walked: a broken link's target does not exist
+                    shown = display_path(path, follow_link=False)
+                    errors.append(TargetError(shown, f"{shown}: {os_reason(err)}"))
                     continue
                 if stat.S_ISREG(mode):
                     walk.files.append(path)
@@ -318,7 +319,8 @@ def walk_python_files(root: Path, settings: WalkSettings, excludes: _Excludes | 
     return walk
 
 
-def _cut(target: str) -> str:
+def cut_target(target: str) -> str:
+    """``target`` cut to :data:`TARGET_ECHO` characters, for messages."""
     return target if len(target) <= TARGET_ECHO else target[: TARGET_ECHO - 1] + "…"
 
 
@@ -330,10 +332,12 @@ def _canonical(path: Path) -> Path:
         return Path(os.path.abspath(path))
 
 
-def expand_targets(targets: list[str], settings: WalkSettings | None = None) -> tuple[list[Path], list[TargetError]]:
+def expand_targets(targets: list[str], settings: WalkSettings | None = None,
+                   walked: dict[str, list[Path]] | None = None) -> tuple[list[Path], list[TargetError]]:
     """Expand targets into a sorted, de-duplicated list of files, plus one error per bad target or path.
 
-    A missing target is an error; the others are still returned.
+    A missing target is an error; the others are still returned. ``walked``, if given, gets the
+    files each folder target holds (resolved, as returned), whatever path led to them.
     """
     settings = settings or WalkSettings()
     compiled: list[_Excludes] = []
@@ -346,13 +350,15 @@ def expand_targets(targets: list[str], settings: WalkSettings | None = None) -> 
     files: dict[Path, None] = {}  # keyed by resolved path: a file named twice is audited once
     errors: list[TargetError] = []
 
-    def add_walk(folder: Path, target: str) -> None:
+    def add_walk(folder: Path, target: str) -> list[Path]:
         before = len(errors)
         walk = walk_python_files(folder, settings, excludes(), errors)
         if not walk.files and len(errors) == before:
             left_out = f" ({walk.excluded} excluded or git-ignored)" if walk.excluded else ""
-            errors.append(TargetError(target, f"{_cut(target)}: directory holds no Python files{left_out}"))
-        files.update(dict.fromkeys(_canonical(p) for p in walk.files))
+            errors.append(TargetError(target, f"{cut_target(target)}: directory holds no Python files{left_out}"))
+        found = [_canonical(p) for p in walk.files]
+        files.update(dict.fromkeys(found))
+        return found
 
     for target in targets:
         if not target.strip():
@@ -364,20 +370,22 @@ def expand_targets(targets: list[str], settings: WalkSettings | None = None) -> 
         except OSError as err:
             info = None
             if err.errno != errno.ENOENT or path.is_symlink():  # a loop, a broken link, no permission...
-                errors.append(TargetError(target, f"{_cut(target)}: {os_reason(err)}"))
+                errors.append(TargetError(target, f"{cut_target(target)}: {os_reason(err)}"))
                 continue
         except ValueError:  # a NUL character in the name
-            errors.append(TargetError(target, f"{_cut(target)!r}: not a valid path"))
+            errors.append(TargetError(target, f"{cut_target(target)!r}: not a valid path"))
             continue
         if info is not None and settings.force_exclude and excludes().excludes_named(
                 Path(os.path.abspath(path)), stat.S_ISDIR(info.st_mode)):
             continue
         if info is not None and stat.S_ISDIR(info.st_mode):
-            add_walk(path, target)
+            found = add_walk(path, target)
+            if walked is not None:
+                walked.setdefault(target, []).extend(found)
         elif info is not None:
             kind = irregular_kind(info.st_mode)
             if kind is not None:  # refused from its stat alone: /dev/zero or a FIFO would never end
-                errors.append(TargetError(target, f"{_cut(target)}: {kind}"))
+                errors.append(TargetError(target, f"{cut_target(target)}: {kind}"))
             else:
                 files[_canonical(path)] = None
         elif looks_like_module(target):
@@ -387,13 +395,13 @@ def expand_targets(targets: list[str], settings: WalkSettings | None = None) -> 
                 for folder in location.folders:
                     add_walk(folder, target)
             elif resolved is None:
-                errors.append(TargetError(target, f"{_cut(target)}: no such file, directory or importable module"))
+                errors.append(TargetError(target, f"{cut_target(target)}: no such file, directory or importable module"))
             elif resolved.name == "__init__.py":  # a package names all of its modules
                 add_walk(resolved.parent, target)
             else:
                 files[_canonical(resolved)] = None
         else:
-            errors.append(TargetError(target, f"{_cut(target)}: no such file or directory"))
+            errors.append(TargetError(target, f"{cut_target(target)}: no such file or directory"))
     return list(files), errors
 
 

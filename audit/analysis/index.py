@@ -216,10 +216,15 @@ class ProjectIndex:
     """All classes of the run, plus the files of the bases they import.
 
     ``sources`` are the parsed files whose classes are audited. ``owners`` maps every
-    module name of the run to the file that provides it (the first file of that name), so
+    module name of the run to the files that provide it (one per source tree, sorted), so
     that files left unparsed by the prefilter, or audited by another worker, are read
     when a base is looked up in them; ``roots`` are the run's source trees. Both default
     to what ``sources`` alone give.
+
+    A module is looked up as CPython would for the importing file of the run: in that file's
+    own source tree first (its script folder, or the folder above its top package), then in
+    the run's other trees (in sorted order). So ``from base import X`` in ``a/sub.py`` reads
+    ``a/base.py`` even when ``b/base.py`` is in the run too, whatever the order of the targets.
 
     Bases are resolved lazily and every walk over the class graph is iterative and
     memoised: a chain of thousands of classes costs time linear in its length, and no
@@ -227,21 +232,25 @@ class ProjectIndex:
     """
 
     def __init__(self, sources: list[SourceFile], press_bases: tuple[PressBase, ...] = (),
-                 owners: dict[str, Path] | None = None, roots: list[str] | None = None) -> None:
+                 owners: dict[str, list[Path]] | None = None, roots: list[str] | None = None) -> None:
         self.press_bases = tuple(press_bases)
         self.modules: list[ModuleInfo] = []
-        self._owners: dict[str, Path] = dict(owners) if owners is not None else {}
-        self._by_name: dict[str, ModuleInfo] = {}
+        self._owners: dict[str, list[Path]] = {name: list(paths) for name, paths in (owners or {}).items()}
+        self._by_path: dict[Path, ModuleInfo] = {}  # every file indexed: the run's and the bases' files
         self._by_source: dict[int, ModuleInfo] = {}  # id(SourceFile) -> its record, for module_of
-        for source in sources:
-            self.add_source(source)
+        self._homes: dict[int, str | None] = {}  # id(ModuleInfo) -> its source tree (files of the run only)
+        self._found: dict[tuple[str, str | None], ModuleInfo | None] = {}  # (module, importer's tree) -> record
+        self._failed_paths: set[Path] = set()
         self._aux_failed: set[str] = set()
         # Target files that could not be read when a base was looked up in them: path -> reason.
         self.load_errors: dict[Path, str] = {}
-        # Files read outside the run's targets (kvpress's source, a base's file), and modules
-        # looked for and not found, with the folders searched (None: sys.path): a cache needs them.
+        # Files read outside the run's targets (kvpress's source, a base's file), and every module
+        # looked up on disk with the folders searched (None: sys.path) and the file found (None:
+        # none): a cache entry holds only while each lookup still finds the same file.
         self.aux_paths: set[Path] = set()
-        self.missing_modules: list[tuple[str, list[str] | None]] = []
+        self.module_lookups: dict[tuple[str, tuple[str, ...] | None], str | None] = {}
+        for source in sources:
+            self.add_source(source)
         # Bases are followed into the run's own source trees and into kvpress, never into
         # torch or transformers: a press cannot inherit BasePress from there, and parsing
         # them would cost more than the whole audit.
@@ -259,12 +268,20 @@ class ProjectIndex:
         """Index one more file of the run, whose classes are audited."""
         info = _index_module(source, is_target=True)
         self.modules.append(info)
-        owner = self._owners.setdefault(info.name, info.source.path)
-        if owner == info.source.path and info.name not in self._by_name:
-            self._by_name[info.name] = info
-            self._by_source[id(source)] = info
-        self._attach(info)
+        owners = self._owners.setdefault(info.name, [])
+        if source.path not in owners:
+            owners.append(source.path)
+            owners.sort()
+        self._register(info, source.path, home=True)
         return info
+
+    def _register(self, info: ModuleInfo, path: Path, home: bool) -> None:
+        self._by_path.setdefault(path, info)
+        self._by_source[id(info.source)] = info
+        # Only a file of the run searches its own tree first; kvpress's files (in site-packages)
+        # must not lead the lookups of their imports into transformers or torch.
+        self._homes[id(info)] = str(source_root(info.source.path, info.name)) if home else None
+        self._attach(info)
 
     def _attach(self, info: ModuleInfo) -> None:
         for cls in info.classes.values():
@@ -272,41 +289,70 @@ class ProjectIndex:
                                                   if b is not None]
 
     # -- module lookup -------------------------------------------------------------------
-    def _module(self, name: str) -> ModuleInfo | None:
-        if name in self._by_name:
-            return self._by_name[name]
-        if name in self._aux_failed:
+    def _resolve(self, name: str, search: list[str] | None) -> Path | None:
+        """``resolve_module``, remembered with its answer (for the cache)."""
+        path = resolve_module(name, search)
+        self.module_lookups[(name, tuple(search) if search is not None else None)] = \
+            str(path) if path is not None else None
+        return path
+
+    def _search_path(self, home: str | None) -> list[str]:
+        return [home, *(root for root in self._roots if root != home)] if home is not None else list(self._roots)
+
+    def _owner_root(self, path: Path, name: str) -> str:
+        return str(source_root(path, name))
+
+    def _locate(self, name: str, home: str | None) -> tuple[Path | None, bool]:
+        """The file of module ``name`` for a file of source tree ``home``, and whether it is one of the run."""
+        owners = self._owners.get(name, [])
+        own = next((path for path in owners if home is not None and self._owner_root(path, name) == home), None)
+        if own is not None:
+            return own, True
+        if name.split(".")[0] == KVPRESS:
+            return (owners[0], True) if owners else (self._resolve(name, None), False)
+        if home is not None:
+            found = self._resolve(name, [home])  # a file beside it that the run did not name
+            if found is not None:
+                return found, False
+        if owners:
+            return owners[0], True
+        return self._resolve(name, [root for root in self._roots if root != home]), False
+
+    def _module(self, name: str, near: ModuleInfo | None = None) -> ModuleInfo | None:
+        """The record of module ``name`` as imported by ``near`` (None: from no particular file)."""
+        home = self._homes.get(id(near)) if near is not None else None
+        key = (name, home)
+        if key in self._found:
+            return self._found[key]
+        path, is_target = self._locate(name, home)
+        info = self._load(name, path, is_target)
+        self._found[key] = info
+        return info
+
+    def _load(self, name: str, path: Path | None, is_target: bool) -> ModuleInfo | None:
+        if path is not None and path in self._by_path:
+            return self._by_path[path]
+        if path is None or path in self._failed_paths:
+            self._aux_failed.add(name)
             return None
-        owner = self._owners.get(name)
-        if owner is not None:  # a file of the run that was not parsed up front
-            path, is_target = owner, True
-        else:
-            roots = None if name.split(".")[0] == KVPRESS else self._roots
-            path = resolve_module(name, roots)
-            is_target = False
-            if path is None:
-                self.missing_modules.append((name, roots))
-            else:
-                self.aux_paths.add(path)
+        if not is_target:
+            self.aux_paths.add(path)
         try:
-            if path is None:
-                raise SourceError("not found")
             source = load_source(path)
         except SourceError as err:
             if is_target:
                 self.load_errors[path] = str(err)
+            self._failed_paths.add(path)
             self._aux_failed.add(name)
             return None
         info = _index_module(source, is_target=is_target, name=name)
-        self._by_name[name] = info
-        self._by_source[id(source)] = info
-        self._attach(info)
+        self._register(info, path, home=is_target)
         return info
 
-    def _lookup(self, module_name: str, class_name: str) -> ClassInfo | None:
+    def _lookup(self, module_name: str, class_name: str, near: ModuleInfo | None) -> ClassInfo | None:
         # Re-exports, e.g. `from kvpress import ChunkKVPress`, are followed a few hops.
         for _ in range(_MAX_REEXPORT_HOPS + 1):
-            info = self._module(module_name)
+            info = self._module(module_name, near)
             if info is None:
                 return None
             if class_name in info.classes:
@@ -317,6 +363,7 @@ class ProjectIndex:
             if name is None:
                 return None
             class_name = name
+            near = info  # the re-exporting file's own imports
         return None
 
     def _resolve_base(self, info: ModuleInfo, base: str) -> ClassInfo | str | None:
@@ -327,15 +374,15 @@ class ProjectIndex:
             return None
         module, name = info.imports[head]
         if name is not None and not rest:  # from m import C
-            found = self._lookup(module, name)
+            found = self._lookup(module, name, info)
             module_of_name = module
             class_name = name
         elif name is None and rest:  # import m; m.sub.C
             module_of_name, _, class_name = f"{module}.{rest}".rpartition(".")
-            found = self._lookup(module_of_name, class_name)
+            found = self._lookup(module_of_name, class_name, info)
         else:  # from m import sub; sub.C
             module_of_name, _, class_name = f"{module}.{name}.{rest}".rpartition(".")
-            found = self._lookup(module_of_name, class_name)
+            found = self._lookup(module_of_name, class_name, info)
         if found is not None:
             return found
         # Not found: remember where it comes from (a configured press base may name it).
@@ -366,17 +413,17 @@ class ProjectIndex:
         module, imported = info.imports[head]
         module_name, function = (module, imported) if imported is not None and not rest else (
             (f"{module}.{imported}" if imported else module), rest)
-        if not function or "." in function or not self._in_run(module_name):
+        if not function or "." in function or not self._in_run(module_name, info):
             return None
-        target = self._module(module_name)
+        target = self._module(module_name, info)
         return (target.source, function) if target is not None and function in target.functions else None
 
-    def _in_run(self, module_name: str) -> bool:
+    def _in_run(self, module_name: str, near: ModuleInfo) -> bool:
         # A module of the run's own packages, or a file beside the run's files; never a
         # third-party library (torch is not read, even when the run is in site-packages).
-        if module_name in self._by_name or module_name in self._owners or module_name.split(".")[0] in self._packages:
+        if module_name in self._owners or module_name.split(".")[0] in self._packages:
             return True
-        path = resolve_module(module_name, self._roots)
+        path = self._resolve(module_name, self._search_path(self._homes.get(id(near))))
         return path is not None and not _THIRD_PARTY.intersection(path.parts)
 
     @cached_property
@@ -428,7 +475,7 @@ class ProjectIndex:
 
     @cached_property
     def _kvpress_installed(self) -> bool:
-        return resolve_module(KVPRESS) is not None
+        return self._resolve(KVPRESS, None) is not None
 
     @property
     def unloaded_modules(self) -> frozenset[str]:

@@ -20,7 +20,10 @@ Only files with a class that may reach a press are parsed and indexed. The scan 
 approximates (a word is not a binding), never under-approximates: a base is always
 written with names that are class names or import aliases somewhere, and the index
 resolves nothing else. Bases holding a comment or a string are read with ``tokenize``;
-where even that fails, the class counts as a possible press.
+where even that fails, the class counts as a possible press. The scan reads Python's own
+lexical rules: any line end (``\r`` alone too), backslash continuations (in ``class`` and
+``import`` statements), form feeds as blanks, comments inside parenthesised imports, and
+identifiers normalised (NFKC) as CPython normalises them.
 """
 
 from __future__ import annotations
@@ -28,17 +31,24 @@ from __future__ import annotations
 import io
 import re
 import tokenize
+import unicodedata
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from ..source import normalize_line_ends
+
 ROOT_SEEDS = frozenset({"BasePress", "kvpress"})
 PRESS_SUFFIX = "Press"
 
 # Each pattern starts with a literal, so that the regex engine skips ahead with a fast search.
-_CLASS = re.compile(r"class(?:[ \t]|\\\r?\n)+([^\W\d]\w*)(?:[ \t]|\\\r?\n)*([(:])")
-_IMPORT = re.compile(r"import[ \t]*(\([^)]*\)|[^\n]*)")
+# Python's blanks inside a line (form feed too) and its line continuations (any line end).
+_GAP = r"(?:[ \t\f]|\\(?:\r\n?|\n))"
+_CLASS = re.compile(rf"class{_GAP}+([^\W\d]\w*){_GAP}*([(:\[])")
+# An import's names: up to the closing parenthesis (comments may hold one), or to the end of
+# the logical line, backslash continuations included (`from a import \` + `    B as C`).
+_IMPORT = re.compile(r"import[ \t\f]*(\((?:[^)#]++|#[^\r\n]*+)*+\)|[^\r\n\\]*+(?:\\(?:\r\n?|\n)?[^\r\n\\]*+)*+)")
 _ALIAS = re.compile(r"([^\W\d][\w.]*)(?:\s|\\)+as(?:\s|\\)+([^\W\d]\w*)")
 _WORD = re.compile(r"[^\W\d]\w*")
 _BASES_END = re.compile(r"[()#'\"]")
@@ -77,7 +87,8 @@ class TextScan:
 
 
 def _at_line_start(text: str, position: int) -> bool:
-    start = text.rfind("\n", 0, position) + 1
+    # Any of Python's line ends: "\r" alone ends a line too (old Mac files, which CPython reads).
+    start = max(text.rfind("\n", 0, position), text.rfind("\r", 0, position)) + 1
     return not text[start:position].strip(" \t\f")
 
 
@@ -99,7 +110,7 @@ def _base_words(text: str, opening: int) -> tuple[str, ...] | None:
 
 def _tokenized_words(text: str, opening: int) -> tuple[str, ...] | None:
     """The names inside the parenthesis at ``opening``, read with ``tokenize`` (rare, so slow is fine)."""
-    readline = io.StringIO(text[opening : opening + _MAX_BASES_CHARS]).readline
+    readline = io.StringIO(normalize_line_ends(text[opening : opening + _MAX_BASES_CHARS])).readline
     words = []
     depth = 0
     try:
@@ -119,12 +130,16 @@ def _tokenized_words(text: str, opening: int) -> tuple[str, ...] | None:
 
 def scan_text(text: str) -> TextScan:
     """Scan one file's text for ``class`` statements and import aliases."""
+    if not text.isascii() and not unicodedata.is_normalized("NFKC", text):
+        text = unicodedata.normalize("NFKC", text)  # as CPython reads identifiers (`ＭB` is `MB`)
     classes = []
     if "class" in text:
         for match in _CLASS.finditer(text):
             if not _at_line_start(text, match.start()):
                 continue
-            words = _base_words(text, match.start(2)) if match.group(2) == "(" else ()
+            opening = match.group(2)
+            # `class C[T](Base):` (type parameters): its bases are not read here, so it may be a press.
+            words = _base_words(text, match.start(2)) if opening == "(" else None if opening == "[" else ()
             classes.append(ClassScan(match.group(1), words))
     aliases = []
     if classes or "import" in text:

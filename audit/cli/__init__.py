@@ -4,6 +4,7 @@ Exit codes (documented in README.md):
     0  nothing at or above --fail-on (or --exit-zero)
     1  findings at or above --fail-on
     2  a target is missing, unreadable or cannot be parsed; or a usage/configuration error
+  141  stdout or stderr lost its reader (``kvaudit check . | head``): stopped quietly (128 + SIGPIPE)
 
 Start-up is kept to typer itself: the command modules import only typer and the standard
 library at the top, and load the engine, rich, libcst or the tracer inside the command that
@@ -13,12 +14,30 @@ would double the cost of ``kvaudit --help`` (benchmarks/bench_startup.py).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import typer
+from typer.core import TyperGroup
+
+from .output import reader_may_leave
+
+
+class _Group(TyperGroup):
+    """kvaudit's command group: a reader that leaves early (``| head``) ends every command quietly
+    (``output.py``), during parsing (``--help``) as while a command runs."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> typer.Context:
+        with reader_may_leave():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        with reader_may_leave():
+            return super().invoke(ctx)
+
 
 app = typer.Typer(
     name="kvaudit",
+    cls=_Group,
     help="Does this KV-cache press really do what its paper says?",
     add_completion=False,
     no_args_is_help=False,
@@ -43,6 +62,21 @@ def _main_options(
     ),
 ) -> None:
     """Does this KV-cache press really do what its paper says?"""
+
+
+def require_working_directory() -> None:
+    """A shell left in a deleted folder: one line and exit 2, before any work (never a traceback).
+
+    Called first by the commands that read files (paths are shown relative to the working directory).
+    """
+    import os
+
+    try:
+        os.getcwd()
+    except OSError as err:
+        problem = "no longer exists" if isinstance(err, FileNotFoundError) else f"cannot be read ({err.strerror})"
+        typer.echo(f"error: the working directory {problem}; run kvaudit from an existing folder", err=True)
+        raise typer.Exit(2) from None
 
 
 # Each command module registers itself on `app` when imported; each is small and light.

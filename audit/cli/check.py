@@ -85,13 +85,20 @@ def render(result: AuditResult, output_format: CheckFormat, quiet: bool = False)
     raise ValueError(f"{output_format.value} is not a text format")
 
 
+def _say(kind: str, message: str) -> None:
+    """One ``kind: message`` line on stderr; a control character in a file name never gets through raw."""
+    from ..source import printable
+
+    typer.echo(printable(f"{kind}: {message}"), err=True)
+
+
 def _print_problems(result: AuditResult) -> None:
     """Targets that could not be audited and warnings about the run, one line each on stderr."""
     for status in result.files:
         if status.status == "error":
-            typer.echo(f"error: {status.message}", err=True)
+            _say("error", status.message or status.path)
     for warning in result.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+        _say("warning", warning)
 
 
 def emit(result: AuditResult, output_format: CheckFormat, quiet: bool = False, statistics: bool = False) -> None:
@@ -103,18 +110,17 @@ def emit(result: AuditResult, output_format: CheckFormat, quiet: bool = False, s
         as_json = output_format is CheckFormat.json
         sys.stdout.write(render_statistics_json(result) if as_json else render_statistics(result))
     elif output_format is CheckFormat.terminal:
-        from rich.console import Console
-
+        from ..reporters.console import console
         from ..reporters.terminal import render_terminal
 
-        render_terminal(result, Console(), errors=Console(stderr=True), quiet=quiet)
+        render_terminal(result, console(), errors=console(stderr=True), quiet=quiet)
     else:
         _print_problems(result)  # the one line a shell user sees, whatever the format on stdout
         sys.stdout.write(render(result, output_format, quiet))
 
 
 def _usage_error(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+    _say("error", message)
     return typer.Exit(BAD_INPUT)
 
 
@@ -124,6 +130,9 @@ def static_options(
     respect_gitignore: bool | None = None, max_file_size: str | None = None,
 ) -> tuple[CheckOptions, Config]:
     """Merge the command-line flags over the configuration file; exit 2 on a bad claim, flag or file."""
+    from . import require_working_directory
+
+    require_working_directory()  # first: the configuration is looked for from there
     from ..claims import known_claims
     from ..config import Config, ConfigError, discover, glob_option, parse_size, rule_ids_option, split_commas
     from ..engine import CheckOptions
@@ -148,7 +157,7 @@ def static_options(
     except ConfigError as err:
         raise _usage_error(str(err)) from None
     for warning in settings.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+        _say("warning", warning)
     walk = WalkSettings(
         exclude=tuple(exclude if exclude is not None else settings.exclude if settings.exclude is not None
                       else DEFAULT_EXCLUDE),
@@ -169,7 +178,42 @@ def static_options(
         walk=walk,
         max_file_bytes=cap if cap is not None else DEFAULT_MAX_FILE_BYTES,
     )
+    nothing = _no_rule_warning(options, settings, select_given=select is not None, ignore_given=ignore is not None)
+    if nothing is not None:
+        _say("warning", nothing)
     return options, settings
+
+
+def _no_rule_warning(options: CheckOptions, settings: Config, *, select_given: bool, ignore_given: bool) -> str | None:
+    """Why no rule is left to run (the gate could never close), from the rule set in effect; None when some are."""
+    from ..engine import rules_left
+    from ..globs import matches_every_file
+    from ..source import display_path
+
+    if rules_left(options):
+        return None
+    shown = display_path(settings.path) if settings.path is not None else "the configuration"
+    prefix = "tool.kvaudit." if settings.path is not None and settings.path.name != "kvaudit.toml" else ""
+    if options.select == [] and not select_given:
+        return (f"{shown}: {prefix}select = [] selects no rule: kvaudit will report no finding "
+                "(remove the key to run every rule)")
+    causes = []
+    if options.ignore:
+        causes.append(f"--ignore {','.join(options.ignore)}" if ignore_given
+                      else f"{shown}: {prefix}ignore = {options.ignore}")
+    causes += [f'{shown}: {prefix}per-path-ignores "{glob}" = {codes}'
+               for glob, codes in options.per_path_ignores.items() if matches_every_file(glob)]
+    return f"no rule is left to run ({'; '.join(causes)}): kvaudit will report no finding"
+
+
+def _write_outputs(result: AuditResult, outputs: tuple[tuple[Path | None, CheckFormat], ...]) -> None:
+    """``--output-json``/``--output-sarif``/``--output-github``: each requested file; exit 2 if one cannot be written."""
+    for path, file_format in outputs:
+        if path is not None:
+            try:
+                path.write_text(render(result, file_format), encoding="utf-8")
+            except OSError as err:
+                raise _usage_error(f"cannot write {path}: {err.strerror or err}") from None
 
 
 def _baseline(result: AuditResult, path: Path, write: bool, quiet: bool) -> int | None:
@@ -182,7 +226,7 @@ def _baseline(result: AuditResult, path: Path, write: bool, quiet: bool) -> int 
         except OSError as err:
             raise _usage_error(f"cannot write {path}: {err.strerror or err}") from None
         _print_problems(result)
-        typer.echo(f"kvaudit: wrote {count} finding(s) to the baseline {path}", err=True)
+        _say("kvaudit", f"wrote {count} finding(s) to the baseline {path}")
         return BAD_INPUT if result.has_errors else 0
     try:
         keys = load_baseline(path)
@@ -192,7 +236,7 @@ def _baseline(result: AuditResult, path: Path, write: bool, quiet: bool) -> int 
     if not quiet and (applied.hidden or applied.stale):
         fixed = f"; {applied.stale} baseline entr{'y' if applied.stale == 1 else 'ies'} no longer found" \
             if applied.stale else ""
-        typer.echo(f"kvaudit: {applied.hidden} finding(s) in the baseline {path} not shown{fixed}", err=True)
+        _say("kvaudit", f"{applied.hidden} finding(s) in the baseline {path} not shown{fixed}")
     return None
 
 
@@ -237,7 +281,8 @@ def check(
         None, "--baseline", metavar="FILE", dir_okay=False,
         help="Report and fail only on findings this baseline file does not hold."),
     write_baseline: bool = typer.Option(
-        False, "--write-baseline", help="Write the current findings to the --baseline FILE and exit 0."),
+        False, "--write-baseline", help="Write the current findings to the --baseline FILE and exit 0 "
+        "(--output-json/--output-sarif/--output-github files are written too, with every finding)."),
     claim: list[str] = typer.Option([], "--claim", metavar="CLAIM", help="Force a claim (e.g. layer-index-reuse) onto presses that cite no paper."),
     config: Optional[Path] = typer.Option(
         None, "--config", metavar="FILE", help="Configuration file (kvaudit.toml, or pyproject.toml with [tool.kvaudit]). "
@@ -297,7 +342,7 @@ def check(
     with internal_errors(", ".join(chosen), debug):
         result = run_check(chosen, options, terminal_progress())
     for note in result.notes:  # e.g. why --claim left a press alone; stderr keeps stdout machine-readable
-        typer.echo(f"note: {note}", err=True)
+        _say("note", note)
     if tracing is not None:
         # Imported here: the tracer's worker imports torch, the static path never does.
         from ..tracer import attach_traces
@@ -309,18 +354,16 @@ def check(
 
         # Violated claims gate like findings (KVA301, --fail-on applies); accepted ones do not.
         add_trace_findings(result, settings.acceptances, lambda rule, path: rule_active(rule, path, options))
+    outputs = ((output_json, CheckFormat.json), (output_sarif, CheckFormat.sarif), (output_github, CheckFormat.github))
     if baseline is not None:
+        if write_baseline:  # the report files asked for are written too, with every finding of the run
+            with internal_errors(", ".join(chosen), debug):
+                _write_outputs(result, outputs)
         written = _baseline(result, baseline, write_baseline, quiet)
         if written is not None:
             raise typer.Exit(written)
     with internal_errors(", ".join(chosen), debug):  # a reporter's bug: one line, exit 2, never 1
         emit(result, output_format, quiet, statistics)
-        for path, file_format in ((output_json, CheckFormat.json), (output_sarif, CheckFormat.sarif),
-                                  (output_github, CheckFormat.github)):
-            if path is not None:
-                try:
-                    path.write_text(render(result, file_format), encoding="utf-8")
-                except OSError as err:
-                    raise _usage_error(f"cannot write {path}: {err.strerror or err}") from None
+        _write_outputs(result, outputs)
     code = check_exit_code(result, threshold)
     raise typer.Exit(OK if exit_zero and code == FINDINGS else code)

@@ -70,7 +70,10 @@ def trace(
     no_config: bool = typer.Option(False, "--no-config", help="Ignore every configuration file."),
 ) -> None:
     """Trace presses on a tiny model and check the claims of their papers, layer by layer, step by step."""
+    from . import require_working_directory
     from ..config import Config, ConfigError, discover
+
+    require_working_directory()
     from ..tracer import trace_targets
 
     try:
@@ -95,9 +98,8 @@ def trace(
             for message in report.unused_acceptances:
                 typer.echo(f"warning: {message}", err=True)
         else:
-            from rich.console import Console
-
+            from ..reporters.console import console
             from ..reporters.trace_terminal import render_trace_report
 
-            render_trace_report(report, Console())
+            render_trace_report(report, console())
     raise typer.Exit(report.exit_code)

@@ -129,6 +129,13 @@ def internal_errors(what: str, debug: bool) -> Iterator[None]:
     except (typer.Exit, typer.Abort, KeyboardInterrupt):
         raise
     except Exception as error:  # noqa: BLE001 - any bug: one line, never a traceback by default
+        from .output import output_closed
+
+        if isinstance(error, BrokenPipeError) and output_closed():
+            raise  # the reader of our output has gone (`| head`): cli/output.py ends the run quietly
+        from ..source import printable
+
+        what = printable(what if len(what) <= 300 else what[:299] + "…")  # 5,000 characters of target: cut
         text = " ".join(f"{type(error).__name__}: {error}".split())[:300]
         hint = "traceback below" if debug else "run with --debug for the traceback"
         typer.echo(f"error: {what}: internal error in kvaudit: {text} ({hint})", err=True)

@@ -1,17 +1,20 @@
 """``--format concise``: one line per finding, ``path:line:col: ID message``, as Ruff prints it.
 
-Lines are never wrapped or cut, so ``grep``, editors and CI problem matchers read them.
+Lines are never wrapped or cut, so ``grep``, editors and CI problem matchers read them;
+control characters (a newline or an ESC in a file name) are written as Python escapes.
 Targets that could not be audited go to stderr (``error: ...``), as in the terminal view.
 """
 
 from __future__ import annotations
 
 from ..model import AuditResult, Finding
+from ..source import printable
 
 
 def concise_line(finding: Finding) -> str:
     message = " ".join(finding.message.split())  # one line, whatever the rule wrote
-    return f"{finding.path}:{finding.line}:{finding.column}: {finding.rule} {message}"
+    # A path (or code quoted in the message) may hold a newline or an ESC: escaped, never raw.
+    return printable(f"{finding.path}:{finding.line}:{finding.column}: {finding.rule} {message}")
 
 
 def summary(result: AuditResult) -> str:

@@ -5,7 +5,8 @@ Format (GitHub's workflow commands)::
     ::error file=audit/x.py,line=12,col=5,title=KVA101 reuse-missing::message
 
 Escaping follows GitHub's toolkit: in the message ``%``, ``\\r`` and ``\\n`` become ``%25``,
-``%0D`` and ``%0A``; property values also escape ``:`` and ``,`` (``%3A``, ``%2C``).
+``%0D`` and ``%0A``; property values also escape ``:`` and ``,`` (``%3A``, ``%2C``). Other
+control characters (which GitHub cannot escape) are written as Python escapes (``\\x1b``).
 Files that could not be audited become ``::error`` lines too; warnings about the run
 (kvpress's source unreadable) ``::warning`` lines.
 """
@@ -14,12 +15,14 @@ from __future__ import annotations
 
 from ..model import AuditResult, Severity
 from ..rule import rule_by_id
+from ..source import printable
 
 COMMANDS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
 
 
 def escape_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    # Other control characters (an ESC in a file name) have no escape of GitHub's: Python's, never raw.
+    return printable(text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A"))
 
 
 def escape_property(text: str) -> str:

@@ -36,6 +36,7 @@ from ..model import (
     TraceRun,
 )
 from ..rule import rule_by_id
+from ..source import split_lines
 from ..tracer.compare import verdict_pair
 from ..tracer.errors import REASONS, classify
 from .figures import figure_key
@@ -79,7 +80,7 @@ def _cell(text: str) -> str:
 
 def _excerpt(path: str, line: int) -> list[str]:
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = split_lines(Path(path).read_text(encoding="utf-8"))  # numbered as the finding's line
     except (OSError, UnicodeDecodeError):
         return []
     first, last = max(1, line - EXCERPT_CONTEXT), min(len(lines), line + EXCERPT_CONTEXT)

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..model import AuditResult, Finding, PressReport, Severity
-from ..source import SourceError, read_text
+from ..source import SourceError, printable, read_text
 
 VERDICT_STYLES = {
     "implemented": "bold green", "observed": "bold green",
@@ -29,23 +29,18 @@ SEVERITY_STYLES = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Sever
 CONTEXT_LINES = 2
 
 
-def _claims_cell(press: PressReport) -> Text:
-    if not press.claims:
-        return Text("none", style="dim")
-    return Text("\n".join(f"{c.id}\n{c.origin.summary}, L{c.line}" for c in press.claims))
+def _claim_text(claim) -> Text:
+    return Text(f"{claim.id}\n{printable(claim.origin.summary)}, L{claim.line}")
 
 
-def _verdict_cell(press: PressReport) -> Text:
-    if not press.verdicts:
+def _verdict_text(verdict: str | None) -> Text:
+    if verdict is None:
         return Text("—", style="dim")
-    text = Text()
-    for claim, verdict in press.verdicts.items():
-        text.append(verdict, style=VERDICT_STYLES.get(verdict, ""))
-    return text
+    return Text(verdict, style=VERDICT_STYLES.get(verdict, ""))
 
 
 def _evidence_lines(press: PressReport) -> list[str]:
-    return [f"L{e.line} {e.kind}: {e.detail}" + (f" [{e.path}]" if e.path else "") for e in press.evidence]
+    return [printable(f"L{e.line} {e.kind}: {e.detail}" + (f" [{e.path}]" if e.path else "")) for e in press.evidence]
 
 
 def _evidence_cell(press: PressReport) -> Text:
@@ -57,30 +52,44 @@ def _evidence_cell(press: PressReport) -> Text:
 
 
 def press_table(result: AuditResult) -> Table:
-    table = Table(title="kvaudit check", show_lines=True, expand=True)
-    table.add_column("press", style="bold", ratio=2)
+    """One row per claim, its verdict beside it; a press's name and evidence on its first rows.
+
+    Every cell is a :class:`Text`: paths, code and rule text are never read as rich markup.
+    """
+    table = Table(title="kvaudit check", show_lines=False, expand=True)
+    table.add_column("press", style="bold", ratio=2, overflow="fold")  # a path is folded, never cut
     table.add_column("claim", ratio=2)
     table.add_column("verdict", ratio=1, min_width=len("implemented"))
     table.add_column("evidence", ratio=4)
     for press in result.presses:
-        table.add_row(f"{press.name}\n{press.path}:{press.line}", _claims_cell(press), _verdict_cell(press),
-                      _evidence_cell(press))
+        name = Text(f"{printable(press.name)}\n{printable(press.path)}:{press.line}")
+        if not press.claims:
+            table.add_row(name, Text("none", style="dim"), _verdict_text(None), _evidence_cell(press), end_section=True)
+            continue
+        # The evidence goes with the first claim that has a verdict (the one it supports).
+        judged = next((i for i, c in enumerate(press.claims) if c.id in press.verdicts), 0)
+        for number, claim in enumerate(press.claims):
+            table.add_row(name if number == 0 else None, _claim_text(claim),
+                          _verdict_text(press.verdicts.get(claim.id)),
+                          _evidence_cell(press) if number == judged else None,
+                          end_section=number == len(press.claims) - 1)
     return table
 
 
 def print_press_lines(result: AuditResult, console: Console) -> None:
     """The press table as plain lines, for piped output: nothing is boxed, locations are never cut."""
     for press in result.presses:
-        console.print(Text.assemble((press.name, "bold"), f"  {press.path}:{press.line}"), soft_wrap=True)
+        console.print(Text.assemble((printable(press.name), "bold"), f"  {printable(press.path)}:{press.line}"),
+                      soft_wrap=True)
         for claim in press.claims:
             verdict = press.verdicts.get(claim.id, "—")
-            console.print(Text.assemble(f"  {claim.id} ({claim.origin.summary}, L{claim.line}): ",
+            console.print(Text.assemble(f"  {claim.id} ({printable(claim.origin.summary)}, L{claim.line}): ",
                                         (verdict, VERDICT_STYLES.get(verdict, ""))), soft_wrap=True)
         if not press.claims:
             console.print(Text("  claims: none", style="dim"), soft_wrap=True)
         if press.verdicts:
             for line in _evidence_lines(press) or ["none found"]:
-                console.print(f"    evidence: {line}", soft_wrap=True, highlight=False)
+                console.print(Text(f"    evidence: {line}"), soft_wrap=True)
 
 
 def _source_excerpt(finding: Finding) -> Syntax | None:
@@ -94,7 +103,7 @@ def _source_excerpt(finding: Finding) -> Syntax | None:
 
 
 def location(finding: Finding) -> str:
-    return f"{finding.path}:{finding.line}:{finding.column}"
+    return f"{printable(finding.path)}:{finding.line}:{finding.column}"
 
 
 def finding_header(finding: Finding) -> Text:
@@ -104,7 +113,8 @@ def finding_header(finding: Finding) -> Text:
 
 def finding_panel(finding: Finding) -> Panel:
     excerpt = _source_excerpt(finding)
-    body = Group(Text(finding.message), excerpt) if excerpt is not None else Text(finding.message)
+    message = Text(printable(finding.message))
+    body = Group(message, excerpt) if excerpt is not None else message
     return Panel(body, border_style=SEVERITY_STYLES[finding.severity])
 
 
@@ -114,7 +124,7 @@ def print_finding(finding: Finding, console: Console) -> None:
     if console.is_terminal:
         console.print(finding_panel(finding))
         return
-    message = textwrap.fill(finding.message, width=max(40, console.width), initial_indent="  ",
+    message = textwrap.fill(printable(finding.message), width=max(40, console.width), initial_indent="  ",
                             subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
     console.print(Text(message), soft_wrap=True)
     excerpt = _source_excerpt(finding)
@@ -138,9 +148,9 @@ def print_problems(result: AuditResult, errors: Console) -> None:
     """One line per target that could not be audited, and per warning about the run; never wrapped."""
     for status in result.files:
         if status.status == "error":
-            errors.print(Text(f"error: {status.message}", style="bold red"), soft_wrap=True)
+            errors.print(Text(printable(f"error: {status.message}"), style="bold red"), soft_wrap=True)
     for warning in result.warnings:
-        errors.print(Text(f"warning: {warning}", style="yellow"), soft_wrap=True)
+        errors.print(Text(printable(f"warning: {warning}"), style="yellow"), soft_wrap=True)
 
 
 def render_terminal(result: AuditResult, console: Console, errors: Console | None = None, quiet: bool = False) -> None:

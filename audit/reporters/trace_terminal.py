@@ -24,6 +24,7 @@ from ..model import (
     PressTrace,
     TraceRun,
 )
+from ..source import printable
 from ..tracer.compare import verdict_pairs
 
 if TYPE_CHECKING:
@@ -105,14 +106,14 @@ def press_section(trace: PressTrace, show_path: bool = True) -> RenderableType:
     parts: list[RenderableType] = []
     title = Text(trace.name, style="bold cyan")
     if show_path:
-        title.append(f"  {trace.path}", style="dim")
+        title.append(f"  {printable(trace.path)}", style="dim")
     parts.append(title)
     if trace.config:
         parts.append(Text(f"  built: {trace.config}", style="dim"))
     if trace.settings:
         parts.append(Text(f"  settings: {trace.settings}", style="dim"))
     if trace.status != "ok" and trace.message:
-        parts.append(Text(f"  error: {trace.message}", style="red"))
+        parts.append(Text(printable(f"  error: {trace.message}"), style="red"))
     for check in trace.claims:
         parts.append(claim_line(check))
     for defect in trace.defects:
@@ -148,7 +149,7 @@ def render_trace_report(report: TraceReport, console: Console) -> None:
     if report.traces:
         _render_traces(report, console)
     for message in report.error_lines:
-        console.print(Text(f"error: {message}", style="bold red"), soft_wrap=True)
+        console.print(Text(printable(f"error: {message}"), style="bold red"), soft_wrap=True)
 
 
 def _render_traces(report: TraceReport, console: Console) -> None:
@@ -191,7 +192,9 @@ def render_trace_panel(console: Console, result: AuditResult) -> None:
         table.add_column("")
         for pair in pairs:
             flag = Text(pair.explanation, style="bold red" if not pair.agrees else "green" if pair.comparable else "dim")
-            table.add_row(pair.press, pair.claim, pair.static or "n/a", _verdict_text(pair.dynamic), flag)
+            # Text cells: a str cell is read as rich markup, and names or paths may hold `[...]`.
+            table.add_row(Text(printable(pair.press)), Text(pair.claim), Text(pair.static or "n/a"),
+                          _verdict_text(pair.dynamic), flag)
         console.print(table)
         disagreeing = [pair for pair in pairs if not pair.agrees]
         if disagreeing:

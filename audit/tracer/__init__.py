@@ -120,11 +120,13 @@ def _progress(total: int, enabled: bool) -> Iterator[ProgressStep]:
     if not enabled or total < 2:
         yield lambda label: None
         return
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    columns = (TextColumn("tracing {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+    from ..reporters.console import console
+
+    columns = (TextColumn("tracing {task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console(stderr=True), transient=True) as progress:
         task = progress.add_task("", total=total)
         first = True
 
@@ -145,9 +147,9 @@ def _status(message: str, enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    from rich.console import Console
+    from ..reporters.console import console
 
-    with Console(stderr=True).status(message):
+    with console(stderr=True).status(message):
         yield
 
 
