@@ -296,8 +296,11 @@ class ProjectIndex:
             str(path) if path is not None else None
         return path
 
-    def _search_path(self, home: str | None) -> list[str]:
-        return [home, *(root for root in self._roots if root != home)] if home is not None else list(self._roots)
+    def _resolve_from(self, name: str, home: str | None) -> Path | None:
+        """Module ``name`` on disk: in ``home`` first, then in the run's trees (sorted). Two lookups, not
+        one over ``[home, *others]``: the cache then records one search list per tree, not one per pair."""
+        found = self._resolve(name, [home]) if home is not None else None
+        return found if found is not None else self._resolve(name, list(self._roots))
 
     def _owner_root(self, path: Path, name: str) -> str:
         return str(source_root(path, name))
@@ -316,7 +319,7 @@ class ProjectIndex:
                 return found, False
         if owners:
             return owners[0], True
-        return self._resolve(name, [root for root in self._roots if root != home]), False
+        return self._resolve(name, list(self._roots)), False  # (home, searched above, holds none)
 
     def _module(self, name: str, near: ModuleInfo | None = None) -> ModuleInfo | None:
         """The record of module ``name`` as imported by ``near`` (None: from no particular file)."""
@@ -423,7 +426,7 @@ class ProjectIndex:
         # third-party library (torch is not read, even when the run is in site-packages).
         if module_name in self._owners or module_name.split(".")[0] in self._packages:
             return True
-        path = self._resolve(module_name, self._search_path(self._homes.get(id(near))))
+        path = self._resolve_from(module_name, self._homes.get(id(near)))
         return path is not None and not _THIRD_PARTY.intersection(path.parts)
 
     @cached_property
