@@ -273,25 +273,23 @@ def _validate(table: dict, path: Path, shown: str, prefix: str, text: str = "") 
             config.max_file_size = parse_size(table["max-file-size"])
         except ValueError as err:
             raise fail("max-file-size", str(err)) from None
-    if "claim-overrides" in table:
-        value = table["claim-overrides"]
-        if not isinstance(value, list):
-            raise fail("claim-overrides", "must be an array of tables ([[claim-overrides]])")
-        for number, entry in enumerate(value):
-            config.claim_overrides.append(_claim_override(entry, f"claim-overrides[{number}]", fail, shown))
-    if "press-bases" in table:
-        value = table["press-bases"]
-        if not isinstance(value, list):
-            raise fail("press-bases", "must be an array of tables ([[press-bases]])")
-        for number, entry in enumerate(value):
-            config.press_bases.append(_press_base(entry, f"press-bases[{number}]", fail, shown))
-    if "accept" in table:
-        value = table["accept"]
-        if not isinstance(value, list):
-            raise fail("accept", "must be an array of tables ([[accept]]) with press, claim and reason")
-        for number, entry in enumerate(value):
-            config.acceptances.append(_acceptance(entry, f"accept[{number}]", fail, shown, text, number))
+    for number, entry in _array_of_tables(table, "claim-overrides", "", fail):
+        config.claim_overrides.append(_claim_override(entry, f"claim-overrides[{number}]", fail, shown))
+    for number, entry in _array_of_tables(table, "press-bases", "", fail):
+        config.press_bases.append(_press_base(entry, f"press-bases[{number}]", fail, shown))
+    for number, entry in _array_of_tables(table, "accept", " with press, claim and reason", fail):
+        config.acceptances.append(_acceptance(entry, f"accept[{number}]", fail, shown, text, number))
     return config
+
+
+def _array_of_tables(table: dict, key: str, hint: str, fail) -> list[tuple[int, object]]:
+    """The numbered entries of ``[[key]]``; none when the key is absent, an error when it is not an array."""
+    if key not in table:
+        return []
+    value = table[key]
+    if not isinstance(value, list):
+        raise fail(key, f"must be an array of tables ([[{key}]]){hint}")
+    return list(enumerate(value))
 
 
 def _names(value: object, what: str, fail, required: bool, dotted: bool = True) -> tuple[str, ...]:
