@@ -13,6 +13,43 @@ from kvaudit.cli import app
 TESTS = Path(__file__).parent
 STATIC_PRESSES = TESTS / "presses" / "static"
 
+# A press citing ChunkKV that scores every layer: KVA101 at 12:18.
+NO_REUSE = '''"""ChunkKV, arXiv 2502.00299."""
+from dataclasses import dataclass
+
+from kvpress.presses.base_press import BasePress
+
+
+@dataclass
+class P(BasePress):
+    press: object = None
+
+    def compress(self, module, hidden_states, keys, values, attentions, kwargs):
+        scores = self.press.score(module, hidden_states, keys, values, attentions, kwargs)
+        index = scores.topk(10, dim=-1).indices
+        return keys.gather(2, index), values.gather(2, index)
+'''
+
+# A correct leader/follower reuse in a base class; subclasses in other files inherit it.
+REUSE_BASE = '''"""ChunkKV, arXiv 2502.00299."""
+from dataclasses import dataclass
+
+from kvpress.presses.base_press import BasePress
+
+
+@dataclass
+class ReuseBase(BasePress):
+    press: object = None
+    n_reuse: int = 2
+
+    def compress(self, module, hidden_states, keys, values, attentions, kwargs):
+        leader = module.layer_idx // self.n_reuse * self.n_reuse
+        if module.layer_idx == leader:
+            scores = self.press.score(module, hidden_states, keys, values, attentions, kwargs)
+            self.indices = scores.topk(10, dim=-1).indices
+        return keys.gather(2, self.indices), values.gather(2, self.indices)
+'''
+
 
 @dataclass
 class CliResult:

@@ -19,49 +19,14 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from helpers import STATIC_PRESSES, run_cli
+from helpers import NO_REUSE, REUSE_BASE, STATIC_PRESSES, run_cli
 
 from kvaudit.engine import CheckOptions, run_check
 from kvaudit.reporters.terminal import render_terminal
 
 CONCISE = re.compile(r"^(?P<path>.+):(?P<line>\d+):(?P<col>\d+): (?P<rule>KVA\d+) (?P<message>.+)$")
 
-# KVA101 at 12:18 (score() on every layer).
-NO_REUSE = '''"""ChunkKV, arXiv 2502.00299."""
-from dataclasses import dataclass
 
-from kvpress.presses.base_press import BasePress
-
-
-@dataclass
-class P(BasePress):
-    press: object = None
-
-    def compress(self, module, hidden_states, keys, values, attentions, kwargs):
-        scores = self.press.score(module, hidden_states, keys, values, attentions, kwargs)
-        index = scores.topk(10, dim=-1).indices
-        return keys.gather(2, index), values.gather(2, index)
-'''
-
-# A correct leader/follower reuse in a base; the subclass in another file inherits it.
-REUSE_BASE = '''"""ChunkKV, arXiv 2502.00299."""
-from dataclasses import dataclass
-
-from kvpress.presses.base_press import BasePress
-
-
-@dataclass
-class ReuseBase(BasePress):
-    press: object = None
-    n_reuse: int = 2
-
-    def compress(self, module, hidden_states, keys, values, attentions, kwargs):
-        leader = module.layer_idx // self.n_reuse * self.n_reuse
-        if module.layer_idx == leader:
-            scores = self.press.score(module, hidden_states, keys, values, attentions, kwargs)
-            self.indices = scores.topk(10, dim=-1).indices
-        return keys.gather(2, self.indices), values.gather(2, self.indices)
-'''
 SUB = '''"""ChunkKV, arXiv 2502.00299."""
 from dataclasses import dataclass
 

@@ -9,26 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_cli
+from helpers import NO_REUSE, REUSE_BASE, run_cli
 
 from kvaudit.analysis.prefilter import press_candidates, scan_text
 from kvaudit.fingerprint import SourceLines
 
-NO_REUSE = '''"""ChunkKV, arXiv 2502.00299."""
-from dataclasses import dataclass
-
-from kvpress.presses.base_press import BasePress
-
-
-@dataclass
-class P(BasePress):
-    press: object = None
-
-    def compress(self, module, hidden_states, keys, values, attentions, kwargs):
-        scores = self.press.score(module, hidden_states, keys, values, attentions, kwargs)
-        index = scores.topk(10, dim=-1).indices
-        return keys.gather(2, index), values.gather(2, index)
-'''
 NO_REUSE_FINDING = "P cites ChunkKV"  # KVA101 at line 12
 
 
@@ -71,25 +56,6 @@ def test_a_file_beside_the_importer_wins_over_a_file_of_the_run_in_another_folde
     assert rules(result) == [("a/sub.py", "KVA101")]
 
 
-# -- 1: the cache sees a module that now shadows the one it read ---------------------------------
-REUSE_BASE = '''"""ChunkKV, arXiv 2502.00299."""
-from dataclasses import dataclass
-
-from kvpress.presses.base_press import BasePress
-
-
-@dataclass
-class ReuseBase(BasePress):
-    press: object = None
-    n_reuse: int = 2
-
-    def compress(self, module, hidden_states, keys, values, attentions, kwargs):
-        leader = module.layer_idx // self.n_reuse * self.n_reuse
-        if module.layer_idx == leader:
-            scores = self.press.score(module, hidden_states, keys, values, attentions, kwargs)
-            self.indices = scores.topk(10, dim=-1).indices
-        return keys.gather(2, self.indices), values.gather(2, self.indices)
-'''
 SUB = ('"""ChunkKV, arXiv 2502.00299."""\nfrom dataclasses import dataclass\nfrom base import ReuseBase\n\n\n'
        "@dataclass\nclass Sub(ReuseBase):\n    pass\n")
 
