@@ -56,6 +56,7 @@ def test_a_file_beside_the_importer_wins_over_a_file_of_the_run_in_another_folde
     assert rules(result) == [("a/sub.py", "KVA101")]
 
 
+# -- 1: the cache sees a module that now shadows the one it read ---------------------------------
 SUB = ('"""ChunkKV, arXiv 2502.00299."""\nfrom dataclasses import dataclass\nfrom base import ReuseBase\n\n\n'
        "@dataclass\nclass Sub(ReuseBase):\n    pass\n")
 
