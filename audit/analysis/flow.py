@@ -328,6 +328,7 @@ class FlowAnalyzer:
         self._resolutions: list | None = None  # logged while a top-level walk runs
         self._seen_log: set[str] | None = None
         self._held = self._held_objects()
+        self._walk_state: tuple = ()  # set by each pass (see _pass)
 
     def _defined(self, cls: ClassInfo) -> list[tuple[str, cst.FunctionDef, str]]:
         """(name, method, "Class.name") of each method of ``cls``; listed once per class for the whole run."""
@@ -432,6 +433,9 @@ class FlowAnalyzer:
 
     def _pass(self) -> None:
         self._memo = {}
+        # What a walk depends on besides the method and its arguments, the same for the whole pass.
+        self._walk_state = (self.model, frozenset(self._field_labels.items()), frozenset(self._held.items()),
+                            self.this.shared)
         entry = next((found for name in self.model.entry_methods if (found := self.method(name)) is not None), None)
         if entry is not None:
             # `update_and_fetch(self, keys, values, layer_idx)`: a parameter named as a layer-index attribute.
@@ -453,8 +457,7 @@ class FlowAnalyzer:
         same rest, is replayed, not redone (a chain of n presses then costs about n walks,
         not n squared).
         """
-        key = (id(function), id(owner), record_scores, frozenset(params.items()), self.model,
-               frozenset(self._field_labels.items()), frozenset(self._held.items()), self.this.shared)
+        key = (id(function), id(owner), record_scores, frozenset(params.items()), self._walk_state)
         for walk in self.index.flow_walks.get(key, ()):
             saved, self._resolutions = self._resolutions, None
             same = all(self.method(name, after, obj) == found for name, after, obj, found in walk.resolutions)
