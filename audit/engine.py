@@ -116,7 +116,10 @@ def rule_active(rule_id: str, path: str, options: CheckOptions) -> bool:
 def internal_error(display: str, doing: str, err: BaseException) -> str:
     """The one line that reports a bug of kvaudit met while analysing ``display`` (as the CLI's own, see
     ``cli.trace_options.internal_errors``)."""
-    detail = one_line(f"{type(err).__name__}: {err}", _MESSAGE_WIDTH)
+    try:
+        detail = one_line(f"{type(err).__name__}: {err}", _MESSAGE_WIDTH)
+    except Exception:  # noqa: BLE001 (an exception whose text cannot be made, e.g. the repr of a deep tree)
+        detail = type(err).__name__
     return f"{display}: internal error in kvaudit while {doing}: {detail} (run with --debug for the traceback)"
 
 

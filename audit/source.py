@@ -65,8 +65,26 @@ class _Segment:
         if self.positions is None:
             from libcst.metadata import MetadataWrapper, PositionProvider
 
-            self.positions = MetadataWrapper(self.module, unsafe_skip_copy=True).resolve(PositionProvider)
+            try:
+                self.positions = MetadataWrapper(self.module, unsafe_skip_copy=True).resolve(PositionProvider)
+            except Exception as err:  # noqa: BLE001
+                # libcst's code generator recursed too deep; its position recorder then fails
+                # with a KeyError of its own, whose context holds the RecursionError.
+                if not isinstance(err, RecursionError) and not _caused_by_recursion(err):
+                    raise
+                raise SourceError("too deeply nested to analyse") from None
         return self.positions
+
+
+def _caused_by_recursion(err: BaseException) -> bool:
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, RecursionError):
+            return True
+        seen.add(id(cause))
+        cause = cause.__context__
+    return False
 
 
 @dataclass(eq=False)

@@ -76,6 +76,23 @@ def test_thousand_deep_chain_of_presses(tmp_path: Path) -> None:
     assert {p["verdicts"]["layer-index-reuse"] for p in presses} == {"implemented"}
 
 
+def test_an_expression_too_deep_for_libcst_positions_costs_its_file_only(tmp_path: Path) -> None:
+    # CPython and libcst parse a 500-term conditional chain, but libcst's position pass recurses
+    # past the limit and then fails with a KeyError whose text itself recurses: once an internal
+    # error that ended the whole run.
+    chain = " if c else ".join(["module.layer_idx"] * 500)
+    deep = GOOD.replace("    def compress(self", f"    def helper(self, module, c):\n        return {chain}\n\n"
+                        "    def compress(self", 1).replace("Alg2ModuloPress", "DeepPress")
+    (tmp_path / "deep.py").write_text(deep)
+    (tmp_path / "good.py").write_text(GOOD)
+    result = run_cli("check", str(tmp_path / "deep.py"), str(tmp_path / "good.py"), "-f", "json")
+    assert result.exception is None and result.exit_code == 2
+    assert "internal error" not in result.stdout + result.stderr
+    assert [p["name"] for p in result.json()["presses"]] == ["Alg2ModuloPress"]
+    [status] = [f for f in result.json()["files"] if f["path"].endswith("deep.py")]
+    assert "too deeply nested to analyse" in status["message"]
+
+
 def test_a_call_chain_past_the_depth_limit_is_said(tmp_path: Path) -> None:
     # Each press reaches P0's score() through BasePress.forward_hook and its chain of super()
     # calls: the flow pass follows MAX_DEPTH calls and says so (KVA003) where it stopped short.
