@@ -301,6 +301,17 @@ def _annotation_names(annotation: cst.BaseExpression) -> list[str]:
     return [name] if name and name != "None" else []
 
 
+def _has_loop(node: cst.CSTNode) -> bool:
+    """Whether a ``for`` or ``while`` statement lies anywhere below ``node`` (nested functions included)."""
+    pending = list(node.children)
+    while pending:
+        child = pending.pop()
+        if isinstance(child, (cst.For, cst.While)):
+            return True
+        pending.extend(child.children)
+    return False
+
+
 class FlowAnalyzer:
     """Runs the label-propagation pass for one press class."""
 
@@ -338,6 +349,13 @@ class FlowAnalyzer:
                        if isinstance(s, cst.FunctionDef)]
             self.index.flow_methods[id(cls)] = methods
         return methods
+
+    def _loops(self, function: cst.FunctionDef) -> bool:
+        """Whether the function's body loops; worked out once per function for the whole run."""
+        loops = self.index.flow_loops.get(id(function))
+        if loops is None:
+            loops = self.index.flow_loops[id(function)] = _has_loop(function.body)
+        return loops
 
     # -- objects the press holds ---------------------------------------------------------------
     def _held_objects(self) -> dict[str, _Object]:
@@ -534,8 +552,8 @@ class FlowAnalyzer:
             self._seen_log.add(frame.name)
         saved, self._record_scores = self._record_scores, record_scores
         try:
-            # Twice, so that values assigned late in a loop reach uses earlier in it.
-            for _ in range(2):
+            # Twice when the body loops, so that values assigned late in a loop reach uses earlier in it.
+            for _ in range(2 if self._loops(frame.function) else 1):
                 self._block(frame, frame.function.body, context)
         finally:
             self._record_scores = saved

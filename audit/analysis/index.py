@@ -262,6 +262,7 @@ class ProjectIndex:
         self.flow_walks: dict[tuple, list] = {}
         self.flow_methods: dict[int, list] = {}
         self.flow_annotations: dict[int, list] = {}
+        self.flow_loops: dict[int, bool] = {}
         self._mro_memo: dict[int, list[ClassInfo]] = {}
 
     def add_source(self, source: SourceFile) -> ModuleInfo:
