@@ -30,7 +30,7 @@ from .inherited import unread_base_warning
 from .mechanism import mechanism_by_id
 from .model import AuditResult, FileStatus, PressReport
 from .rule import PressContext, Rule, all_rules, rule_by_id
-from .source import DEFAULT_MAX_FILE_BYTES, SourceError, display_path, load_source, one_line, read_text
+from .source import DEFAULT_MAX_FILE_BYTES, SourceError, display_path, error_line, load_source, read_text
 from .suppression import MARKER, apply_suppressions
 from .targets import WalkSettings, cut_target, expand_targets, looks_like_module, resolve_module
 from .workers import Runner, available_cores
@@ -116,10 +116,7 @@ def rule_active(rule_id: str, path: str, options: CheckOptions) -> bool:
 def internal_error(display: str, doing: str, err: BaseException) -> str:
     """The one line that reports a bug of kvaudit met while analysing ``display`` (as the CLI's own, see
     ``cli.trace_options.internal_errors``)."""
-    try:
-        detail = one_line(f"{type(err).__name__}: {err}", _MESSAGE_WIDTH)
-    except Exception:  # noqa: BLE001 (an exception whose text cannot be made, e.g. the repr of a deep tree)
-        detail = type(err).__name__
+    detail = error_line(err, _MESSAGE_WIDTH)
     return f"{display}: internal error in kvaudit while {doing}: {detail} (run with --debug for the traceback)"
 
 

@@ -246,6 +246,15 @@ def one_line(code: str, width: int = SNIPPET_WIDTH) -> str:
     return code if len(code) <= width else code[: width - 1] + "…"
 
 
+def error_line(error: BaseException, width: int = SNIPPET_WIDTH) -> str:
+    """``Type: message`` on one line, shortened; the type alone when the message cannot be made
+    (the text of some libcst errors is the repr of a tree too deep to print)."""
+    try:
+        return one_line(f"{type(error).__name__}: {error}", width)
+    except Exception:  # noqa: BLE001
+        return type(error).__name__
+
+
 # C0 and C1 control characters (ESC, newlines, NEL) and the Unicode line/paragraph separators.
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 

@@ -133,10 +133,10 @@ def internal_errors(what: str, debug: bool) -> Iterator[None]:
 
         if isinstance(error, BrokenPipeError) and output_closed():
             raise  # the reader of our output has gone (`| head`): cli/output.py ends the run quietly
-        from ..source import printable
+        from ..source import error_line, printable
 
         what = printable(what if len(what) <= 300 else what[:299] + "…")  # 5,000 characters of target: cut
-        text = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+        text = error_line(error, 300)
         hint = "traceback below" if debug else "run with --debug for the traceback"
         typer.echo(f"error: {what}: internal error in kvaudit: {text} ({hint})", err=True)
         if debug:
