@@ -16,6 +16,7 @@ from .model import VIOLATED, AuditResult, Finding, PressReport, PressTrace, Seve
 
 CLAIM_VIOLATED = "KVA301"
 UNUSED_ACCEPTANCE = "KVA302"
+TRACE_DEFECT = "KVA303"
 
 
 @dataclass(frozen=True)
@@ -56,15 +57,26 @@ def apply_acceptances(traces: Iterable[PressTrace], acceptances: list[Acceptance
     return unused
 
 
+def _at_class(press: PressReport, rule: str, message: str) -> Finding:
+    """A finding of the trace, on the press's class (its whole range when known: SARIF regions, annotations)."""
+    return Finding(rule, Severity.ERROR, press.line, message, press.path, press=press.name, column=press.column,
+                   end_line=press.end_line, end_column=press.end_column)
+
+
 def claim_findings(press: PressReport) -> list[Finding]:
-    """One KVA301 finding per violated, unaccepted claim of ``press``'s trace, at the class line."""
+    """One KVA301 finding per violated, unaccepted claim of ``press``'s trace, at the class."""
     if press.trace is None:
         return []
-    return [
-        Finding(CLAIM_VIOLATED, Severity.ERROR, press.line,
-                f"{press.name} departs from {check.paper}'s {check.id}: {check.message}", press.path, press=press.name)
-        for check in press.trace.claims if check.open_violation
-    ]
+    return [_at_class(press, CLAIM_VIOLATED, f"{press.name} departs from {check.paper}'s {check.id}: {check.message}")
+            for check in press.trace.claims if check.open_violation]
+
+
+def defect_findings(press: PressReport) -> list[Finding]:
+    """One KVA303 finding per dynamic defect of ``press``'s trace (crash, stale-indices, batch-row-0), at the class."""
+    if press.trace is None:
+        return []
+    return [_at_class(press, TRACE_DEFECT, f"{press.name} on the tiny model: {defect.id}: {defect.message}")
+            for defect in press.trace.defects]
 
 
 def unused_acceptance_findings(unused: list[UnusedAcceptance]) -> list[Finding]:
@@ -75,13 +87,15 @@ def unused_acceptance_findings(unused: list[UnusedAcceptance]) -> list[Finding]:
 
 def add_trace_findings(result: AuditResult, acceptances: list[Acceptance],
                        active: Callable[[str, str], bool] = lambda rule, path: True) -> None:
-    """After tracing (``check --trace``): accept what the configuration accepts, then add KVA301 and KVA302.
+    """After tracing (``check --trace``, ``report``): accept what the configuration accepts, then add
+    KVA301 (violated claims), KVA302 (unused acceptances) and KVA303 (dynamic defects).
 
     ``active(rule_id, path)`` says whether a rule runs on a file (``--select``, ``--ignore``,
     ``per-path-ignores``), as for static rules.
     """
     unused = apply_acceptances([p.trace for p in result.presses if p.trace is not None], acceptances)
     for press in result.presses:
-        press.findings.extend(f for f in claim_findings(press) if active(f.rule, f.path))
+        found = claim_findings(press) + defect_findings(press)
+        press.findings.extend(f for f in found if active(f.rule, f.path))
     result.extra_findings.extend(f for f in unused_acceptance_findings(unused) if active(f.rule, f.path))
     result.sort()

@@ -86,6 +86,8 @@ def audit_press(index: ProjectIndex, press: ClassInfo, options: CheckOptions,
                 notes: list[str] | None = None) -> PressReport:
     """Claims, verdicts, evidence and findings of one press; ``notes`` gets why ``--claim`` left it alone."""
     report = PressReport(name=press.name, path=press.source.display, line=press.line)
+    span = press.source.span_of(press.tree)
+    report.column, report.end_line, report.end_column = span.column, span.end_line, span.end_column
     report.claims = claims_for(press, index, options.forced_claims, notes)
     report.claims = apply_claim_overrides(press.name, report.path, press.line, report.claims,
                                           options.claim_overrides, options.config_root)

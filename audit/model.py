@@ -231,6 +231,10 @@ class PressReport:
     evidence: list[Evidence] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     trace: PressTrace | None = None
+    # Where the class ends (its `class` statement to its last line): the region of the trace's findings.
+    column: int = 1
+    end_line: int | None = None
+    end_column: int | None = None
 
     @property
     def key(self) -> tuple[str, int, str]:

@@ -494,7 +494,7 @@ def render_markdown(result: AuditResult, ctx: ReportContext) -> str:
         out += ["Presses that were not traced:", "", *untraced, ""]
     errors = [f for f in result.files if f.status == "error"]
     if errors:
-        out += ["Targets that could not be audited:", ""]
+        out += ["Targets that could not be audited or traced:", ""]
         out += [f"- {stable_path(f.message or f.path)}" for f in errors] + [""]
     if ctx.figures_note:
         out += [f"*Figures:* {ctx.figures_note}", ""]

@@ -91,14 +91,7 @@ class TraceReport:
         could not be built (abstract, needs arguments, its constructor raised). Like a folder
         that holds no press, a run that traced nothing must not pass a CI gate as clean.
         """
-        if any(t.status == "ok" or t.defects for t in self.traces):
-            return None
-        if self.setup_errors:
-            return f"no press could be traced: {self.setup_errors[0]}"
-        failed = next((t for t in self.traces if t.status == "error"), None)
-        if failed is not None:
-            return f"no press could be traced: {failed.name}: {failed.message}"
-        return None
+        return nothing_traced(self.traces, self.setup_errors)
 
     @property
     def exit_code(self) -> int:
@@ -109,6 +102,18 @@ class TraceReport:
         if any(trace.defects or any(c.open_violation for c in trace.claims) for trace in self.traces):
             return FINDINGS
         return OK
+
+
+def nothing_traced(traces: list[PressTrace], setup_errors: list[str] = ()) -> str | None:
+    """``no press could be traced: REASON`` when no press of ``traces`` ran, else None (see :attr:`TraceReport.nothing_traced`)."""
+    if any(t.status == "ok" or t.defects for t in traces):
+        return None
+    if setup_errors:
+        return f"no press could be traced: {setup_errors[0]}"
+    failed = next((t for t in traces if t.status == "error"), None)
+    if failed is not None:
+        return f"no press could be traced: {failed.name}: {failed.message}"
+    return None
 
 
 ProgressStep = Callable[[str], None]
@@ -287,12 +292,20 @@ def _claim_requests(press: Any, found: dict[tuple[str, str], list[dict]], path: 
 def attach_traces(result: AuditResult, options: TraceOptions, progress: bool = True) -> list[str]:
     """Trace every press of ``result`` and set ``press.trace`` (with ``.reference`` if asked).
 
-    Presses are matched by file path and class name. One worker serves all files. A press that
-    cannot be traced gets a trace with ``status="error"`` and a one-line ``message``. With
-    ``options.press_expr``, the expression builds the press of the class it instantiates; the
-    other presses are built with defaults. A failure of the tracer itself also adds an error
-    entry to ``result.files`` (exit code 2, never 1); the tracebacks of such failures are returned
-    (for ``--debug``).
+    Presses are matched by file path and class name. One worker serves all files. With
+    ``options.press_expr``, the expression builds the press of the class it instantiates; the other
+    presses are built with defaults. The exit-code rule is ``kvaudit trace``'s (docs/trace.md):
+
+    * a press that cannot be traced (abstract, needs arguments, not a press at run time) gets a
+      trace with ``status="error"`` and a one-line ``message``; its dynamic defects (crash,
+      stale-indices, batch-row-0) are findings (KVA303, :mod:`kvaudit.acceptance`);
+    * what is not the press's doing adds an error entry to ``result.files`` (exit code 2, never 1)
+      and leaves the presses it stopped untraced (``press.trace`` stays None): unusable options, a
+      trace extra that is missing or fails to import, a worker that cannot start, a model that
+      cannot be built on ``--device``, a module that cannot be imported, a bad ``--press``, a bug of
+      the tracer, and a run in which no press could be traced at all.
+
+    Returns the tracebacks of the tracer's own failures (for ``--debug``).
     """
     from .parent.client import WorkerError
     from .parent.session import InternalTraceError
@@ -300,17 +313,18 @@ def attach_traces(result: AuditResult, options: TraceOptions, progress: bool = T
     tracebacks: list[str] = []
     if not result.presses:
         return tracebacks
-    problem = _options_problem(options)
-    if problem is not None:
-        for press in result.presses:
-            press.trace = PressTrace(press.name, press.path, "error", problem)
-        return tracebacks
-
     failed: list[FileStatus] = []
 
-    def internal(message: str, path: str, traceback: str | None) -> None:
-        failed.append(FileStatus(path, "error", message))
+    def error(message: str, path: str, traceback: str | None = None) -> None:
+        if all(f.message != message for f in failed):  # a run-level reason is said once
+            failed.append(FileStatus(path, "error", message))
         tracebacks.extend([traceback] if traceback else [])
+
+    problem = _options_problem(options)
+    if problem is not None:
+        error(problem, result.presses[0].path)
+        _finish(result, failed)
+        return tracebacks
 
     by_file: dict[Path, list[Any]] = {}
     for press in result.presses:
@@ -319,34 +333,58 @@ def attach_traces(result: AuditResult, options: TraceOptions, progress: bool = T
     from .claimlist import claims_by_class
 
     found = claims_by_class([path for path in by_file if path.is_file()])
+    stopped = False  # the worker or the model cannot run any press: the rest stay untraced
     with open_session(options) as session, _progress(len(result.presses), progress and sys.stderr.isatty()) as step:
         session.use(options)
         for path, reports in by_file.items():
-            target = TraceTarget(text=display_path(path), path=path, module=None, class_name=None)
+            if stopped:
+                break
+            shown = display_path(path)
+            target = TraceTarget(text=shown, path=path, module=None, class_name=None)
             try:
                 classes = session.list_classes(target) if path.is_file() else []
-                known = {c["name"] for c in classes if c["is_press"]}
-                failure = None if path.is_file() else f"{display_path(path)}: no such file or directory"
-            except InternalTraceError as error:
-                known, failure = set(), str(error)
-                internal(str(error), display_path(path), error.traceback)
-            except (TraceInputError, WorkerError) as error:
-                known, failure = set(), str(error)
+            except WorkerError as failure:  # the worker did not start (its imports, --device): nothing can run
+                error(f"the trace worker failed to start: {failure}", shown)
+                stopped = True
+                break
+            except InternalTraceError as failure:
+                error(str(failure), shown, failure.traceback)
+                continue
+            except TraceInputError as failure:  # the module does not import: bad input, like `trace`'s
+                error(str(failure), shown)
+                continue
+            known = {c["name"] for c in classes if c["is_press"]}
             for report in reports:
                 step(report.name)
-                if failure is not None or report.name not in known:
-                    message = failure or f"{report.name} is not a kvpress press at run time (no BasePress base)"
-                    report.trace = PressTrace(report.name, report.path, "error", message)
-                    _fill_claims(report.trace, _claim_requests(report, found, path))
-                    continue
                 wanted = _claim_requests(report, found, path)
+                if not path.is_file() or report.name not in known:
+                    message = (f"{shown}: no such file or directory" if not path.is_file()
+                               else f"{report.name} is not a kvpress press at run time (no BasePress base)")
+                    report.trace = PressTrace(report.name, report.path, "error", message)
+                    _fill_claims(report.trace, wanted)
+                    continue
                 traced = session.trace(target, report.name, expr_class_only=True, claims=wanted)
+                if traced.setup_error:  # the model cannot be built here: no press can run
+                    error(traced.setup_error, report.path)
+                    stopped = True
+                    break
                 traced.trace.path = report.path  # matched by the static path, as the static report wrote it
                 _fill_claims(traced.trace, wanted)
                 report.trace = traced.trace
+                if traced.input_error:
+                    error(traced.input_error, report.path)
                 if traced.internal_error:
-                    internal(traced.internal_error, report.path, traced.traceback)
+                    error(traced.internal_error, report.path, traced.traceback)
+    if not failed:
+        reason = nothing_traced([p.trace for p in result.presses if p.trace is not None])
+        if reason is not None:
+            first = next(p for p in result.presses if p.trace is not None)
+            error(reason, first.path)
+    _finish(result, failed)
+    return tracebacks
+
+
+def _finish(result: AuditResult, failed: list[FileStatus]) -> None:
     if failed:
         result.files.extend(failed)
         result.sort()
-    return tracebacks

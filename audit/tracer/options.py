@@ -45,6 +45,12 @@ def missing_trace_extra() -> str | None:
     return None
 
 
+def broken_trace_extra(name: str, error: str) -> str:
+    """The one line for a package of the ``trace`` extra that is installed but fails to import."""
+    return (f"tracing needs {name}, which is installed but fails to import ({error}); "
+            f"repair or reinstall the trace extra: {INSTALL_TRACE}")
+
+
 def physical_memory() -> int:
     """The machine's RAM in bytes (0 when unknown)."""
     try:

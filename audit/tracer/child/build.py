@@ -24,10 +24,18 @@ class ExpressionError(BuildError):
     """The ``--press`` expression is bad input (syntax, unknown name, not a press)."""
 
 
+MESSAGE_WIDTH = 300  # what a message may echo of the user's text (an exception, a line of stderr)
+
+
 def one_line(error: BaseException) -> str:
-    """The exception's last line, as ``Type: message`` on one line."""
-    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-    return " ".join(text.split())
+    """The exception's last line, as ``Type: message`` on one line, cut to :data:`MESSAGE_WIDTH` characters."""
+    from ...source import one_line as shorten
+
+    try:
+        text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    except BaseException:  # noqa: BLE001 - the user's __str__ may raise too
+        text = f"{type(error).__name__}: <str() raised>"
+    return shorten(text, MESSAGE_WIDTH)
 
 
 def default_press(cls: type) -> Any:

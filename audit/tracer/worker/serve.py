@@ -30,7 +30,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from ...model import Defect, PressTrace  # noqa: E402  (stdlib only, like the rest below)
 from .. import errors  # noqa: E402
 from ..errors import ModelFailure  # noqa: E402
-from ..options import PARENT_ENV, TraceOptions, missing_trace_extra  # noqa: E402
+from ..options import PARENT_ENV, TRACE_PACKAGES, TraceOptions, broken_trace_extra, missing_trace_extra  # noqa: E402
 from ..outcome import TraceOutcome  # noqa: E402
 from . import process  # noqa: E402
 from .process import FAILED, OK, TIMEOUT, ChildOutcome, run_in_child  # noqa: E402
@@ -43,6 +43,25 @@ def _outcome_message(outcome: ChildOutcome) -> str:
 def _failure(outcome: ChildOutcome) -> str:
     """How a child that returned nothing failed (:func:`kvaudit.tracer.errors.child_failure`)."""
     return errors.child_failure(outcome.status == FAILED, outcome.error_type)
+
+
+def _import_trace_extra() -> str | None:
+    """Import torch, transformers and kvpress (kvpress patches the attention functions once, before forking).
+
+    Returns the one line that names the package which failed, and how, or None. Whatever an import
+    raises (an ``ImportError`` from a missing shared library, ``OSError``, ``SystemExit``) is said here,
+    never reported as a press's failure or a bug of the tracer.
+    """
+    import importlib
+
+    from ..child.build import one_line
+
+    for name in TRACE_PACKAGES:
+        try:
+            importlib.import_module(name)
+        except BaseException as error:  # noqa: BLE001 - any failure of an installed package is one line
+            return broken_trace_extra(name, one_line(error))
+    return None
 
 
 class WorkerState:
@@ -64,10 +83,12 @@ class WorkerState:
         if missing is not None:
             return {"ok": False, "error": missing}
         started = time.perf_counter()
+        broken = _import_trace_extra()
+        if broken is not None:  # installed but broken (a missing CUDA library, say): the machine, not a press
+            return {"ok": False, "error": broken}
         import torch
 
         torch.set_num_threads(1)  # tiny models gain nothing from threads, and fork stays safe
-        import kvpress  # noqa: F401  (patches the attention functions once, before forking)
 
         from ..child import jobs, runner  # noqa: F401  (pay their imports once, before forking)
         from . import modelload
