@@ -132,3 +132,40 @@ def test_without_the_trace_extra_the_static_paths_still_work(without_torch, tmp_
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert "Not traced" in (tmp_path / "r.md").read_text()
+
+
+BROKEN = "error: the trace worker failed to start: tracing needs torch, which is installed but fails to import " \
+    "(ImportError: libcudart.so.12: cannot open shared object file); repair or reinstall the trace extra: " \
+    "pip install 'kvaudit[trace]'"
+
+
+@pytest.fixture(scope="module")
+def broken_torch(tmp_path_factory) -> dict[str, str]:
+    """torch installed but failing at import (a CUDA wheel without its libraries), shadowed on PYTHONPATH."""
+    folder = tmp_path_factory.mktemp("broken-torch")
+    (folder / "torch").mkdir()
+    (folder / "torch" / "__init__.py").write_text(
+        'raise ImportError("libcudart.so.12: cannot open shared object file")\n')
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(folder), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+@pytest.mark.parametrize("command", [
+    ["trace", ALGORITHM2],
+    ["check", "--trace", ALGORITHM2],
+    ["report", ALGORITHM2, "-o", "REPORT"],
+])
+def test_a_trace_extra_that_fails_to_import_is_named_with_exit_2(command: list[str], broken_torch,
+                                                                  tmp_path: Path) -> None:
+    report = tmp_path / "r.md"
+    args = [str(report) if arg == "REPORT" else arg for arg in command]
+    out = subprocess.run([sys.executable, "-m", "kvaudit", *args], env=broken_torch, cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("error:")]
+    assert lines == [BROKEN]
+    assert "Traceback" not in out.stdout + out.stderr
+    if report.exists():  # the report says it once, as a run that could not be traced, never as a press failure
+        text = report.read_text(encoding="utf-8")
+        assert "raised on the tiny model" not in text and "**Trace.** Not traced." in text

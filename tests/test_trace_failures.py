@@ -219,3 +219,85 @@ def test_a_bug_in_the_parent_is_one_line_exit_2_never_1(monkeypatch, shared_work
         first = out.stderr.splitlines()[0]
         assert first.startswith(f"error: {target}: internal error in kvaudit: KeyError: 'simulated parent-side bug'")
         assert ("Traceback" in out.stderr) == bool(extra)
+
+
+# ---------------------------------------------------------------------------------------------
+# check --trace and report follow trace's exit rule: defects are KVA303 findings; what is not the
+# press's doing (import, options, the machine, nothing traced) is exit 2, never a clean gate
+# ---------------------------------------------------------------------------------------------
+
+GRID = ("--layers", "2", "--tokens", "96", "--long-tokens", "144", "--ratios", "0.5", "--decode-steps", "0")
+
+
+def _only(tmp_path: Path, *names: str) -> Path:
+    """A module with only the presses ``names`` of PRESSES (the class bodies as written there)."""
+    blocks = PRESSES.split("@dataclass\n")
+    kept = [block for block in blocks[1:] if any(block.startswith(f"class {name}(") for name in names)]
+    path = tmp_path / "some_presses.py"
+    path.write_text(blocks[0] + "".join("@dataclass\n" + block for block in kept))
+    return path
+
+
+def test_check_trace_reports_crashes_as_kva303_at_the_class(tmp_path: Path, shared_worker) -> None:
+    import json
+
+    names = ["ExitsInPrefill", "InterruptsInPrefill", "RaisesInPrefill"]
+    path = _only(tmp_path, *names)
+    lines = path.read_text().splitlines()
+    out = run_cli("check", str(path), "--trace", *GRID, "--format", "sarif", "--select", "KVA303")
+    assert out.exception is None and out.exit_code == 1, out.stdout + out.stderr
+    results = json.loads(out.stdout)["runs"][0]["results"]
+    assert [r["ruleId"] for r in results] == ["KVA303"] * 3
+    for name, result in zip(names, results):
+        assert f"{name} on the tiny model: crash: prefill 1 (96×1, ratio 0.5) raised" in result["message"]["text"]
+        region = result["locations"][0]["physicalLocation"]["region"]
+        line = lines.index(f"class {name}(KnormPress):") + 1
+        assert (region["startLine"], region["startColumn"]) == (line, 1)
+        assert region["endLine"] == line + 2 and region["endColumn"] > 1  # the class's whole range
+    # the gate follows --fail-on and --select, like any finding
+    assert run_cli("check", str(path), "--trace", *GRID, "--select", "KVA303", "--fail-on", "never").exit_code == 0
+    assert run_cli("check", str(path), "--trace", *GRID, "--select", "KVA1").exit_code == 0
+
+
+def test_check_trace_on_a_module_that_fails_at_import_exits_2(tmp_path: Path, shared_worker) -> None:
+    path = tmp_path / "fails_on_import.py"
+    path.write_text("from kvpress import KnormPress\n\n\nclass GpuOnlyPress(KnormPress):\n    pass\n\n\n"
+                    "raise RuntimeError('needs a GPU at import')\n")
+    out = run_cli("check", str(path), "--trace", *GRID, "--format", "json")
+    assert out.exit_code == 2 and out.exception is None, out.stdout + out.stderr
+    assert f"error: cannot import {display_path(path)}: RuntimeError: needs a GPU at import" in out.stderr.splitlines()
+    (press,) = out.json()["presses"]
+    assert "trace" not in press  # never filed as a press failure
+
+
+@pytest.mark.parametrize(("options", "says"), [
+    (["--device", "cuda:99"], "cannot build the model on cuda:99: "),
+    (["--device", "banana"], "the trace worker failed to start: --device banana: "),
+    (["--press", "PlainPress("], "bad --press expression 'PlainPress(': syntax error"),
+    (["--press", "NoSuchPress()"], "bad --press expression 'NoSuchPress()': NameError"),
+])
+def test_check_trace_that_cannot_trace_exits_2(options: list[str], says: str, tmp_path: Path, monkeypatch,
+                                               shared_worker) -> None:
+    monkeypatch.chdir(ROOT)
+    out = run_cli("check", "tests/presses/dynamic/algorithm2_press.py", "--trace", *GRID, *options)
+    assert out.exit_code == 2 and out.exception is None, out.stdout + out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and says in errors[0], errors
+
+
+def test_check_trace_with_no_press_traced_exits_2(tmp_path: Path, shared_worker) -> None:
+    out = run_cli("check", str(_only(tmp_path, "ExitsInConstructor")), "--trace", *GRID)
+    assert out.exit_code == 2 and out.exception is None, out.stdout + out.stderr
+    assert any(line.startswith("error: no press could be traced: ExitsInConstructor: cannot build")
+               for line in out.stderr.splitlines()), out.stderr
+
+
+def test_report_files_an_import_failure_as_bad_input_not_a_press_failure(tmp_path: Path, shared_worker) -> None:
+    path = tmp_path / "fails_on_import.py"
+    path.write_text("from kvpress import KnormPress\n\n\nclass GpuOnlyPress(KnormPress):\n    pass\n\n\n"
+                    "raise RuntimeError('needs a GPU at import')\n")
+    out = run_cli("report", str(path), *GRID, "--no-config", "-o", str(tmp_path / "r.md"))
+    assert out.exit_code == 2 and out.exception is None, out.stdout + out.stderr
+    text = (tmp_path / "r.md").read_text(encoding="utf-8")
+    assert "Targets that could not be audited or traced:" in text and "needs a GPU at import" in text
+    assert "raised on the tiny model" not in text
