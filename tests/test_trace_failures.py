@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = TraceOptions(layers=2, tokens=96, long_tokens=144, ratios=(0.5,))
 
 PRESSES = textwrap.dedent('''
+    import os
     import sys
+    import time
     from dataclasses import dataclass
 
     from kvpress import KnormPress
@@ -70,6 +72,23 @@ PRESSES = textwrap.dedent('''
         def score(self, module, hidden_states, keys, values, attentions, kwargs):
             if not hasattr(self, "block"):
                 self.block = bytearray(512 << 20)  # more than the test's --memory-limit
+            return super().score(module, hidden_states, keys, values, attentions, kwargs)
+
+
+    @dataclass
+    class ForkingHungryPress(KnormPress):
+        def score(self, module, hidden_states, keys, values, attentions, kwargs):
+            if not hasattr(self, "children"):  # three processes, each under the limit, together over it
+                self.children = []
+                for _ in range(3):
+                    pid = os.fork()
+                    if pid == 0:
+                        block = bytearray(200 << 20)
+                        time.sleep(5)
+                        os._exit(0)
+                    self.children.append(pid)
+                for pid in self.children:
+                    os.waitpid(pid, 0)
             return super().score(module, hidden_states, keys, values, attentions, kwargs)
 ''')
 
@@ -132,6 +151,14 @@ def test_a_press_past_the_memory_limit_is_a_crash(presses: Path, shared_worker) 
     # without a limit the same press allocates its 512 MiB and passes: the limit made the difference
     report, trace = trace_one(presses, "HungryPress", memory_limit=0)
     assert trace.status == "ok" and trace.defects == []
+
+
+def test_the_memory_limit_covers_every_process_the_press_starts(presses: Path, shared_worker) -> None:
+    report, trace = trace_one(presses, "ForkingHungryPress", memory_limit=256 << 20)
+    (defect,) = trace.defects
+    assert defect.id == "crash" and "past --memory-limit 256.0 MiB; killed" in defect.message, defect
+    assert defect.message.startswith("memory: the press and the processes it started held ")
+    assert report.exit_code == 1
 
 
 @pytest.mark.parametrize("value", ["banana", "-3G", "12X"])

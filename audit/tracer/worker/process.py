@@ -15,7 +15,9 @@ What a hostile press can do, and what stops it:
 * **It kills the worker or kvaudit.** The child dies with the worker (``PR_SET_PDEATHSIG``), and
   the worker with kvaudit (see :func:`guard_parent`; the worker also polls its parent while it waits).
 * **It eats memory.** ``RLIMIT_AS`` caps the child's address space at what it had at the fork plus
-  ``memory_limit`` bytes: past it, allocations fail in the child (a crash of the press), not the machine.
+  ``memory_limit`` bytes: past it, a single allocation fails in the child at once (a crash of the
+  press), not the machine. The cap is per process, so the worker also polls the memory of the whole
+  tree below it (:mod:`kvaudit.tracer.worker.memory`) and kills the child's group past the limit.
 
 Why fork is safe here: the worker runs torch with one intra-op thread and never enters a
 parallel region before forking (GNU OpenMP is not fork-safe once its pool exists).
@@ -38,11 +40,12 @@ from typing import Any
 
 from ..errors import ReportedError
 
-OK, FAILED, TIMEOUT, DIED = "ok", "failed", "timeout", "died"
+OK, FAILED, TIMEOUT, DIED, MEMORY = "ok", "failed", "timeout", "died", "memory"
 
 _FRAME = struct.Struct(">Q")  # the length of the JSON result that follows
 _MAX_RESULT_BYTES = 1 << 30  # a longer "frame" is garbage written by the press, not a result
 PARENT_POLL_S = 0.5  # how often a waiting worker checks that its parent is still there
+MEMORY_POLL_S = 0.1  # how often it measures the press's processes, under --memory-limit 
 
 # Descriptors of the worker that a child must not hold (the worker's reply stream): closed after the fork,
 # so that press code can neither write into the protocol nor keep it open after the worker died.
@@ -275,44 +278,54 @@ def _exited(pid: int) -> bool:
         return True
 
 
-def _read_frame(read_fd: int, pid: int, deadline: float) -> tuple[bytes | None, bool]:
-    """Read the child's framed result; returns (the JSON bytes, or None if it ended without one; timed out).
+def _read_frame(read_fd: int, pid: int, deadline: float,
+                over_limit: Callable[[], str | None] | None = None) -> tuple[bytes | None, str | None]:
+    """Read the child's framed result; returns (the JSON bytes, or None if it ended without one; why it was stopped).
 
+    Why it was stopped: ``"timeout"``, or ``over_limit``'s reason (polled while waiting), else None.
     Never waits for end-of-file: a grandchild may hold the pipe open long after the child is done.
     """
     buffer = bytearray()
     needed: int | None = None
     child_done = False
+    poll = min(PARENT_POLL_S, MEMORY_POLL_S) if over_limit is not None else PARENT_POLL_S
     while True:
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
-            return None, True
-        ready, _, _ = select.select([read_fd], [], [], 0 if child_done else min(remaining, PARENT_POLL_S))
+            return None, TIMEOUT
+        ready, _, _ = select.select([read_fd], [], [], 0 if child_done else min(remaining, poll))
         if not ready:
             if child_done:  # it exited, the pipe is drained, and the frame is incomplete
-                return None, False
+                return None, None
             if _parent_gone():
                 _stop_now()
+            reason = over_limit() if over_limit is not None else None
+            if reason is not None:
+                return None, reason
             child_done = _exited(pid)
             continue
         chunk = os.read(read_fd, 1 << 16)
         if not chunk:
-            return None, False  # the child (and every copy of the pipe) closed it without a result
+            return None, None  # the child (and every copy of the pipe) closed it without a result
         buffer += chunk
         if needed is None and len(buffer) >= _FRAME.size:
             needed = _FRAME.unpack_from(buffer)[0]
             if needed > _MAX_RESULT_BYTES:
-                return None, False
+                return None, None
         if needed is not None and len(buffer) >= _FRAME.size + needed:
-            return bytes(buffer[_FRAME.size : _FRAME.size + needed]), False
+            return bytes(buffer[_FRAME.size : _FRAME.size + needed]), None
 
 
 def run_in_child(function: Callable[[], Any], timeout: float, memory_limit: int | None = None) -> ChildOutcome:
     """Fork, run ``function`` in the child, return its JSON-safe result within ``timeout`` seconds.
 
     Whatever happens, the child's process group and every process left below this one are killed
-    and reaped before this returns. ``memory_limit`` (bytes) caps what the child may allocate.
+    and reaped before this returns. ``memory_limit`` (bytes) caps what the child, and every process it
+    starts, may hold together (``RLIMIT_AS`` per process, and the worker's polls of the whole tree).
     """
+    from .memory import watch
+
+    over_limit = watch(memory_limit) if memory_limit else None  # the worker's own memory, before the fork
     read_fd, write_fd = os.pipe()
     worker = os.getpid()
     started = time.perf_counter()
@@ -332,17 +345,19 @@ def run_in_child(function: Callable[[], Any], timeout: float, memory_limit: int 
     except OSError:
         pass
     data: bytes | None = None
-    timed_out = False
+    stopped: str | None = None
     try:
-        data, timed_out = _read_frame(read_fd, pid, started + timeout)
+        data, stopped = _read_frame(read_fd, pid, started + timeout, over_limit)
     finally:
         os.close(read_fd)
         _kill_group(pid)  # before reaping: an unreaped child keeps its group id from being reused
         _, status = os.waitpid(pid, 0)
         kill_descendants()  # whatever left the group: orphans re-parented to this subreaper
     seconds = time.perf_counter() - started
-    if timed_out:
+    if stopped == TIMEOUT:
         return ChildOutcome(TIMEOUT, detail=f"no result after {timeout:g} s; killed", seconds=seconds)
+    if stopped is not None:
+        return ChildOutcome(MEMORY, detail=stopped, seconds=seconds)
     try:
         message = json.loads(data.decode()) if data is not None else None
     except ValueError:
