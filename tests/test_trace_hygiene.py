@@ -225,6 +225,30 @@ def test_a_press_that_kills_the_worker_dies_with_it(tmp_path: Path) -> None:
     assert survivors([client.pid, *read_pids(pids, 2)]) == []
 
 
+def test_a_press_that_floods_stderr_costs_a_bounded_tail_and_one_short_line(tmp_path: Path) -> None:
+    from kvaudit.tracer.parent.client import QUOTE_WIDTH, STDERR_TAIL_BYTES
+
+    path, _ = hostile_module(tmp_path, "floods_stderr", '''
+        line = b"x" * 1023 + b"\\n"
+        for _ in range(64):  # 64 MiB
+            os.write(2, line * 1024)
+        os.kill(os.getppid(), 9)
+        time.sleep(120)
+    ''')
+    client = WorkerClient()
+    request = {"op": "list", "path": str(path), "display": str(path), "module": None, "timeout": 120}
+    try:
+        with pytest.raises(WorkerError) as raised:
+            client.request(request, 60)
+        kept = len(client._stderr._data)
+    finally:
+        client.close(kill=True)
+    message = str(raised.value)
+    assert message.startswith("trace worker exited: killed by SIGKILL; its last line on stderr: xxx")
+    assert len(message) < QUOTE_WIDTH + 100  # the 1,023-character line is cut
+    assert kept <= 2 * STDERR_TAIL_BYTES  # a tail, never the 64 MiB
+
+
 # ---------------------------------------------------------------------------------------------
 # Through the real command: a press that spawns a daemon and kills kvaudit
 # ---------------------------------------------------------------------------------------------

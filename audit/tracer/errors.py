@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import re
 
+# What a one-line failure may echo of the user's text (an exception's message, a line it printed).
+MESSAGE_WIDTH = 300
+
 PRETRAINED, ABSTRACT, BUILD, CRASH = "pretrained", "abstract", "build", "crash"
 # How a worker child that returned no trace failed (see child_failure).
 INPUT, SETUP, INTERNAL = "input", "setup", "internal"

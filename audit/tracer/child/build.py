@@ -24,12 +24,10 @@ class ExpressionError(BuildError):
     """The ``--press`` expression is bad input (syntax, unknown name, not a press)."""
 
 
-MESSAGE_WIDTH = 300  # what a message may echo of the user's text (an exception, a line of stderr)
-
-
 def one_line(error: BaseException) -> str:
     """The exception's last line, as ``Type: message`` on one line, cut to :data:`MESSAGE_WIDTH` characters."""
     from ...source import one_line as shorten
+    from ..errors import MESSAGE_WIDTH
 
     try:
         text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 from typing import Any
 
@@ -26,10 +27,58 @@ INIT_TIMEOUT_S = 180.0
 REPLY_SLACK_S = 30.0
 # How long a worker asked to stop may take to clean up before it is killed.
 STOP_GRACE_S = 5.0
+# What is kept of the worker's stderr (where the user's code prints): its tail explains a death.
+STDERR_TAIL_BYTES = 64 << 10
+# What a message may quote of that tail: its last line, cut.
+QUOTE_WIDTH = 200
 
 
 class WorkerError(RuntimeError):
     """The worker died, hung, or answered nonsense; ``str()`` is one line."""
+
+
+class StderrTail:
+    """Drain a pipe in a thread and keep only its last :data:`STDERR_TAIL_BYTES`.
+
+    A press that writes gigabytes to stderr costs kvaudit neither memory nor disk, and can never
+    block on a full pipe.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._data = bytearray()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drain, name="kvaudit-worker-stderr", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while not self._stop.is_set():
+            if not select.select([self._fd], [], [], 0.2)[0]:
+                continue
+            try:
+                chunk = os.read(self._fd, 1 << 16)
+            except OSError:
+                return
+            if not chunk:
+                return
+            with self._lock:
+                self._data += chunk
+                if len(self._data) > 2 * STDERR_TAIL_BYTES:
+                    del self._data[:-STDERR_TAIL_BYTES]
+
+    def last_line(self) -> str:
+        """The last non-empty line kept, on one line and cut to :data:`QUOTE_WIDTH` characters ("" if none)."""
+        from ...source import one_line
+
+        with self._lock:
+            text = bytes(self._data[-STDERR_TAIL_BYTES:]).decode(errors="replace")
+        lines = [line for line in text.splitlines() if line.strip()]
+        return one_line(lines[-1], QUOTE_WIDTH) if lines else ""
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(1.0)
 
 
 class WorkerClient:
@@ -40,17 +89,18 @@ class WorkerClient:
         child_env.update(env or {})
         child_env["HF_HUB_OFFLINE"] = "1"
         child_env[PARENT_ENV] = str(os.getpid())  # the worker stops when this process dies
-        # stderr goes to a file: a chatty press cannot fill a pipe and block, and the tail explains a death.
-        self._stderr = tempfile.TemporaryFile()
         self._process = subprocess.Popen(
             # -P: the working directory is not put first on the worker's sys.path (see worker.py).
             [sys.executable, "-P", "-m", "kvaudit.tracer.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=self._stderr,
+            stderr=subprocess.PIPE,
             env=child_env,
             start_new_session=True,
         )
+        assert self._process.stderr is not None
+        # Drained at once, its tail kept: a chatty press can neither block on a full pipe nor fill memory or disk.
+        self._stderr = StderrTail(self._process.stderr.fileno())
         self._buffer = b""
 
     @property
@@ -60,13 +110,13 @@ class WorkerClient:
     def request(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Send one request and return its answer, or raise :class:`WorkerError`."""
         if not self.alive:
-            raise WorkerError(f"trace worker exited: {self.stderr_tail()}")
+            raise WorkerError(self.death())
         assert self._process.stdin is not None
         try:
             self._process.stdin.write((json.dumps(payload) + "\n").encode())
             self._process.stdin.flush()
         except BrokenPipeError:
-            raise WorkerError(f"trace worker exited: {self.stderr_tail()}") from None
+            raise WorkerError(self.death()) from None
         line = self._read_line(timeout)
         try:
             return json.loads(line)
@@ -85,18 +135,30 @@ class WorkerClient:
                 raise WorkerError(f"trace worker gave no answer within {timeout:g} s; killed")
             chunk = os.read(fd, 1 << 16)
             if not chunk:
-                raise WorkerError(f"trace worker exited: {self.stderr_tail()}")
+                raise WorkerError(self.death())
             self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line.decode()
 
-    def stderr_tail(self) -> str:
-        """The worker's last non-empty stderr line (why it died), or a placeholder."""
-        if self._stderr.closed:
-            return "no message"
-        self._stderr.seek(0)
-        lines = [line for line in self._stderr.read().decode(errors="replace").splitlines() if line.strip()]
-        return lines[-1].strip() if lines else "no message"
+    def death(self, wait: float = 2.0) -> str:
+        """Why the worker stopped answering, in one line: its exit status, then its last stderr line, cut.
+
+        The worker closed its stdout: it is exiting, so its status is waited for a moment.
+        """
+        try:
+            code = self._process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            how = "trace worker closed its output but is still running"
+        else:
+            if code < 0:
+                try:
+                    how = f"trace worker exited: killed by {signal.Signals(-code).name}"
+                except ValueError:
+                    how = f"trace worker exited: killed by signal {-code}"
+            else:
+                how = f"trace worker exited with status {code}"
+        last = self._stderr.last_line()
+        return f"{how}; its last line on stderr: {last}" if last else how
 
     @property
     def pid(self) -> int:
@@ -126,10 +188,10 @@ class WorkerClient:
         # What stayed in the worker's session (the worker was killed, or a press killed it).
         kill_all([pid for pid in session_members(process.pid) if pid != process.pid])
         process.wait()
-        for stream in (process.stdin, process.stdout):
+        self._stderr.close()
+        for stream in (process.stdin, process.stdout, process.stderr):
             if stream is not None and not stream.closed:
                 try:
                     stream.close()
                 except OSError:
                     pass
-        self._stderr.close()

@@ -38,12 +38,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ReportedError
+from ..errors import MESSAGE_WIDTH, ReportedError
 
 OK, FAILED, TIMEOUT, DIED, MEMORY = "ok", "failed", "timeout", "died", "memory"
 
 _FRAME = struct.Struct(">Q")  # the length of the JSON result that follows
 _MAX_RESULT_BYTES = 1 << 30  # a longer "frame" is garbage written by the press, not a result
+_MAX_TRACEBACK = 20_000  # what --debug may print of a traceback (its end: the raising frame)
 PARENT_POLL_S = 0.5  # how often a waiting worker checks that its parent is still there
 MEMORY_POLL_S = 0.1  # how often it measures the press's processes, under --memory-limit 
 
@@ -260,11 +261,16 @@ def _child_main(function: Callable[[], Any], write_fd: int, worker: int, memory_
             _limit_memory(memory_limit)
         data = json.dumps({"ok": True, "payload": function()}).encode()
     except BaseException as error:  # noqa: BLE001 - everything must reach the worker as one line
+        from ...source import one_line
+
         reported = isinstance(error, ReportedError)
-        last = str(error) if reported else traceback.format_exception_only(type(error), error)[-1].strip()
-        message = {"ok": False, "error": " ".join(last.split()), "type": type(error).__name__}
+        try:
+            last = str(error) if reported else traceback.format_exception_only(type(error), error)[-1].strip()
+        except BaseException:  # noqa: BLE001 - the user's __str__ may raise too
+            last = f"{type(error).__name__}: <str() raised>"
+        message = {"ok": False, "error": one_line(last, MESSAGE_WIDTH), "type": type(error).__name__}
         if not reported:
-            message["traceback"] = traceback.format_exc()
+            message["traceback"] = traceback.format_exc()[-_MAX_TRACEBACK:]
         data = json.dumps(message).encode()
     _write_all(write_fd, _FRAME.pack(len(data)) + data)
     os.close(write_fd)
