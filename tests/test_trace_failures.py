@@ -328,3 +328,60 @@ def test_report_files_an_import_failure_as_bad_input_not_a_press_failure(tmp_pat
     text = (tmp_path / "r.md").read_text(encoding="utf-8")
     assert "Targets that could not be audited or traced:" in text and "needs a GPU at import" in text
     assert "raised on the tiny model" not in text
+
+
+# ---------------------------------------------------------------------------------------------
+# A press that writes its own frame on the result pipe: a malformed one is the press's crash
+# ---------------------------------------------------------------------------------------------
+
+FORGER = textwrap.dedent('''
+    import json
+    import os
+    import struct
+    from dataclasses import dataclass
+
+    from kvpress import KnormPress
+
+
+    def forge(payload):
+        data = json.dumps({"ok": True, "payload": payload}).encode()
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                if os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:"):
+                    os.write(int(fd), struct.pack(">Q", len(data)) + data)
+            except OSError:
+                pass
+        os._exit(0)
+
+
+    @dataclass
+    class NumberForgerPress(KnormPress):
+        def score(self, *args, **kwargs):
+            forge(5)
+
+
+    @dataclass
+    class ShapeForgerPress(KnormPress):
+        def score(self, *args, **kwargs):
+            forge({"trace": {"name": "X", "path": "x", "status": "ok", "runs": [{"tokens": "many", "batch": 1,
+                   "score_calls": [], "kept": [], "reused_from": []}]}})
+''')
+
+
+@pytest.mark.parametrize("name", ["NumberForgerPress", "ShapeForgerPress"])
+def test_a_malformed_result_on_the_pipe_is_a_crash_of_the_press(name: str, tmp_path: Path, shared_worker) -> None:
+    path = tmp_path / "forgers.py"
+    path.write_text(FORGER)
+    report, trace = trace_one(path, name)
+    assert report.internal_errors == [] and report.exit_code == 1
+    (defect,) = trace.defects
+    assert defect.id == "crash" and defect.message.startswith("the press wrote a malformed result on the tracer's result pipe")
+
+
+def test_a_module_that_forges_the_class_list_cannot_be_imported(tmp_path: Path, shared_worker) -> None:
+    path = tmp_path / "forges_at_import.py"
+    path.write_text(FORGER + '\n\nforge({"module": 5})\n')
+    report = trace_targets([str(path)], SMALL, progress=False)
+    assert report.internal_errors == [] and report.exit_code == 2
+    (line,) = report.error_lines
+    assert line.startswith(f"cannot import {display_path(path)}: the press wrote a malformed result")

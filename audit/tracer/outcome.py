@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..model import PressTrace
-from .serialize import trace_from_dict, trace_to_dict
+from .serialize import MalformedTrace, trace_from_dict, trace_to_dict, validate_trace
 
 
 @dataclass
@@ -40,8 +40,17 @@ class TraceOutcome:
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> TraceOutcome:
-        return cls(trace_from_dict(data["trace"]), data.get("input_error"), data.get("setup_error"),
-                   data.get("internal_error"), data.get("traceback"), float(data.get("seconds") or 0.0))
+        """The outcome of ``data``; :class:`MalformedTrace` when its shape is wrong (checked field by field)."""
+        try:
+            outcome = cls(trace_from_dict(data["trace"]), data.get("input_error"), data.get("setup_error"),
+                          data.get("internal_error"), data.get("traceback"), float(data.get("seconds") or 0.0))
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+            raise MalformedTrace(f"{type(error).__name__}: {str(error)[:80]}") from None
+        validate_trace(outcome.trace)
+        for line in (outcome.input_error, outcome.setup_error, outcome.internal_error, outcome.traceback):
+            if not isinstance(line, (str, type(None))):
+                raise MalformedTrace(f"an error line is {type(line).__name__}")
+        return outcome
 
     def labelled(self, label: str) -> TraceOutcome:
         """The outcome with ``label`` (``PATH::Class``) in front of its setup and internal lines."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model import ClaimCheck, Defect, PressTrace, TraceRun
+from ..model import CLAIM_VERDICTS, ClaimCheck, Defect, PressTrace, TraceRun
 
 
 def _seconds(value: float) -> float:
@@ -122,3 +122,58 @@ def trace_from_dict(data: dict[str, Any]) -> PressTrace:
         config=data.get("config"),
         settings=data.get("settings"),
     )
+
+
+class MalformedTrace(ValueError):
+    """A trace whose shape is wrong (what a press wrote on the result pipe, say); ``str()`` says what."""
+
+
+def _kind(value: object, kinds: tuple[type, ...], what: str) -> None:
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise MalformedTrace(f"{what} is {type(value).__name__}")
+
+
+def _numbers(values: object, what: str, optional: bool = False) -> None:
+    _kind(values, (list,), what)
+    for value in values:  # type: ignore[union-attr]
+        if not (optional and value is None):
+            _kind(value, (int, float), f"an item of {what}")
+
+
+def validate_trace(trace: PressTrace) -> None:
+    """Raise :class:`MalformedTrace` unless every field the reporters read has the type they expect."""
+    _kind(trace.name, (str,), "name")
+    _kind(trace.path, (str,), "path")
+    if trace.status not in ("ok", "error"):
+        raise MalformedTrace(f"status is {str(trace.status)[:40]!r}")
+    for value, what in ((trace.message, "message"), (trace.config, "config"), (trace.settings, "settings")):
+        _kind(value, (str, type(None)), what)
+    for run in trace.runs:
+        _kind(run.tokens, (int,), "runs[].tokens")
+        _kind(run.batch, (int,), "runs[].batch")
+        _kind(run.ratio, (int, float, type(None)), "runs[].ratio")
+        for values, what in ((run.score_calls, "score_calls"), (run.kept, "kept"), (run.compress_calls, "compress_calls"),
+                             (run.layer_score_time_s, "layer_score_s"), (run.layer_compress_time_s, "layer_compress_s"),
+                             (run.repeat_prefill_time_s, "repeat_prefill_s"), (run.repeat_score_time_s, "repeat_score_s")):
+            _numbers(values, f"runs[].{what}")
+        for values, what in ((run.reused_from, "reused_from"), (run.jaccard, "jaccard")):
+            _numbers(values, f"runs[].{what}", optional=True)
+        for row in [*run.jaccard_matrix, *run.decode_lengths]:
+            _numbers(row, "runs[] matrix row")
+        for value in (run.score_time_s, run.compress_time_s, run.prefill_time_s):
+            _kind(value, (int, float), "runs[].timings")
+    for check in trace.claims:
+        for value, what in ((check.id, "claims[].id"), (check.paper, "claims[].paper"), (check.message, "claims[].message")):
+            _kind(value, (str,), what)
+        if check.verdict not in CLAIM_VERDICTS:
+            raise MalformedTrace(f"claims[].verdict is {str(check.verdict)[:40]!r}")
+        _kind(check.accepted, (str, type(None)), "claims[].accepted")
+        _kind(check.where, (dict,), "claims[].where")
+        _kind(check.runs, (dict,), "claims[].runs")
+        for figure in check.figures:
+            _kind(figure, (dict,), "claims[].figures[]")
+    for defect in trace.defects:
+        _kind(defect.id, (str,), "defects[].id")
+        _kind(defect.message, (str,), "defects[].message")
+    if trace.reference is not None:
+        validate_trace(trace.reference)

@@ -32,8 +32,9 @@ from .. import errors  # noqa: E402
 from ..errors import ModelFailure  # noqa: E402
 from ..options import PARENT_ENV, TRACE_PACKAGES, TraceOptions, broken_trace_extra, missing_trace_extra  # noqa: E402
 from ..outcome import TraceOutcome  # noqa: E402
+from ..serialize import MalformedTrace  # noqa: E402
 from . import process  # noqa: E402
-from .process import FAILED, OK, TIMEOUT, ChildOutcome, run_in_child  # noqa: E402
+from .process import DIED, FAILED, OK, TIMEOUT, ChildOutcome, run_in_child  # noqa: E402
 
 
 def _outcome_message(outcome: ChildOutcome) -> str:
@@ -61,6 +62,30 @@ def _import_trace_extra() -> str | None:
             importlib.import_module(name)
         except BaseException as error:  # noqa: BLE001 - any failure of an installed package is one line
             return broken_trace_extra(name, one_line(error))
+    return None
+
+
+def _malformed(outcome: ChildOutcome, problem: str) -> ChildOutcome:
+    """A child whose result has the wrong shape: the user's code wrote on the result pipe, a crash of the press.
+
+    The press runs in the process that writes the result, so it can write a frame of its own; a
+    well-formed forgery cannot be told apart (docs/trace.md, "Process hygiene"), a malformed one can.
+    """
+    return ChildOutcome(DIED, detail=f"the press wrote a malformed result on the tracer's result pipe ({problem})",
+                        seconds=outcome.seconds)
+
+
+def _list_problem(payload: Any) -> str | None:
+    """What is wrong with a ``list`` child's result, or None: ``{"module": str, "classes": [{name, line, is_press}]}``."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("module"), str):
+        return "no module name"
+    classes = payload.get("classes")
+    if not isinstance(classes, list):
+        return "no class list"
+    for item in classes:
+        if not (isinstance(item, dict) and isinstance(item.get("name"), str) and isinstance(item.get("is_press"), bool)
+                and isinstance(item.get("line"), int)):
+            return "a class entry without name, line and is_press"
     return None
 
 
@@ -140,7 +165,10 @@ class WorkerState:
 
         outcome = self._run(lambda: list_job(request), request)
         if outcome.status == OK:
-            return {"ok": True, **outcome.payload}
+            problem = _list_problem(outcome.payload)
+            if problem is None:
+                return {"ok": True, **outcome.payload}
+            outcome = _malformed(outcome, problem)
         failure = _failure(outcome)
         if failure == errors.INTERNAL:
             return {"ok": False, "internal": True, "error": outcome.detail, "traceback": outcome.traceback}
@@ -156,8 +184,11 @@ class WorkerState:
         if request.get("reference"):
             reference = self._run(lambda: self._trace_in_child(request, reference=True), request)
             if reference.status == OK:
-                traced.trace.reference = TraceOutcome.from_wire(reference.payload).trace
-            else:
+                try:
+                    traced.trace.reference = TraceOutcome.from_wire(reference.payload).trace
+                except MalformedTrace as error:
+                    reference = _malformed(reference, str(error))
+            if reference.status != OK:
                 traced.trace.reference = PressTrace("ChunkKVReusePress", "audit/reference", "error",
                                                     _outcome_message(reference))
         return {"ok": True, **traced.to_wire()}
@@ -166,9 +197,13 @@ class WorkerState:
     def _traced(outcome: ChildOutcome, request: dict[str, Any]) -> TraceOutcome:
         """The child's outcome, or what its failure means (:func:`kvaudit.tracer.errors.child_failure`)."""
         if outcome.status == OK:
-            traced = TraceOutcome.from_wire(outcome.payload)
-            traced.seconds = outcome.seconds
-            return traced
+            try:
+                traced = TraceOutcome.from_wire(outcome.payload)
+            except MalformedTrace as error:
+                outcome = _malformed(outcome, str(error))
+            else:
+                traced.seconds = outcome.seconds
+                return traced
         message = _outcome_message(outcome)
         trace = PressTrace(request.get("class_name") or "press", request.get("display") or request["path"], "error",
                            message)
