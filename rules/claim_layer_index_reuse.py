@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from ..rule import PressContext
 
 STATIC_TO_OBSERVED = {IMPLEMENTED: OBSERVED, PARTIAL: PARTIAL, MISSING: NOT_OBSERVED}
+# The names a press may give its reuse parameter (read on the press and its nested presses).
+REUSE_PARAMETERS = ("n_reuse", "N_reuse", "reuse_n", "num_reuse")
 
 
 class LayerIndexReuse(Mechanism):
@@ -34,16 +36,20 @@ class LayerIndexReuse(Mechanism):
     leader's indices (``I_l = I[floor(l/N_reuse)·N_reuse]``). ChunkKV, Algorithm 2; the paper's
     experiments use ``N_reuse = 2``.
 
-    Invariant, per prefill: some compressed layer makes no ``score()`` call and keeps exactly
-    the indices of the last earlier layer that called it (the tracer's ``observed``). What the
-    tracer sees otherwise is ``partial`` (indices shared while ``score()`` runs on every layer in
-    every prefill, or ``score()`` skipped without sharing) or ``not-observed``. A layer left
-    uncompressed never counts as reuse, nor do layers that keep the same positions whatever the
-    prompt (a sink + window selection). Tolerance: none; random weights make one coincidence
-    possible, so sharing must hold in every prefill of a ratio.
+    Invariant, per ratio: some compressed layer makes no ``score()`` call and keeps exactly the
+    indices of the last earlier layer that called it, and in every prefill exactly
+    ``ceil(layers / N_reuse)`` layers call ``score()`` (the tracer's ``observed``). ``N_reuse`` is
+    the press's own reuse parameter when it has one (``n_reuse``, ``N_reuse``, ``reuse_n`` or
+    ``num_reuse``), else the paper's 2. What the tracer sees otherwise is ``partial`` (indices
+    shared while ``score()`` runs on every layer in every prefill; ``score()`` skipped without
+    sharing; or reuse seen on other layers than the groups of ``N_reuse`` give) or
+    ``not-observed``. A layer left uncompressed never counts as reuse, nor do layers that keep the
+    same positions whatever the prompt (a sink + window selection). Tolerance: none, on the count
+    of scoring layers as on the sharing; random weights make one coincidence possible, so sharing
+    must hold in every prefill of a ratio.
 
-    Expected and measured: the number of layers that call ``score()`` (``ceil(layers / N_reuse)``
-    with reuse) against the number that did.
+    Expected and measured: the number of layers that call ``score()`` (``ceil(layers / N_reuse)``)
+    against the number that did, in the prefill that departs from it (else the first one).
 
     Static evidence: a reuse parameter in layer-group arithmetic, a branch on the layer's
     position, an index cache kept across calls, and a guarded ``score()`` (``kvaudit check``).
@@ -59,7 +65,7 @@ class LayerIndexReuse(Mechanism):
             {"n_reuse": 2},
         ),
     }
-    facts = ("n_reuse",)
+    facts = REUSE_PARAMETERS
 
     VALID = [
         '''
@@ -126,12 +132,12 @@ class ScoringEveryLayerChunkKVPress(BasePress):
         if not ctx.runs:
             reason = ctx.failures[0] if ctx.failures else "no run completed"
             return ClaimCheck(self.id, paper, NOT_RUN, f"not run: {reason}")
-        n_reuse = ctx.params.get("n_reuse", 2)
         results = []
         for sequence in ctx.sequences():
             if not any(layer.compressed for run in sequence for layer in run.layers):
                 continue
-            observation, reason = reuse_observation(sequence)
+            n_reuse, origin = reuse_group(sequence[0], ctx.params)
+            observation, reason = reuse_observation(sequence, n_reuse, origin)
             results.append((sequence, observation, reason))
         if not results:
             return ClaimCheck(self.id, paper, NOT_APPLICABLE, "no layer was compressed: nothing to reuse",
@@ -141,10 +147,13 @@ class ScoringEveryLayerChunkKVPress(BasePress):
         counts = {k: v for k, v in counts.items() if v}
         bad = [item for item in results if item[1] != OBSERVED]
         sequence, observation, reason = bad[0] if bad else results[-1]
-        first = sequence[0]
+        n_reuse, _ = reuse_group(sequence[0], ctx.params)
+        done = [run for run in sequence if run.ok and run.layers] or sequence
+        # The numbers of the prefill that departs from ceil(layers / N_reuse), else of the first one.
+        first = next((run for run in done if scoring_layers(run) != expected_scoring(run, n_reuse)), done[0])
         layers = len(first.layers)
-        scoring = sum(1 for layer in first.layers if layer.score_calls)
-        expected = -(-layers // n_reuse)
+        scoring = scoring_layers(first)
+        expected = expected_scoring(first, n_reuse)
         where = {"ratio": first.ratio, "length": first.tokens, "batch": first.batch}
         verdict = VIOLATED if bad else HOLDS
         scope = f"ratio {first.ratio:g}" if first.ratio is not None else "the prefills"
@@ -196,6 +205,25 @@ def _jaccard_matrix(run: RunObservation) -> list[list[float]]:
     return jaccard_matrix(run)
 
 
+def reuse_group(run: RunObservation, params: dict) -> tuple[int, str]:
+    """``N_reuse``: the press's own reuse parameter when it has one (an int ≥ 1), else the paper's; and where from."""
+    for name in REUSE_PARAMETERS:
+        value = run.facts.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value, f"the press's {name}"
+    return int(params.get("n_reuse", 2)), "the paper's"
+
+
+def scoring_layers(run: RunObservation) -> int:
+    """How many layers of ``run`` called ``score()``."""
+    return sum(1 for layer in run.layers if layer.score_calls)
+
+
+def expected_scoring(run: RunObservation, n_reuse: int) -> int:
+    """``ceil(layers / N_reuse)``: the group leaders of Algorithm 2."""
+    return -(-len(run.layers) // n_reuse)
+
+
 def leaders(run: RunObservation) -> list[int | None]:
     """For each layer, the last earlier layer that called ``score()`` (its group's scoring layer)."""
     result: list[int | None] = []
@@ -240,13 +268,20 @@ def prompt_independent_layers(runs: Sequence[RunObservation]) -> set[int]:
     return independent
 
 
-def reuse_observation(runs: Sequence[RunObservation]) -> tuple[str, str]:
-    """``observed``, ``partial`` or ``not-observed``, and a one-line reason, from one instance's prefills."""
+def reuse_observation(runs: Sequence[RunObservation], n_reuse: int | None = None,
+                      origin: str = "the paper's") -> tuple[str, str]:
+    """``observed``, ``partial`` or ``not-observed``, and a one-line reason, from one instance's prefills.
+
+    With ``n_reuse``, ``observed`` also needs ``ceil(layers / n_reuse)`` scoring layers in every
+    prefill (``origin`` says whose value it is); reuse on other layers than those is ``partial``.
+    """
     done = [run for run in runs if run.ok and run.layers]
     if not done:
         return NOT_OBSERVED, "no prefill completed"
 
-    # observed: a compressed layer skips score() and keeps exactly its leader's indices.
+    # observed: a compressed layer skips score() and keeps exactly its leader's indices, and the
+    # scoring layers are as many as Algorithm 2's group leaders.
+    off = [run for run in done if n_reuse is not None and scoring_layers(run) != expected_scoring(run, n_reuse)]
     for run in done:
         followers = [
             (index, leader)
@@ -259,11 +294,17 @@ def reuse_observation(runs: Sequence[RunObservation]) -> tuple[str, str]:
         ]
         if followers:
             scoring = sorted({leader for _, leader in followers} | {i for i, l in enumerate(run.layers) if l.score_calls})
-            return OBSERVED, (
-                f"score() ran on layers {format_layers(scoring)} only; layers "
-                f"{format_layers(i for i, _ in followers)} skipped it and kept their leader's indices "
-                f"(prefill {run.label})"
-            )
+            which = "layer" if len(followers) == 1 else "layers"
+            seen = (f"{which} {format_layers(i for i, _ in followers)} skipped score() and kept their leader's "
+                    f"indices (prefill {run.label})")
+            if off:
+                wrong = off[0]
+                return PARTIAL, (
+                    f"{seen}, but score() ran on {scoring_layers(wrong)} of {len(wrong.layers)} layers in prefill "
+                    f"{wrong.label}, where groups of N_reuse = {n_reuse} ({origin}) score on "
+                    f"ceil({len(wrong.layers)}/{n_reuse}) = {expected_scoring(wrong, n_reuse)}"
+                )
+            return OBSERVED, f"score() ran on layers {format_layers(scoring)} only; {seen}"
 
     # partial (a): a pair of compressed layers identical in every completed prefill, on a layer
     # whose selection depends on the prompt.

@@ -199,3 +199,34 @@ def test_serialize_round_trip_keeps_contract_and_reference() -> None:
     assert set(data["claims"][0]) >= {"id", "paper", "verdict", "expected", "measured", "where", "accepted"}
     assert "prefill_s" in data["runs"][0]["timings"] and "prefill_time_s" not in data["runs"][0]
     assert trace_from_dict(data) == trace
+
+
+def _reuse_check(runs, facts=None):
+    from kvaudit.mechanism import CheckContext
+    from kvaudit.rules.claim_layer_index_reuse import LayerIndexReuse
+
+    for item in runs:
+        item.ratio, item.facts = 0.5, dict(facts or {})
+    return LayerIndexReuse().check(CheckContext(runs, params={"n_reuse": 2}), "ChunkKV")
+
+
+def test_one_reusing_layer_is_not_algorithm_2_the_verdict_follows_the_numbers() -> None:
+    # 8 layers, the last one reuses layer 6's indices: 7 scoring layers where groups of 2 give 4.
+    kept = [A, B, C, D, A, B, C, C]
+    runs = [run([layer(k, 0 if i == 7 else 1) for i, k in enumerate(kept)])]
+    verdict, reason = reuse_observation(runs, 2)
+    assert verdict == PARTIAL and "7 of 8 layers" in reason and "ceil(8/2) = 4" in reason
+    check = _reuse_check(runs)
+    assert (check.verdict, check.expected, check.measured) == (VIOLATED, 4, 7)
+    assert check.message.startswith("partial: layer 7 skipped score()")
+
+
+def test_the_press_reuse_parameter_sets_the_groups() -> None:
+    # groups of 4 on 8 layers: layers 0 and 4 score, the others reuse their leader's indices
+    kept = [A, A, A, A, B, B, B, B]
+    runs = [run([layer(k, 1 if i % 4 == 0 else 0) for i, k in enumerate(kept)])]
+    check = _reuse_check(runs, {"n_reuse": 4})
+    assert (check.verdict, check.expected, check.measured) == (HOLDS, 2, 2)
+    check = _reuse_check(runs)  # no parameter: the paper's N_reuse = 2 expects 4 scoring layers
+    assert (check.verdict, check.expected, check.measured) == (VIOLATED, 4, 2)
+    assert "N_reuse = 2 (the paper's)" in check.message
