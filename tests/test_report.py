@@ -169,7 +169,7 @@ def test_jaccard_figure_names_press_and_prefill_and_labels_everything(traced_chu
     assert heatmaps
     for figure in heatmaps:
         heatmap, colorbar = figure.axes
-        title = heatmap.get_title()
+        title = " ".join(heatmap.get_title().split())  # wrapped onto lines
         assert title.startswith("ChunkKVPress:") and "(256×1 at ratio 0.5)" in title
         assert "Jaccard" in colorbar.get_ylabel()
         layers = len(heatmap.get_images()[0].get_array())
@@ -178,3 +178,32 @@ def test_jaccard_figure_names_press_and_prefill_and_labels_everything(traced_chu
     monkeypatch.undo()
     for figure in drawn:
         plt.close(figure)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures keep their whole title
+# ---------------------------------------------------------------------------------------------
+
+LONG_TITLE = ("ChunkKVPress: Jaccard similarity of the indices kept by each pair of layers (512×1 at ratio 0.5), "
+              "a title longer than any figure is wide")
+
+
+@pytest.mark.parametrize("spec", [
+    {"kind": "heatmap", "matrix": [[1.0, 0.5], [0.5, 1.0]], "x_label": "layer", "y_label": "layer",
+     "value_label": "Jaccard similarity"},
+    {"kind": "line", "x": [0, 1, 2], "series": {"measured": [3, 2, 1]}, "x_label": "layer", "y_label": "kept"},
+], ids=["heatmap", "line"])
+def test_a_long_figure_title_is_wrapped_inside_the_saved_figure(spec: dict, tmp_path: Path, monkeypatch) -> None:
+    drawn = []
+    plt = figures._pyplot()
+    monkeypatch.setattr(plt, "close", drawn.append)  # keep the figure to measure it
+    figures._draw(plt, {**spec, "title": LONG_TITLE}, tmp_path / "f.png")
+    (figure,) = drawn
+    title = figure.axes[0].title
+    assert " ".join(title.get_text().split()) == LONG_TITLE  # wrapped, never shortened
+    extent = title.get_window_extent(figure.canvas.get_renderer())
+    inside = figure.bbox
+    assert inside.x0 <= extent.x0 and extent.x1 <= inside.x1 and inside.y0 <= extent.y0 and extent.y1 <= inside.y1, \
+        (extent, inside)
+    monkeypatch.undo()
+    plt.close(figure)

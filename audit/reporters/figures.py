@@ -9,6 +9,7 @@ kept indices (the ChunkKV paper's Figure 2). The drawing is generic: the check s
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,15 @@ def _pyplot():
 
 # Byte-stable PNGs: no matplotlib version in the file's metadata.
 _METADATA = {"Software": None}
+# How many characters of a "small" title fit in one inch of figure width (DejaVu Sans, 100 dpi),
+# with a margin: a longer title is wrapped onto several lines instead of running off both edges.
+_TITLE_CHARS_PER_INCH = 11
+
+
+def wrap_title(title: str, figure_width_in: float) -> str:
+    """``title`` broken into lines that fit the figure's width (never a word cut)."""
+    width = max(20, int(figure_width_in * _TITLE_CHARS_PER_INCH))
+    return "\n".join(textwrap.wrap(title, width=width, break_long_words=False)) or title
 
 
 def _draw(plt, spec: dict[str, Any], path: Path) -> None:
@@ -73,9 +83,10 @@ def _draw(plt, spec: dict[str, Any], path: Path) -> None:
             axes.legend(loc="best", fontsize="small")
     axes.set_xlabel(str(spec.get("x_label", "")))
     axes.set_ylabel(str(spec.get("y_label", "")))
-    axes.set_title(str(spec.get("title", "")), fontsize="small")
+    axes.set_title(wrap_title(str(spec.get("title", "")), figure.get_figwidth()), fontsize="small")
     figure.tight_layout()
-    figure.savefig(path, dpi=100, metadata=_METADATA)
+    # "tight": the saved image grows to hold every label and the whole title, whatever their length.
+    figure.savefig(path, dpi=100, metadata=_METADATA, bbox_inches="tight", pad_inches=0.1)
     plt.close(figure)
 
 
