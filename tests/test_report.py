@@ -207,3 +207,89 @@ def test_a_long_figure_title_is_wrapped_inside_the_saved_figure(spec: dict, tmp_
         (extent, inside)
     monkeypatch.undo()
     plt.close(figure)
+
+
+# ---------------------------------------------------------------------------------------------
+# The summary: always says something; the reference comparison only where reuse is claimed
+# ---------------------------------------------------------------------------------------------
+
+
+def _press(name: str, claims: list[str], trace_claims=(), reference: bool = True, verdicts=None):
+    from kvaudit.model import CITATION, Claim, ClaimOrigin, PressReport, PressTrace
+
+    origin = ClaimOrigin(CITATION, "class docstring", "chunkkv", "ChunkKV (arXiv 2502.00299)")
+    trace = PressTrace(name, "p.py", "ok", runs=[_timed_run([4.0, 4.2, 3.9, 4.1, 4.0], [40, 41, 39, 40, 40])],
+                       claims=list(trace_claims))
+    if reference:
+        trace.reference = PressTrace("ChunkKVReusePress", "r.py", "ok",
+                                     runs=[_timed_run([2.0, 2.1, 2.0, 1.9, 2.2], [37, 38, 37, 36, 38])])
+    return PressReport(name, "p.py", 1, claims=[Claim(c, 1, origin) for c in claims], verdicts=dict(verdicts or {}),
+                       trace=trace)
+
+
+def test_the_reference_comparison_is_shown_only_for_presses_that_claim_reuse() -> None:
+    from kvaudit.model import LAYER_INDEX_REUSE, AuditResult, ClaimCheck
+    from kvaudit.reporters.markdown import reference_statements, summary_table
+
+    claimer = _press("ChunkyPress", [LAYER_INDEX_REUSE], verdicts={LAYER_INDEX_REUSE: "missing"})
+    plain = _press("NormPress", [], [ClaimCheck("kept-fraction", "the kvpress BasePress contract", "holds", "ok")])
+    result = AuditResult(presses=[claimer, plain])
+    lines = reference_statements(result)
+    assert len(lines) == 1 and lines[0].startswith("- ChunkyPress:")
+    rows = {row.split(" | ")[0].lstrip("| "): row for row in summary_table(result)[2:]}
+    assert "score() 1 vs 1 calls" in rows["ChunkyPress"] and " | — | none |" in rows["NormPress"]
+    text = render_markdown(result, ReportContext())
+    sections = text.split("\n## NormPress", 1)
+    assert "**Comparison with the reference press**" in sections[0]  # ChunkyPress's own section
+    assert "reference" not in sections[1]  # NormPress's: no comparison, no reference columns
+    summary = text.split("## Summary", 1)[1].split("\n## ", 1)[0]
+    assert "- ChunkyPress:" in summary and "NormPress" not in summary
+
+
+def test_a_difference_that_rounds_to_zero_is_no_measurable_difference() -> None:
+    from kvaudit.reporters.markdown import compare_times, prefill_time, score_time
+
+    fast = _timed_run([0.10, 0.10, 0.10, 0.10, 0.10], [29, 29, 29, 29, 29])
+    faster = _timed_run([0.06, 0.06, 0.06, 0.06, 0.06], [29, 29, 29, 29, 29])  # 0.04 ms apart, no spread
+    said = compare_times(score_time(fast), score_time(faster), prefill_time(fast).value)
+    assert said.startswith("no measurable difference") and "0.0 ms less" not in said
+    single = _timed_run([0.10], [29])
+    assert compare_times(score_time(single), score_time(_timed_run([0.08], [29])), 0.029).startswith(
+        "no measurable difference")
+    # a real but small saving is never a "0%" share
+    small = _timed_run([0.60, 0.60, 0.60, 0.60, 0.60], [290, 290, 290, 290, 290])
+    said = compare_times(score_time(small), score_time(faster), prefill_time(small).value)
+    assert said == "0.5 ms less (<1% of the prefill)"
+
+
+def _summary(result) -> str:
+    return render_markdown(result, ReportContext()).split("## Summary\n", 1)[1].split("\n## ", 1)[0].strip()
+
+
+def test_the_summary_always_says_something() -> None:
+    from kvaudit.model import NOT_RUN, AuditResult, ClaimCheck, PressReport, PressTrace
+
+    assert _summary(AuditResult()) == "No press class was found in the targets."
+    static_only = _summary(AuditResult(presses=[PressReport("PlainPress", "base.py", 7)]))
+    assert static_only.startswith("No press was traced: static audit only. 1 press(es) audited")
+    not_run = PressReport("PlainPress", "base.py", 7, trace=PressTrace(
+        "PlainPress", "base.py", "error", "raised", claims=[ClaimCheck("kept-fraction", "contract", NOT_RUN, "no")]))
+    assert "No claim was checked on the tiny model" in _summary(AuditResult(presses=[not_run]))
+    holds = _press("NormPress", [], [ClaimCheck("kept-fraction", "contract", "holds", "ok")], reference=False)
+    assert _summary(AuditResult(presses=[holds])).endswith("Every checked claim holds.")
+
+
+def test_static_verdicts_have_their_own_label_after_the_accepted_deviations() -> None:
+    from kvaudit.model import LAYER_INDEX_REUSE, AuditResult, ClaimCheck
+
+    accepted = ClaimCheck("kept-fraction", "contract", "violated", "too much kept; details", accepted="documented")
+    reuse = ClaimCheck(LAYER_INDEX_REUSE, "ChunkKV (arXiv 2502.00299)", "violated", "not-observed: 8 of 8; more")
+    press = _press("ChunkyPress", [LAYER_INDEX_REUSE], [reuse, accepted], verdicts={LAYER_INDEX_REUSE: "missing"})
+    summary = _summary(AuditResult(presses=[press]))
+    order = [summary.index(label) for label in ("**Claims not met**", "**Accepted deviations**", "**Static verdicts**",
+                                                "**Time in `score()` beside the reference press**")]
+    assert order == sorted(order)
+    static_part = summary.split("**Static verdicts**", 1)[1].split("**Time in", 1)[0]
+    assert "**ChunkyPress has no layer-wise index reuse**" in static_part
+    accepted_part = summary.split("**Accepted deviations**", 1)[1].split("**Static verdicts**", 1)[0]
+    assert "has no layer-wise index reuse" not in accepted_part

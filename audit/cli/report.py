@@ -72,24 +72,12 @@ def write_report(result: AuditResult, output: Path, targets: list[str], options:
                  timestamp: bool) -> None:
     """Render the report (and its figures) next to ``output``."""
     from ..reporters.figures import write_figures
-    from ..reporters.markdown import (
-        ReportContext,
-        claim_summary,
-        reference_statements,
-        render_markdown,
-        static_statements,
-    )
+    from ..reporters.markdown import ReportContext, render_markdown
 
     output.parent.mkdir(parents=True, exist_ok=True)
     figures, note = write_figures(result, output.parent, output.stem)
-    summary = claim_summary(result) + static_statements(result)
-    references = reference_statements(result)
-    if references:
-        summary += ["", "Time in `score()` beside the reference press (first prefill, tiny model, CPU):", "", *references]
-    context = ReportContext(
-        targets=targets, report_dir=output.parent, figures=figures, figures_note=note,
-        header_lines=header_lines(options, timestamp), summary_lines=summary,
-    )
+    context = ReportContext(targets=targets, report_dir=output.parent, figures=figures, figures_note=note,
+                            header_lines=header_lines(options, timestamp))
     output.write_text(render_markdown(result, context), encoding="utf-8")
 
 

@@ -28,6 +28,7 @@ from ..model import (
     PARTIAL,
     VIOLATED,
     CITATION,
+    LAYER_INDEX_REUSE,
     AuditResult,
     ClaimCheck,
     Finding,
@@ -57,7 +58,7 @@ class ReportContext:
     figures: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # figure_key(press, claim) -> (caption, file)
     figures_note: str | None = None  # why figures are missing, when they are
     header_lines: list[str] = field(default_factory=list)  # versions, model, optional timestamp
-    summary_lines: list[str] = field(default_factory=list)  # plain statements added by the caller
+    summary_lines: list[str] = field(default_factory=list)  # plain statements the caller adds after the summary
 
 
 def stable_path(path: str) -> str:
@@ -97,10 +98,25 @@ def _what_to_do(rule_id: str) -> str:
     return " ".join(match.group(1).split()) if match else ""
 
 
-def _reference_cell(press: PressReport) -> str:
+def compared_with_reference(press: PressReport) -> bool:
+    """Whether the report sets ``press`` beside the reference reuse press.
+
+    Only for a press that claims layer-wise index reuse (its paper, or ``--claim
+    layer-index-reuse``): the reference is ChunkKV with Algorithm 2 around the press's scorer, so
+    beside any other press it measures a mechanism the press never claimed. The traces keep the
+    reference's runs either way (``--format json``).
+    """
     trace = press.trace
     if trace is None or trace.reference is None or not trace.runs or not trace.reference.runs:
+        return False
+    claimed = {c.id for c in press.claims} | {c.id for c in trace.claims}
+    return LAYER_INDEX_REUSE in claimed
+
+
+def _reference_cell(press: PressReport) -> str:
+    if not compared_with_reference(press):
         return "—"
+    trace = press.trace
     own, ref = trace.runs[0], trace.reference.runs[0]
     return f"score() {sum(own.score_calls)} vs {sum(ref.score_calls)} calls"
 
@@ -260,12 +276,13 @@ def static_statements(result: AuditResult) -> list[str]:
 
 
 def reference_statements(result: AuditResult) -> list[str]:
-    """Time in ``score()`` beside the reference press's (medians of repeated runs), for presses traced with it."""
+    """Time in ``score()`` beside the reference press's (medians of repeated runs), for the presses
+    that claim layer-wise index reuse and were traced with it (:func:`compared_with_reference`)."""
     lines = []
     for press in result.presses:
-        trace = press.trace
-        if trace is None or trace.reference is None or not trace.runs or not trace.reference.runs:
+        if not compared_with_reference(press):
             continue
+        trace = press.trace
         run, reference = trace.runs[0], trace.reference.runs[0]
         scored, whole = score_time(run), prefill_time(run)
         if whole.value <= 0 or not any(run.score_calls):
@@ -277,6 +294,56 @@ def reference_statements(result: AuditResult) -> list[str]:
             + f"; the reference press with reuse scored on {sum(1 for c in reference.score_calls if c)} layers and "
             f"spent {_ms(score_time(reference).value)}: {compare_times(scored, score_time(reference), whole.value)}."
         )
+    return lines
+
+
+def overview(result: AuditResult) -> str:
+    """The summary's first sentence, never empty: what was audited and what the trace found."""
+    if not result.presses:
+        return "No press class was found in the targets."
+    traced = [p for p in result.presses if p.trace is not None]
+    if not traced:
+        judged = sum(1 for p in result.presses if p.verdicts)
+        findings = [f.rule for p in result.presses for f in p.findings]
+        told = (f"{len(findings)} finding(s) ({', '.join(sorted(set(findings)))})" if findings
+                else "no finding")
+        return (f"No press was traced: static audit only. {len(result.presses)} press(es) audited; {judged} with a "
+                f"mechanism judged from the source; {told}.")
+    checks = [c for p in traced for c in p.trace.claims]
+    count = {key: 0 for key in (HOLDS, VIOLATED, "accepted", NOT_APPLICABLE, NOT_RUN)}
+    for check in checks:
+        key = "accepted" if check.accepted is not None else check.verdict
+        count[key] = count.get(key, 0) + 1
+    checked = count[HOLDS] + count[VIOLATED] + count["accepted"]
+    head = f"{len(traced)} press(es) traced on the tiny model"
+    if not checks:
+        return f"{head}. No claim was checked on the tiny model: no traced press makes a claim kvaudit checks."
+    if not checked:
+        return (f"{head}. No claim was checked on the tiny model: none of its {len(checks)} claim(s) could be judged "
+                f"({count[NOT_RUN]} not run, {count[NOT_APPLICABLE]} not applicable; the reasons are below).")
+    rest = ", ".join(f"{n} {label}" for n, label in ((count["accepted"], "accepted deviation(s)"),
+                                                      (count[NOT_APPLICABLE], "not applicable"),
+                                                      (count[NOT_RUN], "not run")) if n)
+    verdict = ("Every checked claim holds." if not count[VIOLATED]
+               else f"{count[VIOLATED]} claim(s) not met, listed below.")
+    return (f"{head}; {checked} claim(s) checked: {count[HOLDS]} hold, {count[VIOLATED]} violated"
+            + (f" ({rest})" if rest else "") + f". {verdict}")
+
+
+def summary_lines(result: AuditResult) -> list[str]:
+    """The whole ``## Summary``: the overview, the claims not met, the accepted deviations, the static
+    verdicts, and the time beside the reference press; each list under its own label."""
+    lines = [overview(result), "", *claim_summary(result)]
+    statics = static_statements(result)
+    if statics:
+        traced = any(p.trace is not None for p in result.presses)
+        lines += ["**Static verdicts** (the mechanisms kvaudit judges from the source"
+                  + ("; the trace's verdict beside them" if traced else "") + "):", "", *statics, ""]
+    references = reference_statements(result)
+    if references:
+        lines += ["**Time in `score()` beside the reference press** (presses that claim layer-wise index reuse, "
+                  "against `kvaudit.reference.ChunkKVReusePress` with the same scorer; first prefill, tiny model, "
+                  "CPU):", "", *references, ""]
     return lines
 
 
@@ -400,13 +467,15 @@ def prefill_time(run: TraceRun) -> _Timed:
 def compare_times(mine: _Timed, other: _Timed, whole: float) -> str:
     """How much less (or more) ``other`` took than ``mine``, or that the runs cannot tell.
 
-    A difference no larger than the spread of the repeated runs (the larger of the two
-    interquartile ranges) is noise
-    on the tiny model: it is reported as "no measurable difference", never as a saving.
+    One rule: a difference that rounds to 0.0 ms, or that is no larger than the spread of the
+    repeated runs (the larger of the two interquartile ranges), is noise on the tiny model. It is
+    reported as "no measurable difference", never as a saving.
     """
+    difference = mine.value - other.value
+    if _ms(abs(difference)) == _ms(0.0):
+        return "no measurable difference (the medians differ by less than 0.05 ms)"
     if mine.spread is None or other.spread is None:
         return "a difference one run each cannot tell from noise"
-    difference = mine.value - other.value
     spread = max(mine.spread, other.spread)
     if abs(difference) <= spread:
         return (f"no measurable difference (the medians differ by {_ms(abs(difference))}, within the "
@@ -424,9 +493,10 @@ def _dynamic_section(press: PressReport, ctx: ReportContext) -> list[str]:
         out += [f"*Traced as configured in `rules/presses.toml`:* {trace.settings}", ""]
     if trace.status != "ok":
         out += [f"**Trace.** {'Stopped' if trace.runs else 'The press could not be traced'}: {_cell(trace.message or '')}", ""]
+    compared = compared_with_reference(press)
     if trace.config:
         out += [f"**Built as:** `{trace.config}`" + (f"; the reference as `{trace.reference.config}`"
-                                                     if trace.reference is not None and trace.reference.config else "")
+                                                     if compared and trace.reference.config else "")
                 + ".", ""]
     if trace.claims:
         out.append("**Claims checked.**")
@@ -449,7 +519,7 @@ def _dynamic_section(press: PressReport, ctx: ReportContext) -> list[str]:
         out.append("")
     if trace.runs:
         run = trace.runs[0]
-        reference = trace.reference.runs[0] if trace.reference and trace.reference.runs else None
+        reference = trace.reference.runs[0] if compared else None
         ratio = f", ratio {run.ratio:g}" if run.ratio is not None else ""
         out.append(f"**Trace per layer** (first prefill: {run.tokens} tokens, batch {run.batch}{ratio}"
                    + (", beside the reference reuse press" if reference else "") + ").")
@@ -474,7 +544,11 @@ def _dynamic_section(press: PressReport, ctx: ReportContext) -> list[str]:
 
 
 def _share(part: float, whole: float) -> str:
-    return f"{100 * part / whole:.0f}%" if whole > 0 else "n/a"
+    """A percentage; a share that rounds to 0 but is not zero reads "<1%", never "0%"."""
+    if whole <= 0:
+        return "n/a"
+    share = 100 * part / whole
+    return "<1%" if 0 < share < 0.5 else f"{share:.0f}%"
 
 
 def render_markdown(result: AuditResult, ctx: ReportContext) -> str:
@@ -484,7 +558,7 @@ def render_markdown(result: AuditResult, ctx: ReportContext) -> str:
     if ctx.targets:
         out.append(f"- targets: {', '.join(f'`{t}`' for t in ctx.targets)}")
     out.append("")
-    out += ["## Summary", ""]
+    out += ["## Summary", "", *summary_lines(result)]
     out += ctx.summary_lines + ([""] if ctx.summary_lines else [])
     matrix = conformance_matrix(result)
     if matrix:
