@@ -20,6 +20,36 @@ def paper_pyramid(length: int, ratio: float, layers: int, beta: float) -> list[i
     step = (high - low) / (layers - 1) if layers > 1 else 0.0
     return [round(high - layer * step) for layer in range(layers)]
 
+
+def kvpress_pyramid(length: int, ratio: float, window: int, beta: float) -> tuple[float, float, bool]:
+    """The bottom and top layer budgets of kvpress's ``PyramidKVPress.get_layer_budget``, and whether they fit.
+
+    kvpress (``pyramidkv_press.py``) clamps the bottom layer to ``L − window_size`` and falls back
+    to SnapKV's flat budget when ``not (L >= max_num >= min_num >= window_size)``; its docstring
+    says it departs from the original code for short queries on purpose. Used only to explain a
+    flat budget in the message: the verdict stays the paper's.
+    """
+    budget = length * (1 - ratio)
+    low = budget / beta
+    high = 2 * budget - low
+    if high >= length - window:
+        high = length - window
+        low = 2 * budget - high
+    return high, low, length >= high >= low >= window
+
+
+def _fallback_note(length: int, ratio: float, window: object, beta: float) -> str:
+    """Why a flat budget may be kvpress's documented fallback, when the run is in its range."""
+    if not isinstance(window, (int, float)) or isinstance(window, bool):
+        return ""
+    high, low, fits = kvpress_pyramid(length, ratio, int(window), beta)
+    if fits:
+        return ""
+    return (f"; a flat budget here is the documented fallback of kvpress's PyramidKVPress, which keeps SnapKV's "
+            f"flat budget when its pyramid does not fit between window_size ({window:g}) and the context length "
+            f"(here it would run from {high:.0f} down to {low:.0f} positions)")
+
+
 if TYPE_CHECKING:
     from ..tracer.observations import RunObservation
 
@@ -40,6 +70,12 @@ class PyramidBudget(Mechanism):
 
     ``expected`` is the paper's pyramid for the press's ``beta`` (else the paper's 20), so the
     report can draw both.
+
+    A flat budget breaks the invariant whoever wrote the press. kvpress's ``PyramidKVPress`` keeps
+    SnapKV's flat budget on purpose when the pyramid does not fit (its smallest layer would keep
+    fewer than ``window_size`` positions: short contexts, high ratios); when a flat run lies in that
+    range the message says so, and the deviation can be accepted in the configuration
+    (``[[tool.kvaudit.accept]]``, docs/claims.md).
     """
 
     id = "pyramid-budget"
@@ -48,7 +84,7 @@ class PyramidBudget(Mechanism):
     order = 60
     papers = {"pyramidkv": Claimant("Section 3 (pyramidal budget allocation, arithmetic from bottom to top)",
                                     {"beta": 20})}
-    facts = ("beta",)
+    facts = ("beta", "window_size")
 
     VALID = [
         '''
@@ -106,7 +142,8 @@ class FlatPyramidPress(SnapKVPress):
                             gap=1.0 + (budgets[i] - budgets[i - 1]) / max(1, length), figure=figure, layer=i)
         if budgets[0] <= budgets[-1]:
             return violated(f"all {len(layers)} layers keep {budgets[0]} positions: the budget is flat; the paper's "
-                            f"pyramid gives {expected[0]} for layer 0 down to {expected[-1]} for layer {len(layers) - 1}",
+                            f"pyramid gives {expected[0]} for layer 0 down to {expected[-1]} for layer {len(layers) - 1}"
+                            + _fallback_note(length, ratio, setting(run, ctx.params, "window_size"), beta),
                             expected, budgets, gap=(expected[0] - expected[-1]) / max(1, length), figure=figure)
         if abs(sum(budgets) - total) > len(layers):
             return violated(f"the layers keep {sum(budgets)} positions in all; the global budget is {total:.0f} "

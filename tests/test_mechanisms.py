@@ -234,3 +234,23 @@ def test_decode_compression_interval_and_evicts() -> None:
 def test_every_check_survives_a_run_without_layers(mechanism) -> None:
     result = mechanism.check(CheckContext(runs=[run([])]), "P")
     assert result.verdict in (NOT_APPLICABLE, VIOLATED, HOLDS)
+
+
+def test_a_flat_budget_in_kvpress_fallback_range_says_so_and_is_still_violated() -> None:
+    from kvaudit.rules.claim_pyramid_budget import kvpress_pyramid
+
+    # kvpress's condition on the committed report's grid (window_size 64, beta 20): only ratio 0.5 builds a pyramid
+    for length in (512, 4096):
+        assert kvpress_pyramid(length, 0.5, 64, 20)[2]
+        assert not kvpress_pyramid(length, 0.8, 64, 20)[2] and not kvpress_pyramid(length, 0.9, 64, 20)[2]
+    assert [round(n) for n in kvpress_pyramid(512, 0.8, 64, 20)[:2]] == [200, 5]
+    # L = 16 at ratio 0.75: a pyramid from 6 down to 2 does not fit above window_size 4: kvpress's fallback
+    flat = check("pyramid-budget", [run([layer(range(12, 16))] * 4, ratio=0.75, facts={"window_size": 4})], {"beta": 2})
+    assert flat.verdict == VIOLATED and "the budget is flat" in flat.message
+    assert "documented fallback of kvpress's PyramidKVPress" in flat.message and "window_size (4)" in flat.message
+    assert "from 6 down to 2 positions" in flat.message
+    # the same flat budget where kvpress would build its pyramid: no excuse is offered
+    plain = check("pyramid-budget", [run([layer(range(12, 16))] * 4, ratio=0.75, facts={"window_size": 1})], {"beta": 2})
+    assert plain.verdict == VIOLATED and "fallback" not in plain.message
+    unknown = check("pyramid-budget", [budgets_run([8, 8, 8, 8])], {"beta": 2})  # no window_size: nothing said
+    assert unknown.verdict == VIOLATED and "fallback" not in unknown.message
