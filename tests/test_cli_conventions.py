@@ -150,3 +150,34 @@ def test_piped_terminal_view_lists_presses_without_boxes() -> None:
     assert not set("┏┃┡│└┌") & set(result.stdout)
     assert re.search(r"^ChunkKVPress  .*chunkkv_press\.py:\d+$", result.stdout, re.MULTILINE)
     assert "layer-index-reuse (ChunkKV (arXiv 2502.00299)" in result.stdout and "missing" in result.stdout
+
+
+def test_piped_trace_output_is_never_wrapped_or_cut() -> None:
+    """`kvaudit trace` and the panel of `check --trace`, piped at 40 columns: each line whole, as `check`'s."""
+    import io
+
+    from rich.console import Console
+
+    from kvaudit.model import AuditResult, ClaimCheck, PressReport, PressTrace, TraceRun
+    from kvaudit.reporters.trace_terminal import render_trace_panel, render_trace_report
+    from kvaudit.tracer import TraceReport
+
+    message = ("every compressed layer keeps the last 64 positions (4096×1 at ratio 0.9); holds in all 7 runs it "
+               "applies to; not applicable in 2")
+    run = TraceRun(tokens=512, batch=1, score_calls=[1, 1], kept=[256, 256], reused_from=[None, None],
+                   jaccard=[None, 0.5])
+    trace = PressTrace("SomeRatherLongNamedPyramidPress", "some/long/path/to/the/press_module.py", "ok", runs=[run],
+                       claims=[ClaimCheck("observation-window", "SnapKV (arXiv 2404.14469)", "holds", message)])
+    report = TraceReport(model={"source": "embedded tiny llama", "layers": 2}, plan=["512×1"], traces=[trace])
+    for render in (lambda c: render_trace_report(report, c),
+                   lambda c: render_trace_panel(c, AuditResult(presses=[PressReport(trace.name, trace.path, 1,
+                                                                                    trace=trace)]))):
+        out = io.StringIO()
+        console = Console(file=out, width=40, color_system=None)
+        assert not console.is_terminal
+        render(console)
+        lines = out.getvalue().splitlines()
+        assert any(line.endswith(f"(SnapKV (arXiv 2404.14469)): holds — {message}") for line in lines), lines
+        assert all(line == line.rstrip() for line in lines)  # no padding to the width
+        header = next(line for line in lines if "score()" in line and "kept" in line)
+        assert header.split() == ["layer", "score()", "kept", "reused", "from", "Jaccard", "l-1"]  # one row, not folded

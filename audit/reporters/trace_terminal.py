@@ -1,6 +1,8 @@
 """Terminal views of the tracer: ``kvaudit trace``, and the panel ``kvaudit check --trace`` shows.
 
 Plain functions of the findings model (and of :class:`kvaudit.tracer.TraceReport`); rich only.
+Piped (stdout not a terminal), every line comes whole, never wrapped or cut
+(:func:`kvaudit.reporters.console.print_unwrapped`), as in ``kvaudit check``'s plain view.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ..model import (
 )
 from ..source import printable
 from ..tracer.compare import verdict_pairs
+from .console import print_unwrapped
 
 if TYPE_CHECKING:
     from ..tracer import TraceReport
@@ -155,12 +158,13 @@ def render_trace_report(report: TraceReport, console: Console) -> None:
 def _render_traces(report: TraceReport, console: Console) -> None:
     if report.model:
         model = report.model
-        console.print(Text(f"model: {model['source']}", style="dim"))
-        console.print(Text(f"{model['layers']} layers; {report.plan_label or 'prefills ' + ', '.join(report.plan)}; "
-                           "the prefills of one ratio run in this order on one press instance", style="dim"))
+        print_unwrapped(console, Text(f"model: {model['source']}", style="dim"))
+        plan = report.plan_label or "prefills " + ", ".join(report.plan)
+        print_unwrapped(console, Text(f"{model['layers']} layers; {plan}; the prefills of one ratio run in this order "
+                                      "on one press instance", style="dim"))
     for trace in report.traces:
         console.print()
-        console.print(press_section(trace))
+        print_unwrapped(console, press_section(trace))
     defects = sum(len(t.defects) for t in report.traces)
     violated = sum(1 for t in report.traces for c in t.claims if c.open_violation)
     accepted = sum(1 for t in report.traces for c in t.claims if c.accepted is not None)
@@ -171,7 +175,7 @@ def _render_traces(report: TraceReport, console: Console) -> None:
     if untraced:
         summary += f"; {untraced} not traced"
     console.print()
-    console.print(Text(summary, style="bold red" if defects or violated else "bold"))
+    print_unwrapped(console, Text(summary, style="bold red" if defects or violated else "bold"))
     for message in report.unused_acceptances:
         console.print(Text(f"warning: {message}", style="yellow"), soft_wrap=True)
 
@@ -195,11 +199,11 @@ def render_trace_panel(console: Console, result: AuditResult) -> None:
             # Text cells: a str cell is read as rich markup, and names or paths may hold `[...]`.
             table.add_row(Text(printable(pair.press)), Text(pair.claim), Text(pair.static or "n/a"),
                           _verdict_text(pair.dynamic), flag)
-        console.print(table)
+        print_unwrapped(console, table)
         disagreeing = [pair for pair in pairs if not pair.agrees]
         if disagreeing:
-            console.print(Text(f"{len(disagreeing)} disagreement(s) between source and behaviour", style="bold red"))
+            print_unwrapped(console, Text(f"{len(disagreeing)} disagreement(s) between source and behaviour", style="bold red"))
     for press in result.presses:
         if press.trace is not None:
             console.print()
-            console.print(press_section(press.trace, show_path=False))
+            print_unwrapped(console, press_section(press.trace, show_path=False))
