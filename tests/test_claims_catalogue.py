@@ -230,11 +230,15 @@ def test_check_trace_gates_on_violated_claims_with_sarif_and_github(tmp_path: Pa
     assert len(violated) == 1  # attention-sinks; decode-compression is accepted
     region = violated[0]["locations"][0]["physicalLocation"]
     assert region["artifactLocation"]["uri"] == "press.py" and region["region"]["startLine"] == 6  # the class line
+    last = VIOLATING.lstrip().splitlines()
+    # the class's whole range, as static rules give their node's: SARIF viewers highlight it
+    assert (region["region"]["endLine"], region["region"]["endColumn"]) == (len(last), len(last[-1]) + 1)
     assert "attention-sinks" in violated[0]["message"]["text"] and "the paper's rule gives 4 sinks" in violated[0]["message"]["text"]
     (unused,) = [r for r in results if r["ruleId"] == "KVA302"]
     assert unused["locations"][0]["physicalLocation"]["region"]["startLine"] == 6  # its [[accept]] table
     github = Path("gh.txt").read_text(encoding="utf-8")
-    assert "::error file=press.py,line=6,col=1,title=KVA301 claim-violated::" in github
+    assert (f"::error file=press.py,line=6,col=1,endLine={len(last)},endColumn={len(last[-1]) + 1},"
+            "title=KVA301 claim-violated::") in github
     assert "::warning file=kvaudit.toml,line=6" in github
     # --fail-on never: the same findings, a passing gate
     out = run_cli("check", "press.py", "--trace", *SMALL, "--format", "json", "--fail-on", "never")
