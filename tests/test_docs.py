@@ -157,3 +157,24 @@ def missing_references_from_text(text: str, path: Path, known: set[str]) -> list
             return text
 
     return missing_references(Fake(), known)  # type: ignore[arg-type]
+
+
+def test_claims_doc_shows_both_forms_of_an_acceptance_and_kva302(tmp_path: Path) -> None:
+    """docs/claims.md: each TOML acceptance it shows loads as written (pyproject or kvaudit.toml form)."""
+    from kvaudit.config import load_config
+
+    text = (ROOT / "docs" / "claims.md").read_text(encoding="utf-8")
+    section = text.split("### Accepting a deviation", 1)[1].split("\n### ", 1)[0]
+    blocks = [code for _, language, code, _ in code_blocks(ROOT / "docs" / "claims.md") if language == "toml"
+              and code in section]
+    forms = set()
+    for number, code in enumerate(blocks):
+        name = "pyproject.toml" if "[[tool.kvaudit.accept]]" in code else "kvaudit.toml"
+        folder = tmp_path / str(number)
+        folder.mkdir()
+        (folder / name).write_text(code, encoding="utf-8")
+        (accepted,) = load_config(folder / name).acceptances
+        assert (accepted.press, accepted.claim) == ("TOVAPress", "decode-compression") and accepted.reason
+        forms.add(name)
+    assert forms == {"pyproject.toml", "kvaudit.toml"}
+    assert "KVA302" in section and "--fail-on warning" in section
