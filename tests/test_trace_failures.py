@@ -90,6 +90,15 @@ PRESSES = textwrap.dedent('''
                 for pid in self.children:
                     os.waitpid(pid, 0)
             return super().score(module, hidden_states, keys, values, attentions, kwargs)
+
+
+    @dataclass
+    class NeedsTheTokenizer(KnormPress):  # as KVzipPress: the tokenizer named by the model's name_or_path
+        def score(self, module, hidden_states, keys, values, attentions, kwargs):
+            from transformers import AutoTokenizer
+
+            AutoTokenizer.from_pretrained(module.config.name_or_path)
+            return super().score(module, hidden_states, keys, values, attentions, kwargs)
 ''')
 
 
@@ -128,6 +137,45 @@ def test_a_prefill_that_raises_anything_is_a_crash(presses: Path, name: str, rai
     report, trace = trace_one(presses, name)
     assert [(d.id, d.message) for d in trace.defects] == [("crash", f"prefill 1 (96×1, ratio 0.5) raised: {raised}")]
     assert report.error_lines == [] and report.exit_code == 1
+
+
+def test_a_press_that_needs_the_model_tokenizer_says_so_in_plain_words(presses: Path, shared_worker) -> None:
+    """KVzipPress and KVgradPress load the tokenizer named by the model; the tiny model has no name."""
+    report, trace = trace_one(presses, "NeedsTheTokenizer")
+    assert trace.status == "error" and trace.defects == [] and report.exit_code == 2  # not run, not a crash
+    reason = "needs files made for a named pretrained model"
+    assert trace.message.startswith(f"{reason} (a download from the Hugging Face Hub; kvaudit runs offline, "
+                                    "HF_HUB_OFFLINE=1): needs the model's tokenizer from the Hugging Face Hub "
+                                    "(AutoTokenizer.from_pretrained(''), named after the model; the tiny model is "
+                                    "built locally and has no name; kvaudit runs offline): "), trace.message
+    original = trace.message.rsplit("kvaudit runs offline): ", 1)[1]
+    assert original.split(":", 1)[0].endswith("Error") and len(original) <= 100  # the error itself, short
+    assert all(c.verdict == "not-run" for c in trace.claims)
+
+
+def test_a_hub_explanation_comes_from_the_loader_the_press_called() -> None:
+    from kvaudit.tracer.errors import PRETRAINED, classify, hub_failure
+
+    class KVzapModel:  # a loader named after its weights, as huggingface_hub's mixin gives
+        @classmethod
+        def from_pretrained(cls, pretrained_model_name_or_path, *, revision=None):
+            raise OSError(f"Repo id must use alphanumeric chars: {pretrained_model_name_or_path!r}.")
+
+    def post_init(name: str) -> None:
+        KVzapModel.from_pretrained(f"nvidia/KVzap-mlp-{name}")
+
+    try:
+        post_init("")
+    except OSError as error:
+        said = hub_failure(error, f"OSError: {error}", model_name="")
+    assert said == ("needs KVzapModel files from the Hugging Face Hub (KVzapModel.from_pretrained('nvidia/KVzap-mlp-'), "
+                    "named after the model; the tiny model is built locally and has no name; kvaudit runs offline): "
+                    "OSError: Repo id must use alphanumeric chars: 'nvidia/KVzap-mlp-'.")
+    assert classify(said) == PRETRAINED
+    try:
+        raise OSError("disk full")
+    except OSError as error:  # no Hub loader in the traceback: nothing to explain
+        assert hub_failure(error, "OSError: disk full", model_name="") is None
 
 
 def test_sys_exit_at_import_is_bad_input_like_any_import_error(tmp_path: Path, shared_worker) -> None:

@@ -68,6 +68,53 @@ REASONS = {
 }
 
 
+# How much of the original error a Hub explanation keeps after its plain words.
+HUB_ERROR_WIDTH = 100
+
+
+def hub_request(error: BaseException) -> tuple[str, object] | None:
+    """The Hub download a press's exception came from: (loader class, repo id), else None.
+
+    The outermost ``from_pretrained`` frame of the traceback is the call the press made
+    (``AutoTokenizer.from_pretrained(model.config.name_or_path)``); its class and first argument
+    say what it wanted. Read from the frames only: nothing is imported or called.
+    """
+    traceback = error.__traceback__
+    while traceback is not None:
+        frame = traceback.tb_frame
+        code = frame.f_code
+        if code.co_name == "from_pretrained":
+            owner = frame.f_locals.get("cls")
+            loader = owner.__name__ if isinstance(owner, type) else code.co_qualname.rpartition(".")[0] or "a loader"
+            names = code.co_varnames[:code.co_argcount]
+            repo = frame.f_locals.get(names[1]) if len(names) > 1 else None
+            return loader, repo
+        traceback = traceback.tb_next
+    return None
+
+
+def hub_failure(error: BaseException, line: str, model_name: str) -> str | None:
+    """Plain words for a press that failed fetching files of a named model from the Hub, else None.
+
+    kvaudit's tiny model is built locally: its ``name_or_path`` is empty, so a press that names its
+    download after the model (KVzip's tokenizer, KVzap's and RestoreKV's weights) asks the Hub for
+    an invalid repo id, and the error it gets ("Repo id must use alphanumeric chars ... ''") does
+    not say so. ``line`` is the exception's one line, kept (shortened) after the explanation.
+    """
+    request = hub_request(error)
+    if request is None:
+        return None
+    loader, repo = request
+    what = ("the model's tokenizer" if "Tokenizer" in loader else "the model's configuration" if "Config" in loader
+            else f"{loader} files")
+    said = f"needs {what} from the Hugging Face Hub ({loader}.from_pretrained({repo!r})"
+    if not model_name and isinstance(repo, str) and (not repo or repo.endswith(("-", "/", "_"))):
+        said += ", named after the model; the tiny model is built locally and has no name"
+    from ..source import one_line as shorten
+
+    return f"{said}; kvaudit runs offline): {shorten(line, HUB_ERROR_WIDTH)}"
+
+
 def classify(message: str, exception_type: str | None = None, first_run: bool = True) -> str:
     """The kind of a failure, from its one-line message and exception class name."""
     if first_run and exception_type == "NotImplementedError":

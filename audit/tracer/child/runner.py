@@ -219,7 +219,9 @@ def observe_run(model: nn.Module, press: Any, spec: RunSpec, setup: RunSetup, ra
             _decode(model, press, cache, out.logits, recorder, modules, maps, observation,
                     setup.decode_steps if decode else 0, instrumentation, setup.settings.decode_inside)
     except BaseException as error:  # noqa: BLE001 - the press raised (sys.exit() too): a finding, not a tracer failure
-        observation.error = one_line(error)
+        line = one_line(error)
+        model_name = getattr(model.config, "name_or_path", "") or ""
+        observation.error = errors.hub_failure(error, line, model_name) or line
         observation.exception_type = type(error).__name__
     return observation
 
