@@ -319,15 +319,17 @@ def overview(result: AuditResult) -> str:
     if not checks:
         return f"{head}. No claim was checked on the tiny model: no traced press makes a claim kvaudit checks."
     if not checked:
-        return (f"{head}. No claim was checked on the tiny model: none of its {len(checks)} claim(s) could be judged "
+        return (f"{head}. No claim was checked on the tiny model: none of the {len(checks)} claim(s) could be judged "
                 f"({count[NOT_RUN]} not run, {count[NOT_APPLICABLE]} not applicable; the reasons are below).")
-    rest = ", ".join(f"{n} {label}" for n, label in ((count["accepted"], "accepted deviation(s)"),
-                                                      (count[NOT_APPLICABLE], "not applicable"),
-                                                      (count[NOT_RUN], "not run")) if n)
-    verdict = ("Every checked claim holds." if not count[VIOLATED]
-               else f"{count[VIOLATED]} claim(s) not met, listed below.")
-    return (f"{head}; {checked} claim(s) checked: {count[HOLDS]} hold, {count[VIOLATED]} violated"
-            + (f" ({rest})" if rest else "") + f". {verdict}")
+    said = (f"{head}. Of the {checked} claim(s) checked, {count[HOLDS]} hold, {count[VIOLATED]} are not met and "
+            f"{count['accepted']} are accepted deviations")
+    unjudged = [f"{n} {label}" for n, label in ((count[NOT_APPLICABLE], "more are not applicable on the grid"),
+                                                (count[NOT_RUN], "could not run (the reasons are below)")) if n]
+    said += f"; {' and '.join(unjudged)}." if unjudged else "."
+    if not count[VIOLATED]:
+        said += (" Every checked claim holds." if not count["accepted"]
+                 else " Every checked claim holds, apart from the accepted deviations.")
+    return said
 
 
 def summary_lines(result: AuditResult) -> list[str]:

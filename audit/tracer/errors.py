@@ -70,6 +70,8 @@ REASONS = {
 
 # How much of the original error a Hub explanation keeps after its plain words.
 HUB_ERROR_WIDTH = 100
+# huggingface_hub's check of a repo id, which ends with the id it refused.
+_INVALID_REPO = re.compile(r"Repo id must use alphanumeric chars.*: '([^']*)'\.?$")
 
 
 def hub_request(error: BaseException) -> tuple[str, object] | None:
@@ -102,17 +104,22 @@ def hub_failure(error: BaseException, line: str, model_name: str) -> str | None:
     not say so. ``line`` is the exception's one line, kept (shortened) after the explanation.
     """
     request = hub_request(error)
-    if request is None:
-        return None
-    loader, repo = request
-    what = ("the model's tokenizer" if "Tokenizer" in loader else "the model's configuration" if "Config" in loader
-            else f"{loader} files")
-    said = f"needs {what} from the Hugging Face Hub ({loader}.from_pretrained({repo!r})"
+    if request is not None:
+        loader, repo = request
+        what = ("the model's tokenizer" if "Tokenizer" in loader else "the model's configuration" if "Config" in loader
+                else f"{loader} files")
+        said, details = f"needs {what} from the Hugging Face Hub", [f"{loader}.from_pretrained({repo!r})"]
+    else:  # a bare download (hf_hub_download): huggingface_hub's own check names the repo id it refused
+        invalid = _INVALID_REPO.search(line)
+        if invalid is None:
+            return None
+        repo = invalid.group(1)
+        said, details = "needs files from the Hugging Face Hub", [f"repo {repo!r}"]
     if not model_name and isinstance(repo, str) and (not repo or repo.endswith(("-", "/", "_"))):
-        said += ", named after the model; the tiny model is built locally and has no name"
+        details.append("named after the model; the tiny model is built locally and has no name")
     from ..source import one_line as shorten
 
-    return f"{said}; kvaudit runs offline): {shorten(line, HUB_ERROR_WIDTH)}"
+    return f"{said} ({', '.join(details)}): {shorten(line, HUB_ERROR_WIDTH)}"
 
 
 def classify(message: str, exception_type: str | None = None, first_run: bool = True) -> str:
