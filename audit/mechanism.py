@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -240,8 +240,12 @@ def contract_label(base: str) -> str:
 # -- small helpers the checks share --------------------------------------------------------------
 
 
-def spans(positions: Sequence[int] | set[int], limit: int = 4) -> str:
-    """``[0, 1, 2, 3, 9]`` → ``"0–3, 9"``; long lists are cut after ``limit`` spans."""
+def spans(positions: Iterable[int], limit: int | None = 4, shortest: int = 2) -> str:
+    """``[0, 1, 2, 3, 9]`` → ``"0–3, 9"``; long lists are cut after ``limit`` spans (None: never).
+
+    A run of consecutive numbers becomes ``a–b`` when it holds at least ``shortest`` of them;
+    shorter runs are listed one by one (layers read better as ``4, 5`` than ``4–5``).
+    """
     ordered = sorted(set(positions))
     parts: list[str] = []
     start = 0
@@ -249,10 +253,14 @@ def spans(positions: Sequence[int] | set[int], limit: int = 4) -> str:
         end = start
         while end + 1 < len(ordered) and ordered[end + 1] == ordered[end] + 1:
             end += 1
-        parts.append(str(ordered[start]) if end == start else f"{ordered[start]}–{ordered[end]}")
+        if end - start + 1 >= shortest and end > start:
+            parts.append(f"{ordered[start]}–{ordered[end]}")
+        else:
+            parts.extend(str(n) for n in ordered[start : end + 1])
         start = end + 1
-    shown = ", ".join(parts[:limit])
-    return shown + (f", … ({len(parts) - limit} more spans)" if len(parts) > limit else "")
+    if limit is None or len(parts) <= limit:
+        return ", ".join(parts)
+    return ", ".join(parts[:limit]) + f", … ({len(parts) - limit} more spans)"
 
 
 def tie_tolerance(scores: Sequence[float]) -> float:

@@ -50,6 +50,14 @@ def test_format_layers_compacts_runs() -> None:
     assert verdicts.format_layers([]) == ""
 
 
+def test_position_spans_join_pairs_and_cut_long_lists() -> None:
+    from kvaudit.mechanism import spans
+
+    assert spans([0, 1, 2, 3, 9]) == "0–3, 9"
+    assert spans([4, 5]) == "4–5"
+    assert spans(range(0, 20, 2)) == "0, 2, 4, 6, … (6 more spans)"
+
+
 def test_uncompressed_layer_is_not_compressed_and_keeps_everything() -> None:
     full = layer(ALL, calls=0)
     assert not full.compressed

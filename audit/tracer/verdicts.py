@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from ..mechanism import spans
 from ..model import Defect
 from .observations import KeptIndices, LayerObservation, RunObservation
 
@@ -24,20 +25,8 @@ CRASH = "crash"
 
 
 def format_layers(layers: Iterable[int]) -> str:
-    """``[0, 1, 2, 3, 5]`` → ``"0–3, 5"``: short layer lists for one-line messages."""
-    ordered = sorted(set(layers))
-    parts: list[str] = []
-    start = 0
-    while start < len(ordered):
-        end = start
-        while end + 1 < len(ordered) and ordered[end + 1] == ordered[end] + 1:
-            end += 1
-        if end - start >= 2:
-            parts.append(f"{ordered[start]}–{ordered[end]}")
-        else:
-            parts.extend(str(layer) for layer in ordered[start : end + 1])
-        start = end + 1
-    return ", ".join(parts)
+    """``[0, 1, 2, 3, 5]`` → ``"0–3, 5"``: short layer lists for one-line messages (runs of three or more)."""
+    return spans(layers, limit=None, shortest=3)
 
 
 # ---------------------------------------------------------------------------------------------
