@@ -22,8 +22,10 @@ setup: $(BIN)/kvaudit
 audit: setup
 	$(BIN)/kvaudit check --trace --compare-reference || [ $$? -eq 1 ]
 
+# Two pytest-xdist workers (CI has 2 cores), each test file on one of them so that a file's
+# module fixtures (traces on the shared worker) are built once.
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py

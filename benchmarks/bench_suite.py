@@ -1,6 +1,7 @@
 """Benchmark of the test suite's own cost (issue 8 §7): goal, the whole suite under 90 s on 2 cores.
 
-Runs ``python -m pytest -q`` (and, for comparison, ``-m "not slow"``) in fresh processes and
+Runs ``python -m pytest -q`` in one process and as ``make test`` runs it (two pytest-xdist
+workers), and for comparison ``-m "not slow"``, in fresh processes, and
 reports wall time, the CPU time of the whole process tree (pytest, its workers and kvaudit
 subprocesses), and how many trace workers were started cold and imported torch (bare workers
 that the process-hygiene tests start without a model cost a fraction of a second and are not counted). Most of the suite's cost used to be
@@ -26,6 +27,8 @@ from pathlib import Path
 from measure import machine
 
 ROOT = Path(__file__).resolve().parents[1]
+# What `make test` adds (Makefile): two pytest-xdist workers, each test file kept on one of them.
+MAKE_TEST_ARGS = ["-n", "2", "--dist", "loadfile"]
 
 COUNTER = '''
 import os, sys
@@ -80,7 +83,8 @@ def main() -> int:
     print(f"machine: {machine()}\n")
     print("| suite | wall s | CPU s (process tree) | cold trace workers (torch imported) | pytest exit |")
     print("| --- | --- | --- | --- | --- |")
-    variants = [("-m 'not slow'", ["-m", "not slow"])] + ([] if args.quick_only else [("whole", [])])
+    variants = [("-m 'not slow'", ["-m", "not slow"])] + ([] if args.quick_only else [
+        ("whole, one process", []), ("whole, as `make test` runs it", MAKE_TEST_ARGS)])
     status = 0
     for label, extra in variants:
         for _ in range(args.runs):
