@@ -21,6 +21,9 @@ class ReuseParameterUnused(Rule):
     the name and the numpy-style docstring entry; a field that is used is judged by what
     the code does with it, whatever its name.
 
+    A field the press inherits from a base in another file is reported at the press's class
+    line (where it can be suppressed), naming the base and the line that declares it.
+
     What to do: use the field in the layer-group arithmetic (``layer_idx % n``), or remove it.
     """
 
@@ -105,6 +108,10 @@ class ChunkKVValidatesOnly(BasePress):
         for decl in ctx.reuse.unused_int_fields:
             uses = ctx.reuse.unused_uses.get(decl.name)
             how = f"only validated or shown ({uses}), never used" if uses else "declared but never used"
-            yield self.finding(ctx, decl.source.line_of(decl.node),
-                               f"{ctx.press.name}.{decl.name} is {how}: it cannot set reuse groups",
+            # A field inherited from another file is reported at the press, where it can be
+            # suppressed, naming where the base declares it.
+            inherited = ("" if decl.source is ctx.press.source else
+                         f" (inherited from {decl.owner.name}, {decl.source.display}:{decl.source.line_of(decl.node)})")
+            yield self.finding(ctx, ctx.line_in_press_file(decl.source, decl.node),
+                               f"{ctx.press.name}.{decl.name}{inherited} is {how}: it cannot set reuse groups",
                                node=decl.node, source=decl.source)

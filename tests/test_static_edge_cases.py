@@ -300,3 +300,25 @@ def test_a_deleted_working_directory_is_one_line_and_exit_2(tmp_path: Path, monk
         assert result.exit_code == 2
         assert result.stderr == "error: the working directory no longer exists; run kvaudit from an existing folder\n"
     assert run_cli("rules", "KVA101").exit_code == 0  # needs no working directory
+
+
+# -- an unused reuse parameter inherited from a base in another file ---------------------------------
+UNUSED_KNOB_BASE = NO_REUSE.replace('"""ChunkKV, arXiv 2502.00299."""', '"""A base press."""').replace(
+    "class P(BasePress):\n    press: object = None\n",
+    "class KnobBase(BasePress):\n    press: object = None\n    n_reuse: int = 2\n")
+
+
+def test_an_inherited_unused_reuse_parameter_counts_as_in_one_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Once the field was only seen in the press's own file: across files the verdict fell to
+    # `missing` (KVA101), in one file it was `partial` with KVA103.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "base.py").write_text(UNUSED_KNOB_BASE)
+    (tmp_path / "sub.py").write_text('"""ChunkKV, arXiv 2502.00299."""\nfrom dataclasses import dataclass\n\n'
+                                     "from base import KnobBase\n\n\n@dataclass\nclass Sub(KnobBase):\n    pass\n")
+    payload = run_cli("check", "sub.py", "base.py", "-f", "json", "--no-cache").json()
+    [sub] = [p for p in payload["presses"] if p["name"] == "Sub"]
+    assert sub["verdicts"]["layer-index-reuse"] == "partial"
+    [knob] = [f for f in sub["findings"] if f["rule"] == "KVA103"]
+    assert knob["line"] == 8 and "inherited from KnobBase, base.py:10" in knob["message"]
+    [partial] = [f for f in sub["findings"] if f["rule"] == "KVA102"]
+    assert "score() at base.py:13" in partial["message"]

@@ -137,6 +137,12 @@ def _declared_fields(cls: ClassInfo) -> tuple[FieldDecl, ...]:
     return _DECLARED[cls]
 
 
+def _place(press: ClassInfo, source: SourceFile, node: cst.CSTNode) -> str:
+    """``line 14`` in the press's own file, ``base.py:14`` in another (an inherited method)."""
+    line = source.line_of(node)
+    return f"line {line}" if source is press.source else f"{source.display}:{line}"
+
+
 class _EvidenceBuilder:
     def __init__(self, press: ClassInfo) -> None:
         self.press = press
@@ -246,11 +252,11 @@ class _Judge:
         validated (assert, raise), shown (repr, logging) or stored where nothing reads it."""
         unused, uses = [], {}
         for decl in self.fields:
-            if (not decl.is_int or decl.source is not self.press.source or decl.name in reuse_fields
+            if (not decl.is_int or decl.name in reuse_fields
                     or self._is_used(decl.name) or not _described_as_layer_knob(self.press, decl.name)):
                 continue
             looks = self.reads_of.get(decl.name, [])
-            shown = sorted({f"{(r.sink or '').split(':')[0]} at line {r.source.line_of(r.node)}" for r in looks})
+            shown = sorted({f"{(r.sink or '').split(':')[0]} at {_place(self.press, r.source, r.node)}" for r in looks})
             uses[decl.name] = ", ".join(shown)
             if shown:
                 detail = f"integer field `{decl.name}` is declared but only validated or shown ({uses[decl.name]}), never used"
@@ -416,8 +422,8 @@ def analyse_reuse(index: ProjectIndex, press: ClassInfo, facts: FlowFacts) -> Re
     if not facts.score_sites:
         gaps.append("no score() call was found on the compression path")
     elif unguarded:
-        lines = ", ".join(str(s.source.line_of(s.node)) for s in unguarded)
-        gaps.append(f"score() at line {lines} is not behind a layer-group test, so follower layers still score")
+        places = ", ".join(_place(press, s.source, s.node) for s in unguarded)
+        gaps.append(f"score() at {places} is not behind a layer-group test, so follower layers still score")
     if not caches:
         gaps.append("no selected indices are kept on the press for later layers")
     elif guarded and not follower_reads:
