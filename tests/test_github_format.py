@@ -31,6 +31,23 @@ def test_one_annotation_per_finding_with_levels_and_escaped_properties() -> None
     ]
 
 
+def test_a_finding_spanning_lines_has_no_columns() -> None:
+    # GitHub's runner rejects (and drops) an annotation whose line and endLine differ and that sets col or
+    # endColumn; a one-line range keeps its columns.
+    findings = [
+        Finding(rule="KVA301", severity=Severity.ERROR, line=6, column=1, end_line=14, end_column=33, message="m",
+                path="p.py", press="P"),
+        Finding(rule="KVA101", severity=Severity.ERROR, line=20, column=5, end_line=20, end_column=9, message="n",
+                path="p.py", press="P"),
+    ]
+    result = AuditResult(files=[FileStatus("p.py", "ok")], presses=[PressReport(name="P", path="p.py", line=6,
+                                                                                findings=findings)])
+    assert render_github(result).splitlines() == [
+        "::error file=p.py,line=6,endLine=14,title=KVA301 claim-violated::m",
+        "::error file=p.py,line=20,col=5,endLine=20,endColumn=9,title=KVA101 reuse-missing::n",
+    ]
+
+
 def test_nothing_to_say_is_empty() -> None:
     assert render_github(AuditResult(files=[FileStatus("x.py", "ok")])) == ""
 

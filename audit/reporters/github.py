@@ -44,9 +44,12 @@ def render_github(result: AuditResult) -> str:
     for finding in result.findings:
         rule = rule_by_id(finding.rule)
         title = f"{finding.rule} {rule.name}" if rule is not None else finding.rule
+        # The Actions runner drops an annotation that spans lines and sets columns ("'col' and
+        # 'endColumn' cannot be set if 'line' and 'endLine' are different values"): lines only then.
+        one_line = finding.end_line is None or finding.end_line == finding.line
         lines.append(annotation(COMMANDS[finding.severity], finding.message, file=finding.path, line=finding.line,
-                                col=finding.column, endLine=finding.end_line, endColumn=finding.end_column,
-                                title=title))
+                                col=finding.column if one_line else None, endLine=finding.end_line,
+                                endColumn=finding.end_column if one_line else None, title=title))
     for warning in result.warnings:
         lines.append(annotation("warning", warning, title="kvaudit: incomplete audit"))
     return "".join(line + "\n" for line in lines)
