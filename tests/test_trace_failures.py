@@ -187,6 +187,32 @@ def test_a_hub_explanation_comes_from_the_loader_the_press_called() -> None:
         assert hub_failure(error, "OSError: disk full", model_name="") is None
 
 
+def test_a_local_load_that_fails_for_another_reason_stays_a_crash() -> None:
+    from kvaudit.tracer.errors import CRASH, classify, hub_failure
+
+    class Scorer:
+        @classmethod
+        def from_pretrained(cls, path):
+            raise RuntimeError("size mismatch for weight: copying a param with shape [4, 4]")
+
+    try:
+        Scorer.from_pretrained("/opt/checkpoints/scorer")
+    except RuntimeError as error:
+        line = f"RuntimeError: {error}"
+        assert hub_failure(error, line, model_name="") is None  # no Hub sign, a real path: the press's crash
+        assert classify(line) == CRASH
+
+    class Long:
+        @classmethod
+        def from_pretrained(cls, path):
+            raise OSError(f"Repo id must use alphanumeric chars: {path[:20]!r}")
+
+    try:
+        Long.from_pretrained("x" * 5000 + "-")
+    except OSError as error:  # the repo id is cut like every echoed value
+        assert len(hub_failure(error, f"OSError: {error}", model_name="")) < 400
+
+
 def test_sys_exit_at_import_is_bad_input_like_any_import_error(tmp_path: Path, shared_worker) -> None:
     path = tmp_path / "exits_on_import.py"
     path.write_text("import sys\nsys.exit(5)\n\nclass Helper:\n    pass\n")

@@ -106,20 +106,33 @@ def hub_failure(error: BaseException, line: str, model_name: str) -> str | None:
     request = hub_request(error)
     if request is not None:
         loader, repo = request
+        named_after_model = isinstance(repo, str) and (not repo or repo.endswith(("-", "/", "_")))
+        if not (_PRETRAINED_SIGNS.search(line) or named_after_model):
+            return None  # a load that failed for another reason (a shape mismatch, say) is a crash
         what = ("the model's tokenizer" if "Tokenizer" in loader else "the model's configuration" if "Config" in loader
                 else f"{loader} files")
-        said, details = f"needs {what} from the Hugging Face Hub", [f"{loader}.from_pretrained({repo!r})"]
+        said, details = f"needs {what} from the Hugging Face Hub", [f"{loader}.from_pretrained({_shown(repo)})"]
     else:  # a bare download (hf_hub_download): huggingface_hub's own check names the repo id it refused
         invalid = _INVALID_REPO.search(line)
         if invalid is None:
             return None
         repo = invalid.group(1)
-        said, details = "needs files from the Hugging Face Hub", [f"repo {repo!r}"]
+        said, details = "needs files from the Hugging Face Hub", [f"repo {_shown(repo)}"]
     if not model_name and isinstance(repo, str) and (not repo or repo.endswith(("-", "/", "_"))):
         details.append("named after the model; the tiny model is built locally and has no name")
     from ..source import one_line as shorten
 
     return f"{said} ({', '.join(details)}): {shorten(line, HUB_ERROR_WIDTH)}"
+
+
+def _shown(value: object) -> str:
+    """``repr`` of a value the press passed, cut for a one-line message; never raises."""
+    from ..source import one_line as shorten
+
+    try:
+        return shorten(repr(value), HUB_ERROR_WIDTH)
+    except Exception:  # noqa: BLE001 - a user object whose __repr__ raises
+        return f"<{type(value).__name__}>"
 
 
 def classify(message: str, exception_type: str | None = None, first_run: bool = True) -> str:
