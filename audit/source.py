@@ -247,12 +247,14 @@ def one_line(code: str, width: int = SNIPPET_WIDTH) -> str:
 
 
 def error_line(error: BaseException, width: int = SNIPPET_WIDTH) -> str:
-    """``Type: message`` on one line, shortened; the type alone when the message cannot be made
-    (the text of some libcst errors is the repr of a tree too deep to print)."""
+    """``Type: message`` on one line, shortened (``Type`` alone when the message is empty); the
+    message reads ``<str() raised>`` when it cannot be made (a user's ``__str__`` that raises, or
+    the text of a libcst error that is the repr of a tree too deep to print)."""
     try:
-        return one_line(f"{type(error).__name__}: {error}", width)
-    except Exception:  # noqa: BLE001
-        return type(error).__name__
+        message = str(error)
+    except BaseException:  # noqa: BLE001
+        message = "<str() raised>"
+    return one_line(f"{type(error).__name__}: {message}" if message else type(error).__name__, width)
 
 
 # C0 and C1 control characters (ESC, newlines, NEL) and the Unicode line/paragraph separators.

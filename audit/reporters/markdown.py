@@ -58,7 +58,6 @@ class ReportContext:
     figures: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # figure_key(press, claim) -> (caption, file)
     figures_note: str | None = None  # why figures are missing, when they are
     header_lines: list[str] = field(default_factory=list)  # versions, model, optional timestamp
-    summary_lines: list[str] = field(default_factory=list)  # plain statements the caller adds after the summary
 
 
 def stable_path(path: str) -> str:
@@ -561,7 +560,6 @@ def render_markdown(result: AuditResult, ctx: ReportContext) -> str:
         out.append(f"- targets: {', '.join(f'`{t}`' for t in ctx.targets)}")
     out.append("")
     out += ["## Summary", "", *summary_lines(result)]
-    out += ctx.summary_lines + ([""] if ctx.summary_lines else [])
     matrix = conformance_matrix(result)
     if matrix:
         out += ["## Conformance matrix", "", *matrix, "", *matrix_legend(result), ""]

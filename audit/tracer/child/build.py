@@ -25,15 +25,11 @@ class ExpressionError(BuildError):
 
 
 def one_line(error: BaseException) -> str:
-    """The exception's last line, as ``Type: message`` on one line, cut to :data:`MESSAGE_WIDTH` characters."""
-    from ...source import one_line as shorten
+    """The exception as ``Type: message`` on one line, cut to :data:`MESSAGE_WIDTH` characters."""
+    from ...source import error_line
     from ..errors import MESSAGE_WIDTH
 
-    try:
-        text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-    except BaseException:  # noqa: BLE001 - the user's __str__ may raise too
-        text = f"{type(error).__name__}: <str() raised>"
-    return shorten(text, MESSAGE_WIDTH)
+    return error_line(error, MESSAGE_WIDTH)
 
 
 def default_press(cls: type) -> Any:
