@@ -279,6 +279,18 @@ def test_the_summary_always_says_something() -> None:
     assert _summary(AuditResult(presses=[holds])).endswith("Every checked claim holds.")
 
 
+def test_the_summary_names_defects_even_when_every_claim_holds() -> None:
+    from kvaudit.model import AuditResult, ClaimCheck, Defect
+
+    press = _press("RowZeroPress", [], [ClaimCheck("kept-fraction", "contract", "holds", "ok")], reference=False)
+    press.trace.defects.append(Defect("batch-row-0", "row 1 kept row 0's indices"))
+    summary = _summary(AuditResult(presses=[press]))
+    assert summary.startswith("1 of 1 press(es) ran on the tiny model.")
+    assert "Every checked claim holds. 1 defect(s) were seen on the tiny model (listed below)." in summary
+    defects = summary.split("**Defects on the tiny model**", 1)[1]
+    assert "- RowZeroPress `batch-row-0`: row 1 kept row 0's indices" in defects
+
+
 def test_static_verdicts_have_their_own_label_after_the_accepted_deviations() -> None:
     from kvaudit.model import LAYER_INDEX_REUSE, AuditResult, ClaimCheck
 

@@ -308,18 +308,21 @@ def overview(result: AuditResult) -> str:
                 else "no finding")
         return (f"No press was traced: static audit only. {len(result.presses)} press(es) audited; {judged} with a "
                 f"mechanism judged from the source; {told}.")
+    ran = [p for p in traced if p.trace.runs or p.trace.defects]
+    defects = sum(len(p.trace.defects) for p in traced)
+    told = (f" {defects} defect(s) were seen on the tiny model (listed below)." if defects else "")
     checks = [c for p in traced for c in p.trace.claims]
     count = {key: 0 for key in (HOLDS, VIOLATED, "accepted", NOT_APPLICABLE, NOT_RUN)}
     for check in checks:
         key = "accepted" if check.accepted is not None else check.verdict
         count[key] = count.get(key, 0) + 1
     checked = count[HOLDS] + count[VIOLATED] + count["accepted"]
-    head = f"{len(traced)} press(es) traced on the tiny model"
+    head = f"{len(ran)} of {len(traced)} press(es) ran on the tiny model"
     if not checks:
-        return f"{head}. No claim was checked on the tiny model: no traced press makes a claim kvaudit checks."
+        return f"{head}. No claim was checked on the tiny model: no traced press makes a claim kvaudit checks.{told}"
     if not checked:
         return (f"{head}. No claim was checked on the tiny model: none of the {len(checks)} claim(s) could be judged "
-                f"({count[NOT_RUN]} not run, {count[NOT_APPLICABLE]} not applicable; the reasons are below).")
+                f"({count[NOT_RUN]} not run, {count[NOT_APPLICABLE]} not applicable; the reasons are below).{told}")
     said = (f"{head}. Of the {checked} claim(s) checked, {count[HOLDS]} hold, {count[VIOLATED]} are not met and "
             f"{count['accepted']} are accepted deviations")
     unjudged = [f"{n} {label}" for n, label in ((count[NOT_APPLICABLE], "more are not applicable on the grid"),
@@ -328,13 +331,23 @@ def overview(result: AuditResult) -> str:
     if not count[VIOLATED]:
         said += (" Every checked claim holds." if not count["accepted"]
                  else " Every checked claim holds, apart from the accepted deviations.")
-    return said
+    return said + told
+
+
+def defect_statements(result: AuditResult) -> list[str]:
+    """One line per dynamic defect (crash, stale-indices, batch-row-0): the tracer's KVA303 findings."""
+    return [f"- {press.name} `{defect.id}`: {defect.message}" for press in result.presses
+            if press.trace is not None for defect in press.trace.defects]
 
 
 def summary_lines(result: AuditResult) -> list[str]:
     """The whole ``## Summary``: the overview, the claims not met, the accepted deviations, the static
     verdicts, and the time beside the reference press; each list under its own label."""
     lines = [overview(result), "", *claim_summary(result)]
+    defects = defect_statements(result)
+    if defects:
+        lines += ["**Defects on the tiny model** (KVA303: the press crashed, kept stale indices or selected for "
+                  "batch row 0 only):", "", *defects, ""]
     statics = static_statements(result)
     if statics:
         traced = any(p.trace is not None for p in result.presses)
