@@ -267,3 +267,30 @@ def test_kvaudit_trace_leaves_nothing_behind_when_a_press_kills_it(tmp_path: Pat
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == -signal.SIGKILL, out.stdout + out.stderr
     assert survivors(read_pids(pids, 3)) == []
+
+
+def test_the_last_stderr_line_is_read_even_when_the_drain_is_late(monkeypatch: pytest.MonkeyPatch) -> None:
+    # death() once took the tail right after wait(), while the drain thread could still be behind.
+    import subprocess
+    import sys
+    import time
+
+    from kvaudit.tracer.parent import client as client_module
+
+    real_select = client_module.select.select
+
+    def late_select(*args, **kwargs):
+        time.sleep(0.2)  # a busy parent: the drain thread runs late
+        return real_select(*args, **kwargs)
+
+    monkeypatch.setattr(client_module.select, "select", late_select)
+    process = subprocess.Popen([sys.executable, "-c", "import sys; sys.stderr.write('last words\\n'); sys.exit(3)"],
+                               stderr=subprocess.PIPE)
+    worker = object.__new__(client_module.WorkerClient)
+    worker._process, worker._stderr = process, client_module.StderrTail(process.stderr.fileno())
+    process.wait()
+    try:
+        assert worker.death() == "trace worker exited with status 3; its last line on stderr: last words"
+    finally:
+        worker._stderr.close()
+        process.stderr.close()

@@ -76,6 +76,11 @@ class StderrTail:
         lines = [line for line in text.splitlines() if line.strip()]
         return one_line(lines[-1], QUOTE_WIDTH) if lines else ""
 
+    def settle(self, timeout: float = 0.5) -> None:
+        """Let the drain read what a process that has exited left in the pipe (up to its end, or
+        ``timeout`` when a child the process started still holds the pipe open)."""
+        self._thread.join(timeout)
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(1.0)
@@ -157,6 +162,7 @@ class WorkerClient:
                     how = f"trace worker exited: killed by signal {-code}"
             else:
                 how = f"trace worker exited with status {code}"
+            self._stderr.settle()  # its last words may still be in the pipe
         last = self._stderr.last_line()
         return f"{how}; its last line on stderr: {last}" if last else how
 
