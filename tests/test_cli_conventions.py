@@ -100,6 +100,8 @@ def test_piped_output_never_cuts_the_location_whatever_the_width(tmp_path: Path,
     press_line = f"{target}:{run_cli('check', str(target), '-f', 'json').json()['presses'][0]['line']}"
     if fmt == "terminal":
         assert any(press_line in line for line in done.stdout.splitlines())  # the press overview too
+        message = " ".join(expected["message"].split())
+        assert any(line.strip() == message for line in done.stdout.splitlines())  # the message whole, one line
 
 
 def test_exit_zero_keeps_bad_input_at_2(tmp_path: Path) -> None:

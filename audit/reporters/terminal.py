@@ -8,7 +8,6 @@ terminal the presses form a table and each finding's excerpt sits in a box; pipe
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 from rich.console import Console, Group
@@ -124,9 +123,8 @@ def print_finding(finding: Finding, console: Console) -> None:
     if console.is_terminal:
         console.print(finding_panel(finding))
         return
-    message = textwrap.fill(printable(finding.message), width=max(40, console.width), initial_indent="  ",
-                            subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
-    console.print(Text(message), soft_wrap=True)
+    # Piped: the message on one line, as the location line (a log is read and grepped, not a window).
+    console.print(Text("  " + " ".join(printable(finding.message).split())), soft_wrap=True)
     excerpt = _source_excerpt(finding)
     if excerpt is not None:
         console.print(excerpt)

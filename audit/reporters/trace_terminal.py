@@ -188,7 +188,9 @@ def render_trace_panel(console: Console, result: AuditResult) -> None:
     """
     pairs = verdict_pairs(result)
     if pairs:
-        table = Table(title="static vs dynamic", title_justify="left", header_style="bold")
+        # Boxed in a terminal; piped, plain columns like the trace tables (no box-drawing characters in a log).
+        table = Table(title="static vs dynamic", title_justify="left", header_style="bold",
+                      **({} if console.is_terminal else {"box": None, "pad_edge": False, "show_edge": False}))
         table.add_column("press")
         table.add_column("claim")
         table.add_column("static")
