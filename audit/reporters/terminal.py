@@ -8,6 +8,8 @@ terminal the presses form a table and each finding's excerpt sits in a box; pipe
 
 from __future__ import annotations
 
+import os
+from functools import lru_cache
 from pathlib import Path
 
 from rich.console import Console, Group
@@ -17,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..model import AuditResult, Finding, PressReport, Severity
-from ..source import SourceError, printable, read_text
+from ..source import SourceError, printable, read_text, split_lines
 
 VERDICT_STYLES = {
     "implemented": "bold green", "observed": "bold green",
@@ -91,14 +93,29 @@ def print_press_lines(result: AuditResult, console: Console) -> None:
                 console.print(Text(f"    evidence: {line}"), soft_wrap=True)
 
 
-def _source_excerpt(finding: Finding) -> Syntax | None:
+@lru_cache(maxsize=16)
+def _file_lines(path: str, stamp: tuple[int, int]) -> tuple[str, ...] | None:
+    """The lines of a file, read once per (path, mtime and size) for all its findings."""
     try:
-        code = read_text(Path(finding.path))
+        return tuple(split_lines(read_text(Path(path))))
     except SourceError:
         return None
+
+
+def _source_excerpt(finding: Finding) -> Syntax | None:
+    try:
+        status = os.stat(finding.path)
+    except OSError:
+        return None
+    lines = _file_lines(finding.path, (status.st_mtime_ns, status.st_size))
+    if lines is None:
+        return None
+    # Only the excerpt is highlighted: highlighting the whole file for each finding made a file with
+    # hundreds of findings cost a minute.
     start = max(1, finding.line - CONTEXT_LINES)
-    return Syntax(code, "python", line_numbers=True, line_range=(start, finding.line + CONTEXT_LINES),
-                  highlight_lines={finding.line}, theme="ansi_dark", word_wrap=True)
+    code = "\n".join(lines[start - 1 : finding.line + CONTEXT_LINES])
+    return Syntax(code, "python", line_numbers=True, start_line=start, highlight_lines={finding.line},
+                  theme="ansi_dark", word_wrap=True)
 
 
 def location(finding: Finding) -> str:
