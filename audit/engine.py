@@ -265,7 +265,7 @@ def audit_files(files: list[tuple[Path, str]], owners: dict[str, list[Path]], ro
         except RecursionError:
             failed(display, f"{display}: too deeply nested to analyse ({press.name})")
         except SourceError as err:  # libcst, parsing lazily, refused what CPython accepted
-            failed(display, f"{display}: {err}")
+            failed(display, f"{display}: {press.name}: {err}")
         except Exception as err:  # noqa: BLE001
             failed(display, internal_error(display, f"auditing {press.name}", err), True)
     unknown: dict[str, list[tuple[str, str]]] = {}

@@ -172,7 +172,11 @@ class SourceFile:
             # Positions of every class parsed so far, resolved once each, in one table.
             for segment in self._unlocated:
                 shift = segment.first_line - 1
-                for each, where in segment.resolve().items():
+                try:
+                    resolved = segment.resolve()
+                except SourceError as err:  # name the file and line: the press audited may live elsewhere
+                    raise SourceError(f"{err} ({self.display}, the class at line {segment.first_line})") from None
+                for each, where in resolved.items():
                     self._located[each] = CodeRange((where.start.line + shift, where.start.column),
                                                     (where.end.line + shift, where.end.column))
                 segment.positions = None  # the table holds them now

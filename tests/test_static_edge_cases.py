@@ -322,3 +322,55 @@ def test_an_inherited_unused_reuse_parameter_counts_as_in_one_file(tmp_path: Pat
     assert knob["line"] == 8 and "inherited from KnobBase, base.py:10" in knob["message"]
     [partial] = [f for f in sub["findings"] if f["rule"] == "KVA102"]
     assert "score() at base.py:13" in partial["message"]
+
+
+# -- the flow pass walks a method body twice only when it loops ------------------------------------
+LATE_LEADER = '''"""ChunkKV (arXiv 2502.00299): the group test is computed after it is used."""
+from dataclasses import dataclass
+
+from kvpress.presses.base_press import BasePress
+
+
+@dataclass
+class LateLeaderPress(BasePress):
+    press: object = None
+    n_reuse: int = 2
+    kept: object = None
+
+    def compress(self, module, hidden_states, keys, values, attentions, kwargs):
+        leader = False
+        if leader or self.kept is None:
+            scores = self.press.score(module, hidden_states, keys, values, attentions, kwargs)
+            self.kept = scores.topk(keys.shape[2] // 2, dim=-1).indices
+        leader = module.layer_idx % self.n_reuse == 0
+        self.was_leader = leader
+        return keys.gather(2, self.kept), values.gather(2, self.kept)
+'''
+
+
+def _layer_checks(tmp_path: Path, text: str) -> list[int]:
+    (tmp_path / "p.py").write_text(text)
+    [press] = run_cli("check", str(tmp_path / "p.py"), "-f", "json", "--no-cache").json()["presses"]
+    return [e["line"] for e in press["evidence"] if e["kind"] == "layer-check"]
+
+
+def test_a_value_assigned_later_reaches_an_earlier_test_only_through_a_loop(tmp_path: Path) -> None:
+    # Without a loop `leader` is always False at the test (line 15): not a layer-group test. The old
+    # double walk of every body carried the later group value back up and called it one.
+    assert 15 not in _layer_checks(tmp_path, LATE_LEADER)
+    looped = LATE_LEADER.replace("        leader = False\n", "        leader = False\n        for _ in range(2):\n")
+    looped = looped.replace("\n        if leader", "\n            if leader").replace(
+        "\n            scores", "\n                scores").replace("\n            self.kept = s", "\n                self.kept = s")
+    looped = looped.replace("\n        leader = module", "\n            leader = module")
+    compile(looped, "looped.py", "exec")
+    assert 16 in _layer_checks(tmp_path, looped)  # in a loop the second iteration sees the group value
+
+
+def test_a_comprehension_counts_as_a_loop() -> None:
+    import libcst as cst
+
+    from kvaudit.analysis.flow import _has_loop
+
+    body = cst.parse_module("def f(self, module):\n    flags = [(g, g := module.layer_idx % 2) for _ in range(2)]\n")
+    assert _has_loop(body.body[0].body)
+    assert not _has_loop(cst.parse_module("def f(self):\n    x = 1\n").body[0].body)

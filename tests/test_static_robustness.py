@@ -90,7 +90,7 @@ def test_an_expression_too_deep_for_libcst_positions_costs_its_file_only(tmp_pat
     assert "internal error" not in result.stdout + result.stderr
     assert [p["name"] for p in result.json()["presses"]] == ["Alg2ModuloPress"]
     [status] = [f for f in result.json()["files"] if f["path"].endswith("deep.py")]
-    assert "too deeply nested to analyse" in status["message"]
+    assert "DeepPress: too deeply nested to analyse (" in status["message"] and "deep.py, the class at line" in status["message"]
 
 
 def test_a_call_chain_past_the_depth_limit_is_said(tmp_path: Path) -> None:

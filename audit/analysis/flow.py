@@ -302,11 +302,12 @@ def _annotation_names(annotation: cst.BaseExpression) -> list[str]:
 
 
 def _has_loop(node: cst.CSTNode) -> bool:
-    """Whether a ``for`` or ``while`` statement lies anywhere below ``node`` (nested functions included)."""
+    """Whether a ``for`` or ``while`` statement, or a comprehension (whose ``:=`` can carry a value to
+    an earlier use), lies anywhere below ``node`` (nested functions included)."""
     pending = list(node.children)
     while pending:
         child = pending.pop()
-        if isinstance(child, (cst.For, cst.While)):
+        if isinstance(child, (cst.For, cst.While, cst.CompFor)):
             return True
         pending.extend(child.children)
     return False
