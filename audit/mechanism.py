@@ -263,6 +263,11 @@ def spans(positions: Iterable[int], limit: int | None = 4, shortest: int = 2) ->
     return ", ".join(parts[:limit]) + f", … ({len(parts) - limit} more spans)"
 
 
+def format_layers(layers: Iterable[int]) -> str:
+    """``[0, 1, 2, 3, 5]`` → ``"0–3, 5"``: layer lists in one-line messages (runs of three or more joined)."""
+    return spans(layers, limit=None, shortest=3)
+
+
 def tie_tolerance(scores: Sequence[float]) -> float:
     """Scores this close count as tied: top-k may order them either way (float32 rounding)."""
     finite = [abs(s) for s in scores if s == s and abs(s) != float("inf")]

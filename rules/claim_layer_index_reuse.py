@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..mechanism import CheckContext, Claimant, Mechanism, StaticResult
+from ..mechanism import CheckContext, Claimant, Mechanism, StaticResult, format_layers
 from ..model import (
     HOLDS,
     IMPLEMENTED,
@@ -191,12 +191,6 @@ class ScoringEveryLayerChunkKVPress(BasePress):
 # ---------------------------------------------------------------------------------------------
 # What the tracer saw, on the runs of one press instance
 # ---------------------------------------------------------------------------------------------
-
-
-def format_layers(layers) -> str:
-    from ..tracer.verdicts import format_layers as compact  # the tracer's package only when checks run
-
-    return compact(layers)
 
 
 def _jaccard_matrix(run: RunObservation) -> list[list[float]]:

@@ -44,10 +44,12 @@ A, B, C, D = (0, 1, 2, 18, 19), (3, 4, 5, 18, 19), (6, 7, 8, 18, 19), (9, 10, 11
 
 
 def test_format_layers_compacts_runs() -> None:
-    assert verdicts.format_layers([0, 1, 2, 3, 5]) == "0–3, 5"
-    assert verdicts.format_layers([1, 3, 5, 7]) == "1, 3, 5, 7"
-    assert verdicts.format_layers([4, 5]) == "4, 5"
-    assert verdicts.format_layers([]) == ""
+    from kvaudit.mechanism import format_layers
+
+    assert format_layers([0, 1, 2, 3, 5]) == "0–3, 5"
+    assert format_layers([1, 3, 5, 7]) == "1, 3, 5, 7"
+    assert format_layers([4, 5]) == "4, 5"
+    assert format_layers([]) == ""
 
 
 def test_position_spans_join_pairs_and_cut_long_lists() -> None:

@@ -13,20 +13,15 @@ The claims (layer-index-reuse among them) are judged by the mechanisms, ``rules/
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
-from ..mechanism import spans
+from ..mechanism import format_layers
 from ..model import Defect
 from .observations import KeptIndices, LayerObservation, RunObservation
 
 BATCH_ROW_0 = "batch-row-0"
 STALE_INDICES = "stale-indices"
 CRASH = "crash"
-
-
-def format_layers(layers: Iterable[int]) -> str:
-    """``[0, 1, 2, 3, 5]`` → ``"0–3, 5"``: short layer lists for one-line messages (runs of three or more)."""
-    return spans(layers, limit=None, shortest=3)
 
 
 # ---------------------------------------------------------------------------------------------
