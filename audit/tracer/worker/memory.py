@@ -4,7 +4,7 @@
 single allocation at once, but it is per process: a press that forks three children, each under the
 cap, would pass it together. So while a press runs, the worker (a subreaper: every process the press
 starts, even one that left its session, stays below it) polls the memory of the whole tree below it
-every :data:`POLL_S` seconds and kills the press's child past the limit (reported as a ``crash``).
+every :data:`~kvaudit.tracer.worker.process.MEMORY_POLL_S` seconds and kills the press's child past the limit (reported as a ``crash``).
 
 What is measured: the *proportional set size* (``Pss`` + ``SwapPss`` of ``/proc/PID/smaps_rollup``)
 of the worker and of every process below it, minus the worker's own before the fork. A page
@@ -14,7 +14,7 @@ on write counts, and memory a press allocates and then shares with children it f
 (forking does not hide it). A process whose ``smaps_rollup`` cannot be read (it made itself
 non-dumpable) counts with its whole resident size, shared pages included (an upper bound).
 Not counted: files written to a RAM-backed file system and not mapped, and GPU memory. Between two
-polls a tree can overshoot the limit by what it allocates in ``POLL_S``.
+polls a tree can overshoot the limit by what it allocates in ``MEMORY_POLL_S``.
 
 A cheap first test keeps the poll light: the anonymous and shared-memory resident sizes
 (``/proc/PID/status``) summed over the tree bound what it can have allocated; only when that sum
@@ -27,7 +27,6 @@ import os
 from collections.abc import Callable
 
 from ..options import format_bytes
-from .process import MEMORY_POLL_S as POLL_S  # how often the worker measures the press's tree while it waits
 from .process import descendants
 
 
