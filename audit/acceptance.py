@@ -86,12 +86,12 @@ def unused_acceptance_findings(unused: list[UnusedAcceptance]) -> list[Finding]:
 
 
 def add_trace_findings(result: AuditResult, acceptances: list[Acceptance],
-                       active: Callable[[str, str], bool] = lambda rule, path: True) -> None:
+                       active: Callable[[str, str], bool] = lambda rule, path: True) -> list[UnusedAcceptance]:
     """After tracing (``check --trace``, ``report``): accept what the configuration accepts, then add
     KVA301 (violated claims), KVA302 (unused acceptances) and KVA303 (dynamic defects).
 
     ``active(rule_id, path)`` says whether a rule runs on a file (``--select``, ``--ignore``,
-    ``per-path-ignores``), as for static rules.
+    ``per-path-ignores``), as for static rules. Returns the acceptances that covered nothing.
     """
     unused = apply_acceptances([p.trace for p in result.presses if p.trace is not None], acceptances)
     for press in result.presses:
@@ -99,3 +99,4 @@ def add_trace_findings(result: AuditResult, acceptances: list[Acceptance],
         press.findings.extend(f for f in found if active(f.rule, f.path))
     result.extra_findings.extend(f for f in unused_acceptance_findings(unused) if active(f.rule, f.path))
     result.sort()
+    return unused

@@ -17,7 +17,7 @@ Safety:
   user's cache folder (``$XDG_CACHE_HOME/kvaudit/cache.key``): a cache folder committed to
   a repository, or written by anyone else, is never trusted. Without a usable secret
   the cache is off;
-- entries are JSON (never pickle), written to a temporary file and renamed into place, so
+- entries are JSON (never pickle), written and checked by :mod:`kvaudit.codec`, written to a temporary file and renamed into place, so
   concurrent runs never see half an entry; any unreadable, unsigned, mis-signed or
   malformed entry is ignored, never a traceback;
 - the cache folder holds a ``.gitignore`` of ``*`` and a ``CACHEDIR.TAG``.
@@ -33,14 +33,12 @@ import os
 import secrets
 import sys
 import tempfile
-import types
-import typing
-from enum import Enum
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any
 
 from . import __version__
 from .analysis.prefilter import TextScan
+from .codec import from_data, to_data
 from .model import AuditResult
 
 CACHE_DIR_NAME = ".kvaudit_cache"
@@ -158,7 +156,7 @@ class RunCache:
         for path in paths:
             entry = stored.get(str(path))
             try:
-                found[path] = (str(entry[0]), TextScan.from_json(entry[1]))
+                found[path] = (str(entry[0]), from_data(entry[1], TextScan))
             except (TypeError, KeyError, IndexError, ValueError):
                 continue
         return found
@@ -173,7 +171,7 @@ class RunCache:
             "cwd": os.getcwd(),
             "sys.path": list(sys.path),
             "targets": list(targets),
-            "options": _encode(settings),
+            "options": to_data(settings),
             "files": [[str(s.path), s.display, s.status, s.message, s.digest, s.named] for s in scans],
         }
         text = json.dumps(payload, sort_keys=True, default=str)
@@ -195,7 +193,7 @@ class RunCache:
                 now = resolve_module(name, roots)
                 if (str(now) if now is not None else None) != found:
                     return None
-            return _decode(AuditResult, entry["result"])
+            return from_data(entry["result"], AuditResult)
         except Exception:  # noqa: BLE001 - a malformed entry is a miss, never a traceback
             return None
 
@@ -208,7 +206,7 @@ class RunCache:
             modules = sorted({(n, tuple(r) if r is not None else None, f) for n, r, f in lookups}, key=repr)
             entry = {"key": key, "read": read, "modules": [[n, list(r) if r is not None else None, f]
                                                           for n, r, f in modules],
-                     "result": _encode(result)}
+                     "result": to_data(result)}
             self._write(self.folder / "runs" / f"{key}.json", entry)
             self._store_scans(scans)
             self._prune()
@@ -216,7 +214,7 @@ class RunCache:
             return
 
     def _store_scans(self, scans) -> None:
-        fresh = {str(s.path): [s.digest, s.scan.to_json()] for s in scans if s.scan is not None and s.digest}
+        fresh = {str(s.path): [s.digest, to_data(s.scan)] for s in scans if s.scan is not None and s.digest}
         if not fresh:
             return
         stored = self._read(self.folder / "scans.json")
@@ -248,72 +246,3 @@ def _write_atomic(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
-
-
-# -- the findings model as JSON, both ways (no pickle: a cache file is data, never code) ---------
-def _encode(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, dict):
-        return {str(k): _encode(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_encode(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def _decode(tp: Any, value: Any) -> Any:
-    """Rebuild a value of type ``tp`` from :func:`_encode`'s output; raises on anything unexpected."""
-    origin = get_origin(tp)
-    if origin in (Union, types.UnionType):
-        options = get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _decode(option, value)
-            except (TypeError, ValueError, KeyError):
-                continue
-        raise ValueError(f"no type of {tp} fits")
-    if origin in (list, set, frozenset):
-        (item,) = get_args(tp)
-        if not isinstance(value, list):
-            raise TypeError("expected a list")
-        return origin(_decode(item, v) for v in value)
-    if origin is tuple:
-        args = get_args(tp)
-        if not isinstance(value, list):
-            raise TypeError("expected a list")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_decode(args[0], v) for v in value)
-        return tuple(_decode(a, v) for a, v in zip(args, value, strict=True))
-    if origin is dict:
-        key_type, item = get_args(tp)
-        if not isinstance(value, dict):
-            raise TypeError("expected an object")
-        return {_decode(key_type, k): _decode(item, v) for k, v in value.items()}
-    if tp is Any or tp is object:
-        return value
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise TypeError("expected an object")
-        hints = get_type_hints(tp, vars(sys.modules[tp.__module__]))
-        made = tp(**{f.name: _decode(hints[f.name], value[f.name]) for f in dataclasses.fields(tp) if f.init})
-        for f in dataclasses.fields(tp):
-            if not f.init:
-                object.__setattr__(made, f.name, _decode(hints[f.name], value[f.name]))
-        return made
-    if isinstance(tp, type) and issubclass(tp, Enum):
-        return tp(value)
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp in (str, int, bool) and type(value) is tp:
-        return value
-    if isinstance(tp, typing.ForwardRef):
-        raise TypeError(f"unresolved type {tp}")
-    raise TypeError(f"{value!r} is not a {tp}")

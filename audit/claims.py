@@ -11,7 +11,12 @@ decides, so a SnapKV press in a ChunkKV module stays quiet. Example code in a do
 not a citation, and is skipped.
 
 Every claim keeps its origin as parts (:class:`~kvaudit.model.ClaimOrigin`): a citation
-(where, which paper), a configuration override (which entry of which file) or ``--claim``.
+(where, which paper), a configuration override (which entry of which file), ``--claim``, or the
+contract of a kvpress base class in the press's MRO.
+
+This module is the one place that decides which claims a press is held to: the static audit and
+the trace stage both call :func:`press_claims` and :func:`contract_claims`, in the kvaudit process;
+the tracer's worker only checks the claims it is sent.
 """
 
 from __future__ import annotations
@@ -20,11 +25,18 @@ import ast
 import re
 import tomllib
 from dataclasses import dataclass
+from collections.abc import Sequence
 from functools import cache, cached_property, lru_cache
+from typing import TYPE_CHECKING
 from importlib.resources import files
 
 from .analysis.index import ClassInfo, ProjectIndex, docstring_constant
-from .model import CITATION, OPTION, Claim, ClaimOrigin
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from .config import ClaimOverride
+from .model import CITATION, CONFIG_OVERRIDE, CONTRACT, OPTION, Claim, ClaimOrigin
 from .source import split_lines
 
 REGISTRY = "papers.toml"  # a data file of kvaudit.rules, read with importlib.resources
@@ -257,3 +269,40 @@ def claims_for(press: ClassInfo, index: ProjectIndex, forced: list[str], notes: 
         return [Claim(id=claim, line=line, origin=ClaimOrigin(CITATION, where, paper.key, paper.label))
                 for claim in sorted(paper.claims)]
     return [Claim(id=claim, line=press.line, origin=forced_origin(claim, FORCED_PLACE)) for claim in sorted(set(forced))]
+
+
+def apply_claim_overrides(press_name: str, press_path: str, press_line: int, claims: list[Claim],
+                          overrides: Sequence[ClaimOverride], root: Path | None) -> list[Claim]:
+    """``claims`` after the ``claim-overrides`` entries matching this press dropped and added theirs (in file order)."""
+    claims = list(claims)
+    for override in overrides:
+        if not override.matches(press_name, press_path, root):
+            continue
+        claims = [c for c in claims if c.id not in override.drop]
+        present = {c.id for c in claims}
+        for claim in override.add:
+            if claim not in present:
+                claims.append(Claim(id=claim, line=press_line, origin=forced_origin(claim, override.origin, CONFIG_OVERRIDE)))
+    return sorted(claims, key=lambda c: c.id)
+
+
+def press_claims(press: ClassInfo, index: ProjectIndex, forced: Sequence[str] = (),
+                 overrides: Sequence[ClaimOverride] = (), root: Path | None = None,
+                 notes: list[str] | None = None) -> list[Claim]:
+    """The claims of ``press`` from its paper, ``--claim`` and the configuration's ``claim-overrides``."""
+    claims = claims_for(press, index, list(forced), notes)
+    return apply_claim_overrides(press.name, press.source.display, press.line, claims, overrides, root)
+
+
+def contract_claims(class_names: Sequence[str], taken: Sequence[Claim] = (), line: int = 0) -> list[Claim]:
+    """The claims the kvpress base classes among ``class_names`` (a press's MRO) promise every subclass.
+
+    Every ``BasePress`` keeps ``1 - compression_ratio``, every ``ScorerPress`` the top-k of its own
+    ``score()`` (:attr:`kvaudit.mechanism.Mechanism.contracts`). A claim of ``taken`` (the press's
+    paper, an override) wins over a contract's for the same mechanism.
+    """
+    from .mechanism import contract_claims as contracts_of, contract_label
+
+    held = {claim.id for claim in taken}
+    return [Claim(mechanism.id, line, ClaimOrigin(CONTRACT, base, "", contract_label(base)))
+            for mechanism, base, _ in contracts_of(class_names) if mechanism.id not in held]

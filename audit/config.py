@@ -62,7 +62,6 @@ from pathlib import Path
 from .analysis.index import KVPRESS_LAYER_INDEX, PressBase
 from .exitcodes import FAIL_ON_CHOICES
 from .globs import GlobError, glob_matches, validate_glob
-from .model import CONFIG_OVERRIDE, Claim
 from .source import SourceError, display_path, read_capped, split_lines
 
 KVAUDIT_TOML = "kvaudit.toml"
@@ -460,25 +459,6 @@ def _claim_override(entry: object, where: str, fail, shown: str) -> ClaimOverrid
 def path_matches(pattern: str, shown: str, root: Path | None) -> bool:
     """Whether ``pattern`` matches the file shown as ``shown`` (a run's display path)."""
     return glob_matches(pattern, shown, root)
-
-
-def apply_claim_overrides(press_name: str, press_path: str, press_line: int, claims: list[Claim],
-                          overrides: list[ClaimOverride], root: Path | None) -> list[Claim]:
-    """``claims`` after the overrides matching this press dropped and added theirs (in file order)."""
-    if not overrides:
-        return claims
-    from .claims import forced_origin
-
-    claims = list(claims)
-    for override in overrides:
-        if not override.matches(press_name, press_path, root):
-            continue
-        claims = [c for c in claims if c.id not in override.drop]
-        present = {c.id for c in claims}
-        for claim in override.add:
-            if claim not in present:
-                claims.append(Claim(id=claim, line=press_line, origin=forced_origin(claim, override.origin, CONFIG_OVERRIDE)))
-    return sorted(claims, key=lambda c: c.id)
 
 
 def ignored_for_path(rule_id: str, shown: str, per_path_ignores: dict[str, list[str]],

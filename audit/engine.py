@@ -24,8 +24,8 @@ from pathlib import Path
 
 from .analysis.index import ClassInfo, PressBase, ProjectIndex, module_name_of, source_root
 from .analysis.prefilter import TextScan, press_candidates, scan_text
-from .claims import claims_for
-from .config import ClaimOverride, apply_claim_overrides, ignored_for_path
+from .claims import press_claims
+from .config import ClaimOverride, ignored_for_path
 from .inherited import unread_base_warning
 from .mechanism import mechanism_by_id
 from .model import AuditResult, FileStatus, PressReport
@@ -57,6 +57,8 @@ class CheckOptions:
     # Press-like classes the project declares (`[[press-bases]]`): audited as presses are.
     press_bases: tuple[PressBase, ...] = ()
     walk: WalkSettings | None = None  # excludes, .gitignore (None: the defaults)
+    # False for `kvaudit trace`: the static stage only finds the presses and decides their claims.
+    static_rules: bool = True
     max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES  # the size cap; None or 0: none
     # How to run, not what to find: none of these changes a result.
     debug: bool = False  # print the traceback of each internal error on stderr
@@ -88,9 +90,10 @@ def audit_press(index: ProjectIndex, press: ClassInfo, options: CheckOptions,
     report = PressReport(name=press.name, path=press.source.display, line=press.line)
     span = press.source.span_of(press.tree)
     report.column, report.end_line, report.end_column = span.column, span.end_line, span.end_column
-    report.claims = claims_for(press, index, options.forced_claims, notes)
-    report.claims = apply_claim_overrides(press.name, report.path, press.line, report.claims,
-                                          options.claim_overrides, options.config_root)
+    report.claims = press_claims(press, index, options.forced_claims, options.claim_overrides, options.config_root,
+                                 notes)
+    if not options.static_rules:  # `kvaudit trace`: the claims only, for the tracer to check
+        return report
     context = PressContext(press=press, index=index, claims=report.claims)
     for claim in report.claims:  # the mechanisms that have static evidence (layer-index-reuse)
         mechanism = mechanism_by_id(claim.id)
@@ -378,7 +381,7 @@ def _run(targets: list[str], options: CheckOptions, progress: _Progress) -> Audi
     paths, target_errors = expand_targets(targets, options.walk, walked)
     result.files.extend(FileStatus(path=e.target, status="error", message=e.message) for e in target_errors)
 
-    named = _named_files(targets)
+    named = named_files(targets)
     show = _display_paths()
     entries = [(path, show(path), path in named) for path in paths]
     previous = cache.scans(p for p, _, _ in entries) if cache else {}
@@ -445,11 +448,12 @@ def _run(targets: list[str], options: CheckOptions, progress: _Progress) -> Audi
     _flag_directories_without_presses(walked, show, result)
     # Inline `# kvaudit: ignore[...]` comments, once every rule has run (KVA001, KVA002).
     texts = {s.display: s.suppression_text for s in readable if s.suppression_text and s.display not in failed}
-    apply_suppressions(result, texts,
-                       lambda rule_id, path: rule_active(rule_id, path, options),
-                       lambda rule_id: rule_by_id(rule_id) is not None,
-                       on_error=lambda path, err: result.files.append(
-                           FileStatus(path, "error", internal_error(path, "reading its suppression comments", err))))
+    if options.static_rules:  # without rules every suppression would look unused
+        apply_suppressions(result, texts,
+                           lambda rule_id, path: rule_active(rule_id, path, options),
+                           lambda rule_id: rule_by_id(rule_id) is not None,
+                           on_error=lambda path, err: result.files.append(
+                               FileStatus(path, "error", internal_error(path, "reading its suppression comments", err))))
     result.sort()
     if cache:
         cache.store(key, result, scans, outcome.aux_paths, outcome.lookups)
@@ -467,7 +471,7 @@ def _to_parse(readable: list[FileScan], options: CheckOptions) -> list[FileScan]
     return [scan for i, scan in enumerate(readable) if scan.scan is None or i in candidates]
 
 
-def _named_files(targets: list[str]) -> set[Path]:
+def named_files(targets: list[str]) -> set[Path]:
     """Files a target names one by one (not found by walking a folder or package): always parsed."""
     named: set[Path] = set()
     for target in targets:

@@ -169,9 +169,11 @@ class Mechanism:
                counts: dict[str, int]) -> ClaimCheck:
         where: dict[str, Any] = {"ratio": run.ratio, "length": run.tokens, "batch": run.batch}
         where.update(result.where)
-        return ClaimCheck(self.id, paper, verdict, message, result.expected, result.measured,
-                          {k: v for k, v in where.items() if v is not None}, runs=counts,
-                          figures=[result.figure] if result.figure else [])
+        check = ClaimCheck(self.id, paper, verdict, message, expected=result.expected, measured=result.measured,
+                           where={k: v for k, v in where.items() if v is not None}, runs=counts)
+        if result.figure:
+            check.figures = [result.figure]
+        return check
 
     # -- static -------------------------------------------------------------------------------
 

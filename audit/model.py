@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
+
+from .codec import UNSET, UnsetType
 
 
 class Severity(str, Enum):
@@ -78,14 +81,17 @@ class Finding:
 CITATION = "citation"  # the press (or a base class) cites a registered paper
 CONFIG_OVERRIDE = "config"  # a `claim-overrides` entry of the configuration file added it
 OPTION = "option"  # `kvaudit check --claim` forced it
+CONTRACT = "contract"  # a kvpress base class in the press's MRO promises it to every subclass
 
 
 @dataclass(frozen=True)
 class ClaimOrigin:
     """Who makes a claim, kept as parts so that no message has to take a string apart."""
 
-    kind: str  # CITATION | CONFIG_OVERRIDE | OPTION
-    place: str  # "class docstring", "inherited from ChunkKVPress (class docstring)", "kvaudit.toml claim-overrides[0]", "--claim"
+    kind: str  # CITATION | CONFIG_OVERRIDE | OPTION | CONTRACT
+    # "class docstring", "inherited from ChunkKVPress (class docstring)", "kvaudit.toml claim-overrides[0]",
+    # "--claim", or the kvpress base class whose contract it is ("ScorerPress")
+    place: str
     paper: str = ""  # registry key of the paper whose claim it is, e.g. "chunkkv"; "" when unknown
     paper_label: str = ""  # "ChunkKV (arXiv 2502.00299)"
 
@@ -95,6 +101,11 @@ class ClaimOrigin:
         if self.kind == CITATION:
             return f"{self.place}: {self.paper_label}"
         return f"forced by {self.place}"
+
+    @property
+    def contract(self) -> str:
+        """The kvpress base class whose contract makes the claim ("" for any other origin)."""
+        return self.place if self.kind == CONTRACT else ""
 
     @property
     def summary(self) -> str:
@@ -146,18 +157,21 @@ class ClaimCheck:
     ``batch``, ``row``, ``layer``, ``head``, ``step``. ``runs`` counts the grid's runs by verdict.
     ``figures`` hold plot data for the report: ``title``, ``kind`` (line, step, bar or heatmap),
     ``x_label``, ``y_label``, and ``x`` with ``series`` (name -> values), or ``matrix`` for a heatmap.
+
+    Fields are declared in the order of the ``kvaudit.trace/2`` contract (``kvaudit.codec`` writes
+    them so); the keyword-only ones keep ``ClaimCheck(id, paper, verdict, message)`` positional.
     """
 
     id: str
     paper: str  # who claims it: "SnapKV (arXiv 2404.14469)", or a kvpress contract
     verdict: str  # holds | violated | not-applicable | not-run
-    message: str
-    expected: object = None
-    measured: object = None
-    where: dict[str, object] = field(default_factory=dict)
-    accepted: str | None = None  # the reason of the [tool.kvaudit] acceptance that covers it
-    runs: dict[str, int] = field(default_factory=dict)
-    figures: list[dict[str, object]] = field(default_factory=list)
+    expected: Any = field(default=None, kw_only=True)
+    measured: Any = field(default=None, kw_only=True)
+    where: dict[str, Any] = field(default_factory=dict, kw_only=True)
+    accepted: str | None = field(default=None, kw_only=True)  # the reason of the acceptance that covers it
+    message: str = ""
+    runs: dict[str, int] = field(default_factory=dict, kw_only=True)
+    figures: list[dict[str, Any]] | UnsetType = field(default=UNSET, kw_only=True)  # left out when none
 
     @property
     def open_violation(self) -> bool:
@@ -166,8 +180,29 @@ class ClaimCheck:
 
 
 @dataclass
+class RunTimings:
+    """Wall-clock seconds of one prefill (never part of a byte-stable output)."""
+
+    prefill_s: float = 0.0
+    score_s: float = 0.0  # in the press's score() calls
+    compress_s: float = 0.0  # in the press's forward hook, i.e. compress()
+    layer_score_s: list[float] = field(default_factory=list)
+    layer_compress_s: list[float] = field(default_factory=list)
+    # Repeated timings of this prefill, each on a fresh press (only when presses are compared):
+    # their spread says which differences are noise.
+    repeat_prefill_s: list[float] | UnsetType = UNSET
+    repeat_score_s: list[float] | UnsetType = UNSET
+
+
+@dataclass
 class TraceRun:
-    """What one prefill did, layer by layer."""
+    """What one prefill did, layer by layer.
+
+    ``jaccard`` compares layer l with l-1 (None for layer 0), ``jaccard_matrix`` every pair of layers
+    (the ChunkKV paper's Figure 2). ``ratio`` is the compression ratio of the run (None when the press
+    has no ratio to set); ``decode_lengths`` the cache length per layer after each decoding step
+    ([step][layer], batch row 0, mean over heads). Timings live apart, under ``timings``.
+    """
 
     tokens: int
     batch: int
@@ -175,40 +210,75 @@ class TraceRun:
     kept: list[int]
     reused_from: list[int | None]
     compressed: list[bool] = field(default_factory=list)
-    jaccard: list[float | None] = field(default_factory=list)  # layer l vs l-1; None for layer 0
-    score_time_s: float = 0.0
-    compress_time_s: float = 0.0
-    prefill_time_s: float = 0.0
-    # Added by the tracer (issue 4): layer x layer Jaccard of the kept indices (Figure-2-style heatmap),
-    # and per-layer timings (score() calls; the press's forward hook, i.e. compress()).
+    jaccard: list[float | None] = field(default_factory=list)
     jaccard_matrix: list[list[float]] = field(default_factory=list)
-    layer_score_time_s: list[float] = field(default_factory=list)
-    layer_compress_time_s: list[float] = field(default_factory=list)
-    # Repeated timings of this prefill, each on a fresh press (only when presses are compared):
-    # their spread says which differences are noise.
-    repeat_prefill_time_s: list[float] = field(default_factory=list)
-    repeat_score_time_s: list[float] = field(default_factory=list)
-    # Added by the catalogue (issue 11): the compression ratio of the run (None when the press has no
-    # ratio to set), compress() calls per layer, and the cache length per layer after each decoding step.
     ratio: float | None = None
     compress_calls: list[int] = field(default_factory=list)
-    decode_lengths: list[list[int]] = field(default_factory=list)  # [step][layer], batch row 0, mean over heads
+    decode_lengths: list[list[int]] = field(default_factory=list)
+    timings: RunTimings = field(default_factory=RunTimings)
+
+
+class Failure(str, Enum):
+    """Why something could not be traced: decided where it happened, carried as this value, never re-read from text.
+
+    The press's own doing: ``crash`` (it raised, hung or died: a defect), ``pretrained`` (it needs files
+    made for a named pretrained model), ``abstract`` (an abstract press), ``build`` (it cannot be built
+    with defaults). Not the press's: ``input`` (the target does not import, a bad ``--press``),
+    ``setup`` (the model cannot be built with these options on this machine), ``internal`` (a bug of
+    kvaudit's tracer).
+    """
+
+    CRASH = "crash"
+    PRETRAINED = "pretrained"
+    ABSTRACT = "abstract"
+    BUILD = "build"
+    INPUT = "input"
+    SETUP = "setup"
+    INTERNAL = "internal"
+
+    @property
+    def is_defect(self) -> bool:
+        """Only a crash is the press's fault on the tiny model; the other kinds are limits of the setting."""
+        return self is Failure.CRASH
+
+    @property
+    def reason(self) -> str:
+        """How a report says it, in a few words."""
+        return FAILURE_REASONS[self]
+
+
+FAILURE_REASONS = {
+    Failure.PRETRAINED: "needs files made for a named pretrained model (a download from the Hugging Face Hub; "
+                        "kvaudit runs offline, HF_HUB_OFFLINE=1)",
+    Failure.ABSTRACT: "abstract press, not traced",
+    Failure.BUILD: "cannot be built with defaults (a wrapper or an abstract base; pass --press)",
+    Failure.CRASH: "raised on the tiny model",
+    Failure.INPUT: "bad input",
+    Failure.SETUP: "cannot run with these options on this machine",
+    Failure.INTERNAL: "internal error in the tracer",
+}
 
 
 @dataclass
 class PressTrace:
-    """The tracer's account of one press: its runs, its claims checked, and defects."""
+    """The tracer's account of one press: its runs, its claims checked, and defects.
+
+    Fields are declared in the order of the ``kvaudit.trace/2`` contract. ``failure`` says why a
+    press with ``status="error"`` did not trace (left out otherwise); ``reference`` is the reference
+    press run with the same scorer, when asked (left out otherwise).
+    """
 
     name: str
     path: str
     status: str  # "ok" | "error"
     message: str | None = None
-    runs: list[TraceRun] = field(default_factory=list)
-    claims: list[ClaimCheck] = field(default_factory=list)
-    defects: list[Defect] = field(default_factory=list)
-    reference: PressTrace | None = None  # the reference press run with the same scorer, if asked
+    failure: Failure | UnsetType = UNSET
     config: str | None = None  # the built press (its repr)
     settings: str | None = None  # why the catalogue built or ran it as it did (rules/presses.toml), if it did
+    claims: list[ClaimCheck] = field(default_factory=list)
+    runs: list[TraceRun] = field(default_factory=list)
+    defects: list[Defect] = field(default_factory=list)
+    reference: PressTrace | UnsetType = UNSET
 
     def claim(self, claim_id: str) -> ClaimCheck | None:
         return next((c for c in self.claims if c.id == claim_id), None)
@@ -251,8 +321,32 @@ class FileStatus:
 
 
 @dataclass
+class ModelInfo:
+    """The model the tracer ran presses on."""
+
+    arch: str | None = None
+    layers: int | None = None
+    source: str | None = None  # "embedded tiny llama, …, built locally (HF_HUB_OFFLINE=1)" or a folder
+
+
+@dataclass
+class TraceSummary:
+    """What the trace stage adds to a run: the model, the grid and the acceptances that covered nothing."""
+
+    model: ModelInfo | None = None
+    plan: list[str] = field(default_factory=list)  # the prefills, "512×1" each
+    grid: str = ""  # the prefills, ratios and decoding steps in one line
+    unused_acceptances: list[str] = field(default_factory=list)
+    # Worker start-up (imports of torch/transformers/kvpress, model build): timings, never compared.
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
 class AuditResult:
-    """The findings model: files, presses and every finding, in a stable order."""
+    """The findings model: files, presses and every finding, in a stable order.
+
+    ``traced`` is set when the trace stage ran (``kvaudit trace``, ``check --trace``, ``report``).
+    """
 
     files: list[FileStatus] = field(default_factory=list)
     presses: list[PressReport] = field(default_factory=list)
@@ -262,6 +356,7 @@ class AuditResult:
     notes: list[str] = field(default_factory=list)
     # Warnings about the run as a whole, each said once: the audit is incomplete (kvpress's source unreadable).
     warnings: list[str] = field(default_factory=list)
+    traced: TraceSummary | None = None
 
     @property
     def findings(self) -> list[Finding]:

@@ -158,8 +158,8 @@ class ScoringEveryLayerChunkKVPress(BasePress):
         verdict = VIOLATED if bad else HOLDS
         scope = f"ratio {first.ratio:g}" if first.ratio is not None else "the prefills"
         suffix = f"; {len(bad)} of {len(results)} ratios" if bad and len(results) > 1 else ""
-        check = ClaimCheck(self.id, paper, verdict, f"{observation}: {reason} ({scope}){suffix}", expected, scoring,
-                           {k: v for k, v in where.items() if v is not None}, runs=counts)
+        check = ClaimCheck(self.id, paper, verdict, f"{observation}: {reason} ({scope}){suffix}", expected=expected,
+                           measured=scoring, where={k: v for k, v in where.items() if v is not None}, runs=counts)
         check.figures = [
             {"title": f"score() calls per layer ({first.where})", "x_label": "layer", "y_label": "score() calls",
              "kind": "bar", "x": list(range(layers)),

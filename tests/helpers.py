@@ -67,3 +67,38 @@ def run_cli(*args: str) -> CliResult:
     result = CliRunner().invoke(app, list(args), catch_exceptions=True)
     exception = result.exception if not isinstance(result.exception, SystemExit) else None
     return CliResult(result.exit_code, result.stdout, result.stderr, exception)
+
+
+@dataclass
+class Traced:
+    """A pipeline run with the trace stage, as the trace tests read it (``kvaudit trace``'s view of the result)."""
+
+    result: object  # kvaudit.model.AuditResult
+    tracebacks: list[str]
+
+    @property
+    def traces(self) -> list:
+        return [press.trace for press in self.result.presses if press.trace is not None]
+
+    @property
+    def error_lines(self) -> list[str]:
+        return [status.message for status in self.result.files if status.status == "error"]
+
+    @property
+    def exit_code(self) -> int:
+        from kvaudit.exitcodes import exit_code
+
+        return exit_code(self.result)
+
+    @property
+    def model(self):
+        return self.result.traced.model if self.result.traced is not None else None
+
+
+def trace_targets(targets: list[str], options, *, static_rules: bool = False, check=None) -> Traced:
+    """``kvaudit trace TARGETS`` in-process (the static rules off), or ``check --trace`` with ``static_rules``."""
+    from kvaudit.engine import CheckOptions
+    from kvaudit.pipeline import RunSettings, Stages, run
+
+    outcome = run(RunSettings(list(targets), check or CheckOptions(), Stages(static_rules, options), progress=False))
+    return Traced(outcome.result, outcome.tracebacks)

@@ -160,9 +160,8 @@ def test_piped_trace_output_is_never_wrapped_or_cut() -> None:
 
     from rich.console import Console
 
-    from kvaudit.model import AuditResult, ClaimCheck, PressReport, PressTrace, TraceRun
+    from kvaudit.model import AuditResult, ClaimCheck, ModelInfo, PressReport, PressTrace, TraceRun, TraceSummary
     from kvaudit.reporters.trace_terminal import render_trace_panel, render_trace_report
-    from kvaudit.tracer import TraceReport
 
     message = ("every compressed layer keeps the last 64 positions (4096×1 at ratio 0.9); holds in all 7 runs it "
                "applies to; not applicable in 2")
@@ -170,7 +169,8 @@ def test_piped_trace_output_is_never_wrapped_or_cut() -> None:
                    jaccard=[None, 0.5])
     trace = PressTrace("SomeRatherLongNamedPyramidPress", "some/long/path/to/the/press_module.py", "ok", runs=[run],
                        claims=[ClaimCheck("observation-window", "SnapKV (arXiv 2404.14469)", "holds", message)])
-    report = TraceReport(model={"source": "embedded tiny llama", "layers": 2}, plan=["512×1"], traces=[trace])
+    report = AuditResult(presses=[PressReport(trace.name, trace.path, 1, trace=trace)],
+                         traced=TraceSummary(model=ModelInfo(source="embedded tiny llama", layers=2), plan=["512×1"]))
     for render in (lambda c: render_trace_report(report, c),
                    lambda c: render_trace_panel(c, AuditResult(presses=[PressReport(trace.name, trace.path, 1,
                                                                                     trace=trace)]))):

@@ -10,7 +10,7 @@ import pytest
 from kvaudit.engine import run_check
 from kvaudit.reporters import figures
 from kvaudit.reporters.markdown import ReportContext, render_markdown, static_blocks
-from kvaudit.tracer import TraceOptions, attach_traces
+from kvaudit.tracer import TraceOptions, TraceStage, trace_presses
 from conftest import sharing_worker
 from helpers import STATIC_PRESSES, run_cli
 
@@ -23,8 +23,8 @@ def traced_chunkkv(trace_session):
     """One traced audit of kvpress's ChunkKVPress beside the reference, shared by the tests."""
     result = run_check(["kvpress.presses.chunkkv_press"])
     with sharing_worker(trace_session):
-        attach_traces(result, TraceOptions(tokens=256, long_tokens=384, ratios=(0.5,), compare_reference=True),
-                      progress=False)
+        trace_presses(result, TraceStage(TraceOptions(tokens=256, long_tokens=384, ratios=(0.5,),
+                                                      compare_reference=True), progress=False))
     return result
 
 
@@ -120,16 +120,17 @@ def test_compared_presses_are_timed_several_times(traced_chunkkv) -> None:
 
     (press,) = [p for p in traced_chunkkv.presses if p.name == "ChunkKVPress"]
     for run in (press.trace.runs[0], press.trace.reference.runs[0]):
-        assert len(run.repeat_prefill_time_s) == len(run.repeat_score_time_s) == TIMING_REPEATS
-        assert all(t > 0 for t in run.repeat_prefill_time_s)
+        assert len(run.timings.repeat_prefill_s) == len(run.timings.repeat_score_s) == TIMING_REPEATS
+        assert all(t > 0 for t in run.timings.repeat_prefill_s)
 
 
 def _timed_run(score_ms: list[float], prefill_ms: list[float]):
-    from kvaudit.model import TraceRun
+    from kvaudit.model import RunTimings, TraceRun
 
     return TraceRun(tokens=512, batch=1, score_calls=[1], kept=[256], reused_from=[None],
-                    score_time_s=score_ms[0] / 1000, prefill_time_s=prefill_ms[0] / 1000,
-                    repeat_score_time_s=[t / 1000 for t in score_ms], repeat_prefill_time_s=[t / 1000 for t in prefill_ms])
+                    timings=RunTimings(score_s=score_ms[0] / 1000, prefill_s=prefill_ms[0] / 1000,
+                                       repeat_score_s=[t / 1000 for t in score_ms],
+                                       repeat_prefill_s=[t / 1000 for t in prefill_ms]))
 
 
 def test_a_difference_within_the_spread_is_no_measurable_difference() -> None:

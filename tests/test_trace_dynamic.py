@@ -37,11 +37,11 @@ from kvaudit.model import (  # noqa: E402
 from kvaudit.reporters.trace_terminal import render_trace_panel, render_trace_report  # noqa: E402
 from kvaudit.source import display_path  # noqa: E402
 from kvaudit.targets import resolve_module  # noqa: E402
-from kvaudit.tracer import TraceOptions, attach_traces, trace_targets  # noqa: E402
+from kvaudit.codec import to_data  # noqa: E402
+from kvaudit.tracer import TraceOptions, TraceStage, trace_presses  # noqa: E402
 from kvaudit.tracer.compare import disagreements  # noqa: E402
-from kvaudit.tracer.serialize import trace_to_dict  # noqa: E402
 from conftest import sharing_worker  # noqa: E402
-from helpers import run_cli  # noqa: E402
+from helpers import run_cli, trace_targets  # noqa: E402
 
 DYNAMIC = ROOT / "tests" / "presses" / "dynamic"
 CHUNKKV = "kvpress.presses.chunkkv_press"
@@ -220,7 +220,7 @@ def variants(tmp_path_factory, trace_session):
     not_a_press.write_text("class Helper:\n    pass\n")
     targets = sorted(str(p) for p in DYNAMIC.glob("*.py")) + [CHUNKKV, str(not_a_press), f"{not_a_press}::Helper"]
     with sharing_worker(trace_session):
-        report = trace_targets(targets, TraceOptions(timeout=HANG_TIMEOUT_S, **GRID), progress=False)
+        report = trace_targets(targets, TraceOptions(timeout=HANG_TIMEOUT_S, **GRID))
     return report, {trace.name: trace for trace in report.traces}
 
 
@@ -299,8 +299,8 @@ def test_hanging_press_times_out_and_the_next_press_still_runs(variants) -> None
 def test_non_press_targets_are_bad_input(variants) -> None:
     report, _ = variants
     assert report.exit_code == 2
-    assert any("no kvpress press classes (classes defined there: Helper)" in e for e in report.input_errors)
-    assert any("Helper is not a kvpress press" in e for e in report.input_errors)
+    assert any("no kvpress press classes (classes defined there: Helper)" in e for e in report.error_lines)
+    assert any("Helper is not a kvpress press" in e for e in report.error_lines)
 
 
 @pytest.mark.slow
@@ -308,14 +308,13 @@ def test_trace_output_is_deterministic_across_processes(variants, chunkkv_cli) -
     _, traces = variants
     _, doc = chunkkv_cli
     cli = {k: v for k, v in doc["presses"][0].items() if k != "reference"}
-    assert without_timings(trace_to_dict(traces["ChunkKVPress"])) == without_timings(cli)
+    assert without_timings(to_data(traces["ChunkKVPress"])) == without_timings(cli)
 
 
 def test_terminal_view_says_what_happened(variants) -> None:
     report, _ = variants
-    report.input_errors = []  # render the traces, not the one-line bad-input view
     console = Console(record=True, width=200)
-    render_trace_report(report, console)
+    render_trace_report(report.result, console)
     text = console.export_text()
     assert "HF_HUB_OFFLINE=1" in text and "8 layers" in text
     assert "defect batch-row-0" in text and "defect stale-indices" in text
@@ -357,11 +356,11 @@ def test_bad_press_expression_is_one_line_exit_2_and_arch_option(shared_worker) 
 
 
 # ---------------------------------------------------------------------------------------------
-# kvaudit check --trace: attach_traces and the side-by-side panel
+# kvaudit check --trace: the trace stage on a static result, and the side-by-side panel
 # ---------------------------------------------------------------------------------------------
 
 
-def test_attach_traces_sets_traces_and_flags_disagreements(shared_worker) -> None:
+def test_trace_stage_sets_traces_and_flags_disagreements(shared_worker) -> None:
     chunkkv_path = str(resolve_module(CHUNKKV))
     algorithm2 = str(DYNAMIC / "algorithm2_press.py")
     result = AuditResult(
@@ -379,9 +378,10 @@ def test_attach_traces_sets_traces_and_flags_disagreements(shared_worker) -> Non
     for press in result.presses:
         press.claims = [Claim(LAYER_INDEX_REUSE, press.line, ClaimOrigin(OPTION, "the test", "chunkkv",
                                                                        "ChunkKV (arXiv 2502.00299)"))]
-    attach_traces(result, TraceOptions(compare_reference=True, tokens=256, ratios=(0.5,), long_tokens=384),
-                  progress=False)
-    chunkkv, algo2, bogus = result.presses
+    trace_presses(result, TraceStage(TraceOptions(compare_reference=True, tokens=256, ratios=(0.5,), long_tokens=384),
+                                     progress=False))
+    by_name = {press.name: press for press in result.presses}
+    chunkkv, algo2, bogus = (by_name[name] for name in ("ChunkKVPress", "Algorithm2ChunkPress", "chunk_select"))
     assert reuse_seen(chunkkv.trace) == NOT_OBSERVED
     assert reuse_seen(chunkkv.trace.reference) == OBSERVED
     assert chunkkv.trace.path == chunkkv_path

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from kvaudit.tracer import TraceOptions, trace_targets
+from kvaudit.tracer import TraceOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 ALGORITHM2 = "tests/presses/dynamic/algorithm2_press.py"
@@ -44,7 +44,9 @@ def test_a_traced_module_imports_the_users_rules_package(tmp_path: Path, monkeyp
     '''))
     # From the repository root, whose own rules/ folder is kvaudit's: the old worker put it first.
     monkeypatch.chdir(ROOT)
-    report = trace_targets([str(press)], TraceOptions(layers=2, tokens=96), progress=False)
+    from helpers import trace_targets
+
+    report = trace_targets([str(press)], TraceOptions(layers=2, tokens=96))
     assert report.error_lines == []
     assert [(t.name, t.status) for t in report.traces] == [("MyPress", "ok")]
 
@@ -60,8 +62,11 @@ def test_the_worker_does_not_put_the_working_directory_first(tmp_path: Path, mon
     probe.write_text(f"import json, sys, time\nopen({str(seen)!r}, 'w').write(json.dumps(sys.path))\ntime.sleep(60)\n")
     monkeypatch.chdir(cwd)
     client = WorkerClient()  # a bare worker: no torch needed to import a module
-    request = {"op": "list", "path": str(probe), "display": str(probe), "module": None, "timeout": 60}
-    waiting = threading.Thread(target=lambda: pytest.raises(WorkerError, client.request, request, 60), daemon=True)
+    from kvaudit.tracer.wire import ListReply, ListRequest
+
+    request = ListRequest(str(probe), str(probe), None, 60, 0)
+    waiting = threading.Thread(target=lambda: pytest.raises(WorkerError, client.request, request, ListReply, 60),
+                               daemon=True)
     waiting.start()
     try:
         deadline = time.monotonic() + 30

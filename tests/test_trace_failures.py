@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from kvaudit.tracer import TraceOptions, trace_targets
+from kvaudit.tracer import TraceOptions
 from kvaudit.source import display_path
-from helpers import run_cli
+from helpers import run_cli, trace_targets
 
 ROOT = Path(__file__).resolve().parents[1]
 # The smallest prompt SnapKV's 64-token window accepts, on a one-ratio grid.
@@ -111,7 +111,7 @@ def presses(tmp_path_factory) -> Path:
 
 def trace_one(path: Path, name: str, **options):
     options = TraceOptions(layers=2, tokens=96, long_tokens=144, ratios=(0.5,), **options)
-    report = trace_targets([f"{path}::{name}"], options, progress=False)
+    report = trace_targets([f"{path}::{name}"], options)
     (trace,) = report.traces
     return report, trace
 
@@ -121,7 +121,6 @@ def test_a_constructor_that_raises_anything_is_the_press_not_the_machine(presses
     report, trace = trace_one(presses, name)
     assert trace.status == "error" and trace.defects == []
     assert trace.message.startswith(f"cannot build {name} with defaults: ")
-    assert report.setup_errors == []
     # The press's doing, never a crash; but a run that traced nothing is not a clean gate (as for a
     # press that needs constructor arguments): exit 2, one line that says why.
     assert report.error_lines == [f"no press could be traced: {name}: {trace.message}"]
@@ -154,7 +153,8 @@ def test_a_press_that_needs_the_model_tokenizer_says_so_in_plain_words(presses: 
 
 
 def test_a_hub_explanation_comes_from_the_loader_the_press_called() -> None:
-    from kvaudit.tracer.errors import PRETRAINED, classify, hub_failure
+    from kvaudit.model import Failure
+    from kvaudit.tracer.errors import hub_failure, press_failure
 
     class KVzapModel:  # a loader named after its weights, as huggingface_hub's mixin gives
         @classmethod
@@ -168,27 +168,58 @@ def test_a_hub_explanation_comes_from_the_loader_the_press_called() -> None:
         post_init("")
     except OSError as error:
         said = hub_failure(error, f"OSError: {error}", model_name="")
+        kind = press_failure(error, first_run=True)
     assert said == ("needs KVzapModel files from the Hugging Face Hub (KVzapModel.from_pretrained('nvidia/KVzap-mlp-'), "
                     "named after the model; the tiny model is built locally and has no name): "
                     "OSError: Repo id must use alphanumeric chars: 'nvidia/KVzap-mlp-'.")
-    assert classify(said) == PRETRAINED
+    assert kind is Failure.PRETRAINED  # read from the frames, not from the words of the message
     # a bare hf_hub_download (RestoreKVPress): huggingface_hub refuses the id before any frame of ours names it
-    line = ("HFValidationError: Repo id must use alphanumeric chars, '-', '_' or '.'. The name cannot start or end "
-            "with '-' or '.' and the maximum length is 96: 'higokri/RestoreKV-'.")
+    import huggingface_hub
+
     try:
-        raise ValueError(line)
-    except ValueError as error:
-        said = hub_failure(error, line, model_name="")
+        huggingface_hub.hf_hub_download("higokri/RestoreKV-", "restore_embeddings.safetensors")
+    except Exception as error:  # noqa: BLE001 - HFValidationError, raised before any network access
+        said = hub_failure(error, f"{type(error).__name__}: {error}", model_name="")
+        kind = press_failure(error, first_run=True)
     assert said.startswith("needs files from the Hugging Face Hub (repo 'higokri/RestoreKV-', named after the model; "
                            "the tiny model is built locally and has no name): HFValidationError: Repo id must")
+    assert kind is Failure.PRETRAINED
+    try:
+        raise ValueError("Checkpoint not in the Hub's list; not released; Repo id must use alphanumeric chars")
+    except ValueError as error:  # the words of a Hub failure, from code that never reached for the Hub
+        assert hub_failure(error, str(error), model_name="") is None
+        assert press_failure(error, first_run=True) is Failure.CRASH
     try:
         raise OSError("disk full")
     except OSError as error:  # no Hub loader in the traceback: nothing to explain
         assert hub_failure(error, "OSError: disk full", model_name="") is None
 
 
+def test_a_press_that_looks_the_model_up_by_name_needs_a_pretrained_model() -> None:
+    from kvaudit.model import Failure
+    from kvaudit.tracer.errors import press_failure
+
+    class Config:
+        name_or_path = ""
+
+    def load_budget_curve(config: Config) -> None:  # LUKVPress, DuoAttentionPress: a table keyed by model name
+        curves = {"meta-llama/Llama-3.1-8B-Instruct": [0.5]}
+        return curves[config.name_or_path]
+
+    try:
+        load_budget_curve(Config())
+    except KeyError as error:
+        assert press_failure(error, first_run=True) is Failure.PRETRAINED
+    try:
+        raise NotImplementedError
+    except NotImplementedError as error:
+        assert press_failure(error, first_run=True) is Failure.ABSTRACT
+        assert press_failure(error, first_run=False) is Failure.CRASH
+
+
 def test_a_local_load_that_fails_for_another_reason_stays_a_crash() -> None:
-    from kvaudit.tracer.errors import CRASH, classify, hub_failure
+    from kvaudit.model import Failure
+    from kvaudit.tracer.errors import hub_failure, press_failure
 
     class Scorer:
         @classmethod
@@ -200,7 +231,7 @@ def test_a_local_load_that_fails_for_another_reason_stays_a_crash() -> None:
     except RuntimeError as error:
         line = f"RuntimeError: {error}"
         assert hub_failure(error, line, model_name="") is None  # no Hub sign, a real path: the press's crash
-        assert classify(line) == CRASH
+        assert press_failure(error, first_run=True) is Failure.CRASH
 
     class Long:
         @classmethod
@@ -216,7 +247,7 @@ def test_a_local_load_that_fails_for_another_reason_stays_a_crash() -> None:
 def test_sys_exit_at_import_is_bad_input_like_any_import_error(tmp_path: Path, shared_worker) -> None:
     path = tmp_path / "exits_on_import.py"
     path.write_text("import sys\nsys.exit(5)\n\nclass Helper:\n    pass\n")
-    report = trace_targets([str(path)], SMALL, progress=False)
+    report = trace_targets([str(path)], SMALL)
     assert report.exit_code == 2
     assert report.error_lines == [f"cannot import {display_path(path)}: SystemExit: 5"]
 
@@ -293,7 +324,7 @@ def sabotaged(tmp_path: Path, monkeypatch) -> str:
 
 
 def test_a_tracer_bug_in_the_child_is_one_line_exit_2(sabotaged: str, shared_worker) -> None:
-    report = trace_targets([sabotaged], SMALL, progress=False)
+    report = trace_targets([sabotaged], SMALL)
     assert report.error_lines == [
         "sabotaged.py::SabotagedPress: internal error in the tracer: ZeroDivisionError: simulated tracer bug"
     ]
@@ -315,13 +346,13 @@ def test_cli_shows_the_traceback_of_a_tracer_bug_only_under_debug(command: str, 
 
 
 def test_a_bug_in_the_parent_is_one_line_exit_2_never_1(monkeypatch, shared_worker) -> None:
-    from kvaudit.tracer.outcome import TraceOutcome
+    import kvaudit.tracer.parent.client as client
 
-    def broken(data):
+    def broken(raw, kind):
         raise KeyError("simulated parent-side bug")
 
     monkeypatch.chdir(ROOT)
-    monkeypatch.setattr(TraceOutcome, "from_wire", staticmethod(broken))
+    monkeypatch.setattr(client.codec, "decode", broken)
     target = "tests/presses/dynamic/algorithm2_press.py"
     for extra in ([], ["--debug"]):
         out = run_cli("trace", target, "--layers", "2", "--tokens", "96", "--long-tokens", "144", "--ratios", "0.5", *extra)
@@ -456,7 +487,7 @@ def test_a_malformed_result_on_the_pipe_is_a_crash_of_the_press(name: str, tmp_p
     path = tmp_path / "forgers.py"
     path.write_text(FORGER)
     report, trace = trace_one(path, name)
-    assert report.internal_errors == [] and report.exit_code == 1
+    assert not any('internal error' in line for line in report.error_lines) and report.exit_code == 1
     (defect,) = trace.defects
     assert defect.id == "crash" and defect.message.startswith("the press wrote a malformed result on the tracer's result pipe")
 
@@ -464,7 +495,7 @@ def test_a_malformed_result_on_the_pipe_is_a_crash_of_the_press(name: str, tmp_p
 def test_a_module_that_forges_the_class_list_cannot_be_imported(tmp_path: Path, shared_worker) -> None:
     path = tmp_path / "forges_at_import.py"
     path.write_text(FORGER + '\n\nforge({"module": 5})\n')
-    report = trace_targets([str(path)], SMALL, progress=False)
-    assert report.internal_errors == [] and report.exit_code == 2
+    report = trace_targets([str(path)], SMALL)
+    assert not any('internal error' in line for line in report.error_lines) and report.exit_code == 2
     (line,) = report.error_lines
     assert line.startswith(f"cannot import {display_path(path)}: the press wrote a malformed result")

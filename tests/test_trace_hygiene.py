@@ -21,7 +21,7 @@ import pytest
 
 from kvaudit.tracer import TraceOptions
 from kvaudit.tracer.parent.client import WorkerClient, WorkerError
-from kvaudit.tracer.parent.target import resolve_target
+from kvaudit.tracer.wire import ListReply, ListRequest
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
 
@@ -112,8 +112,8 @@ def hostile_module(folder: Path, name: str, body: str) -> tuple[Path, Path]:
 def test_processes_a_press_starts_die_when_it_returns(case: str, tmp_path: Path, shared_worker) -> None:
     path, pids = hostile_module(tmp_path, case, HOSTILE[case])
     shared_worker.use(TraceOptions(timeout=30))
-    classes = shared_worker.list_classes(resolve_target(str(path)))
-    assert [c["name"] for c in classes] == ["Helper"]
+    listed = shared_worker.list_classes(str(path), str(path), None)
+    assert [c.name for c in listed.classes] == ["Helper"]
     started = read_pids(pids, 1)
     assert survivors(started) == [], f"{case}: still running after the press returned"
 
@@ -128,17 +128,17 @@ def test_a_grandchild_holding_the_result_pipe_does_not_turn_a_result_into_a_time
         wait_for(1)
     ''')
     shared_worker.use(TraceOptions(timeout=15))  # the old reader waited for end-of-file: a timeout
-    classes = shared_worker.list_classes(resolve_target(str(path)))
-    assert [c["name"] for c in classes] == ["Helper"]
+    listed = shared_worker.list_classes(str(path), str(path), None)
+    assert [c.name for c in listed.classes] == ["Helper"]
     assert survivors(read_pids(pids, 1)) == []
 
 
 def test_a_module_that_hangs_at_import_is_named_in_its_error(tmp_path: Path, shared_worker) -> None:
-    from kvaudit.tracer import trace_targets
+    from helpers import trace_targets
 
     path = tmp_path / "hangs_on_import.py"
     path.write_text("import time\ntime.sleep(120)\n\nclass Helper:\n    pass\n")
-    report = trace_targets([str(path)], TraceOptions(timeout=1), progress=False)
+    report = trace_targets([str(path)], TraceOptions(timeout=1))
     assert report.exit_code == 2
     assert report.error_lines == [f"cannot import {path}: timeout: no result after 1 s; killed"]
 
@@ -150,11 +150,12 @@ def test_a_module_that_hangs_at_import_is_named_in_its_error(tmp_path: Path, sha
 PARENT = textwrap.dedent('''
     import sys
     from kvaudit.tracer.parent.client import WorkerClient
+    from kvaudit.tracer.wire import ListReply, ListRequest
 
     client = WorkerClient()
     print(client.pid, flush=True)
     module = sys.argv[1]
-    client.request({"op": "list", "path": module, "display": module, "module": None, "timeout": 120}, 200)
+    client.request(ListRequest(module, module, None, 120, 0), ListReply, 200)
 ''')
 
 # A press that records itself, starts a process in a new session, and then hangs (or, first,
@@ -198,8 +199,9 @@ def test_killing_the_worker_kills_what_its_press_started(tmp_path: Path) -> None
     path, pids = hostile_module(tmp_path, "hangs", HANGS.format(then=""))
     client = WorkerClient()
     worker = client.pid
-    request = {"op": "list", "path": str(path), "display": str(path), "module": None, "timeout": 120}
-    waiting = threading.Thread(target=lambda: pytest.raises(WorkerError, client.request, request, 60), daemon=True)
+    request = ListRequest(str(path), str(path), None, 120, 0)
+    waiting = threading.Thread(target=lambda: pytest.raises(WorkerError, client.request, request, ListReply, 60),
+                               daemon=True)
     waiting.start()
     started = read_pids(pids, 2)
     client.close(kill=True)
@@ -216,10 +218,10 @@ def test_a_press_that_kills_the_worker_dies_with_it(tmp_path: Path) -> None:
         time.sleep(120)
     ''')
     client = WorkerClient()
-    request = {"op": "list", "path": str(path), "display": str(path), "module": None, "timeout": 120}
+    request = ListRequest(str(path), str(path), None, 120, 0)
     try:
         with pytest.raises(WorkerError, match="trace worker exited"):
-            client.request(request, 60)
+            client.request(request, ListReply, 60)
     finally:
         client.close(kill=True)
     assert survivors([client.pid, *read_pids(pids, 2)]) == []
@@ -236,10 +238,10 @@ def test_a_press_that_floods_stderr_costs_a_bounded_tail_and_one_short_line(tmp_
         time.sleep(120)
     ''')
     client = WorkerClient()
-    request = {"op": "list", "path": str(path), "display": str(path), "module": None, "timeout": 120}
+    request = ListRequest(str(path), str(path), None, 120, 0)
     try:
         with pytest.raises(WorkerError) as raised:
-            client.request(request, 60)
+            client.request(request, ListReply, 60)
         kept = len(client._stderr._data)
     finally:
         client.close(kill=True)

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-from kvaudit.tracer import TraceOptions, trace_targets  # noqa: E402
+from kvaudit.model import AuditResult, FileStatus, PressReport  # noqa: E402
+from kvaudit.tracer import TraceOptions  # noqa: E402
 from kvaudit.tracer.options import run_plan  # noqa: E402
-from kvaudit.tracer.parent.target import TraceInputError, resolve_target  # noqa: E402
+from helpers import trace_targets  # noqa: E402
 
 DYNAMIC = ROOT / "tests" / "presses" / "dynamic"
 
@@ -30,8 +31,8 @@ def kvaudit(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 def test_tracer_imports_stay_light() -> None:
     code = (
-        "import sys; import kvaudit.tracer, kvaudit.cli.trace, kvaudit.reporters.trace_terminal, "
-        "kvaudit.reporters.trace_json, kvaudit.tracer.parent.session, kvaudit.tracer.compare; "
+        "import sys; import kvaudit.tracer, kvaudit.cli.trace, kvaudit.reporters.trace_terminal, kvaudit.pipeline, "
+        "kvaudit.reporters.trace_json, kvaudit.tracer.parent.session, kvaudit.tracer.compare, kvaudit.tracer.wire; "
         "heavy = sorted(m for m in ('torch', 'transformers', 'kvpress') if m in sys.modules); "
         "print(','.join(heavy))"
     )
@@ -62,10 +63,13 @@ def test_bad_grid_options_are_one_line(options: TraceOptions, expected: str) -> 
     assert options.validate().startswith(expected)
 
 
-def test_module_name_resolves_without_import() -> None:
-    target = resolve_target("kvpress.presses.chunkkv_press::ChunkKVPress")
-    assert target.path.name == "chunkkv_press.py"
-    assert target.module == "kvpress.presses.chunkkv_press" and target.class_name == "ChunkKVPress"
+def test_class_selector_resolves_a_module_name_without_import() -> None:
+    from kvaudit.pipeline import select_classes
+
+    targets, selected, errors = select_classes(["kvpress.presses.chunkkv_press::ChunkKVPress"])
+    assert targets == ["kvpress.presses.chunkkv_press"] and not errors
+    ((path, names),) = selected.items()
+    assert path.name == "chunkkv_press.py" and names == {"ChunkKVPress"}
 
 
 @pytest.mark.parametrize(
@@ -73,17 +77,18 @@ def test_module_name_resolves_without_import() -> None:
     [
         (lambda tmp: str(tmp / "missing.py"), "no such file"),
         (lambda tmp: "no_such_package_kvaudit.sub", "no such file, directory or importable module"),
-        (lambda tmp: str(tmp), "is a directory"),
         (lambda tmp: _write(tmp / "broken.py", "class A(\n"), "syntax error"),
         (lambda tmp: _write(tmp / "plain.py", "x = 1\n"), "defines no classes"),
         (lambda tmp: str(DYNAMIC / "algorithm2_press.py") + "::NoSuchPress", "no class 'NoSuchPress'"),
+        (lambda tmp: str(tmp) + "::P", "is a directory"),
     ],
-    ids=["missing-path", "missing-module", "directory", "syntax-error", "no-classes", "unknown-class"],
+    ids=["missing-path", "missing-module", "syntax-error", "no-classes", "unknown-class", "directory-with-class"],
 )
-def test_bad_targets_raise_one_line(tmp_path: Path, make, expected: str) -> None:
-    with pytest.raises(TraceInputError) as info:
-        resolve_target(make(tmp_path))
-    assert expected in str(info.value) and "\n" not in str(info.value)
+def test_bad_targets_are_one_line_each_without_a_worker(tmp_path: Path, make, expected: str) -> None:
+    traced = trace_targets([make(tmp_path)], TraceOptions(worker_env={"KVAUDIT_NO_WORKER": "1"}))
+    (line,) = traced.error_lines
+    assert expected in line and "\n" not in line
+    assert traced.exit_code == 2 and traced.model is None  # said before any worker started
 
 
 def _write(path: Path, text: str) -> str:
@@ -92,12 +97,12 @@ def _write(path: Path, text: str) -> str:
 
 
 def test_bad_input_is_reported_without_starting_a_worker(tmp_path: Path) -> None:
-    report = trace_targets([str(tmp_path / "nope.py")], TraceOptions(), progress=False)
+    report = trace_targets([str(tmp_path / "nope.py")], TraceOptions())
     assert report.exit_code == 2 and not report.traces and not report.model
-    report = trace_targets([str(DYNAMIC / "algorithm2_press.py")], TraceOptions(press_expr="SnapKVPress("), progress=False)
-    assert report.exit_code == 2 and "bad --press expression" in report.input_errors[0]
-    report = trace_targets([str(DYNAMIC / "algorithm2_press.py")], TraceOptions(arch="gpt2"), progress=False)
-    assert report.exit_code == 2 and "unknown --arch" in report.input_errors[0]
+    report = trace_targets([str(DYNAMIC / "algorithm2_press.py")], TraceOptions(press_expr="SnapKVPress("))
+    assert report.exit_code == 2 and "bad --press expression" in report.error_lines[0] and not report.model
+    report = trace_targets([str(DYNAMIC / "algorithm2_press.py")], TraceOptions(arch="gpt2"))
+    assert report.exit_code == 2 and "unknown --arch" in report.error_lines[0] and not report.model
 
 
 @pytest.mark.parametrize(
@@ -134,39 +139,35 @@ SETUP = "cannot build the model on cuda:7: AssertionError: Torch not compiled wi
 
 
 @pytest.mark.parametrize(
-    ("traces", "setup_errors", "expected"),
+    ("traces", "expected"),
     [
-        ([_trace("error", SETUP)], [SETUP], 2),  # nothing could run: not a clean pass
-        ([_trace("error", SETUP), _trace("error", "abstract press, not traced: NotImplementedError")], [SETUP], 2),
-        ([_trace("error", SETUP), _trace("ok")], [SETUP], 0),  # the traced press decides
-        ([_trace("error", SETUP), _trace("error", "prefill 1 (512×1) raised: boom", ("crash",))], [SETUP], 1),
-        # the press's own doing, never a crash, but a run that traced nothing is no clean pass
-        ([_trace("error", "abstract press, not traced: NotImplementedError")], [], 2),
-        ([_trace("error", "P needs a value for 'n'; pass --press")], [], 2),
-        ([_trace("error", "P needs a value for 'n'; pass --press"), _trace("ok")], [], 0),
-        ([_trace("error", "prefill 1 (512×1) raised: boom", ("crash",))], [], 1),
-        ([_trace("ok")], [], 0),
+        ([_trace("error", "abstract press, not traced: NotImplementedError")], True),
+        ([_trace("error", "P needs a value for 'n'; pass --press")], True),
+        ([_trace("error", "P needs a value for 'n'; pass --press"), _trace("ok")], False),
+        ([_trace("error", "prefill 1 (512×1) raised: boom", ("crash",))], False),  # a defect: traced
+        ([_trace("ok")], False),
+        ([], False),  # nothing was tried: no press, said elsewhere
     ],
-    ids=["only-setup", "setup-and-abstract", "setup-and-ok", "setup-and-crash", "abstract", "needs-value",
-         "needs-value-and-ok", "crash", "ok"],
+    ids=["abstract", "needs-value", "needs-value-and-ok", "crash", "ok", "none"],
 )
-def test_exit_code_is_2_when_nothing_could_be_traced(traces, setup_errors, expected) -> None:
-    from kvaudit.tracer import TraceReport
+def test_nothing_traced_when_every_press_tried_failed(traces, expected) -> None:
+    from kvaudit.tracer import nothing_traced
 
-    report = TraceReport(traces=traces, setup_errors=setup_errors)
-    assert report.exit_code == expected
-    assert (report.nothing_traced is not None) == (expected == 2)
+    assert (nothing_traced(traces) is not None) == expected
 
 
-def test_exit_codes_come_from_audit_exitcodes() -> None:
+def test_one_exit_code_rule_for_every_command() -> None:
     import kvaudit.tracer
     from kvaudit import exitcodes
-    from kvaudit.tracer import TraceReport
+    from kvaudit.acceptance import add_trace_findings
+    from kvaudit.exitcodes import exit_code
 
-    assert not any(name.startswith("EXIT_") for name in vars(kvaudit.tracer))
-    assert TraceReport().exit_code == exitcodes.OK
-    assert TraceReport(input_errors=["x"]).exit_code == exitcodes.BAD_INPUT
-    assert TraceReport(traces=[_trace("ok", defects=("batch-row-0",))]).exit_code == exitcodes.FINDINGS
+    assert not any(name.startswith("EXIT_") or name == "exit_code" for name in vars(kvaudit.tracer))
+    assert exit_code(AuditResult()) == exitcodes.OK
+    assert exit_code(AuditResult(files=[FileStatus("x", "error", "x: bad")])) == exitcodes.BAD_INPUT
+    result = AuditResult(presses=[PressReport("P", "p.py", 1, trace=_trace("ok", defects=("batch-row-0",)))])
+    add_trace_findings(result, [])  # a defect of the trace is a KVA303 finding, an error
+    assert exit_code(result) == exitcodes.FINDINGS and exit_code(result, "never") == exitcodes.OK
 
 
 def test_missing_model_folder_is_one_line(tmp_path: Path) -> None:
@@ -197,32 +198,48 @@ def test_bad_files_are_worded_as_check_words_them(tmp_path: Path, name: str, con
     path = tmp_path / name
     if content is not None:
         path.write_bytes(content)
-    with pytest.raises(TraceInputError) as info:
-        resolve_target(str(path))
+    traced = trace_targets([str(path)], TraceOptions())
     check_errors = [f.message for f in run_check([str(path)]).files if f.status == "error"]
-    assert check_errors == [str(info.value)]
+    assert check_errors == traced.error_lines and len(check_errors) == 1
+
+
+def test_trace_reads_the_files_check_reads(tmp_path: Path, monkeypatch, shared_worker) -> None:
+    """One target stage: a build/ folder and a .gitignored file are skipped by both commands alike."""
+    from kvaudit.engine import CheckOptions, run_check
+
+    (tmp_path / "proj" / "build").mkdir(parents=True)
+    press = "from kvpress import KnormPress\n\n\nclass {name}(KnormPress):\n    pass\n"
+    (tmp_path / "proj" / "kept.py").write_text(press.format(name="KeptPress"))
+    (tmp_path / "proj" / "build" / "p.py").write_text(press.format(name="BuiltPress"))
+    (tmp_path / "proj" / "ignored.py").write_text(press.format(name="IgnoredPress"))
+    (tmp_path / "proj" / ".gitignore").write_text("ignored.py\n")
+    subprocess.run(["git", "init", "-q", str(tmp_path / "proj")], check=True)
+    monkeypatch.chdir(tmp_path)
+    checked = run_check(["proj"], CheckOptions())
+    traced = trace_targets(["proj"], TraceOptions(layers=2, tokens=64, long_tokens=96, ratios=(0.5,), decode_steps=0))
+    assert {f.path for f in checked.files} == {f.path for f in traced.result.files} == {"proj/kept.py"}
+    assert {p.name for p in checked.presses} == {t.name for t in traced.traces} == {"KeptPress"}
+    assert traced.exit_code == 0, traced.error_lines
 
 
 def test_missing_module_is_worded_as_check_words_it() -> None:
     from kvaudit.engine import run_check
 
-    with pytest.raises(TraceInputError) as info:
-        resolve_target("no_such_package_kvaudit.sub")
-    assert [f.message for f in run_check(["no_such_package_kvaudit.sub"]).files] == [str(info.value)]
+    traced = trace_targets(["no_such_package_kvaudit.sub"], TraceOptions())
+    assert [f.message for f in run_check(["no_such_package_kvaudit.sub"]).files] == traced.error_lines
 
 
 def test_target_paths_are_shown_as_check_shows_them() -> None:
-    with pytest.raises(TraceInputError) as info:
-        resolve_target("tests/presses/dynamic/algorithm2_press.py::Nope")
-    assert str(info.value).startswith("tests/presses/dynamic/algorithm2_press.py: no class 'Nope'")
+    traced = trace_targets(["tests/presses/dynamic/algorithm2_press.py::Nope"], TraceOptions())
+    assert traced.error_lines[0].startswith("tests/presses/dynamic/algorithm2_press.py: no class 'Nope'")
     out = kvaudit("trace", "tests/presses/dynamic/nope.py")
     assert out.stdout.strip() == "error: tests/presses/dynamic/nope.py: no such file or directory"
 
 
 def test_all_bad_targets_are_reported_not_just_the_first(tmp_path: Path) -> None:
-    report = trace_targets([str(tmp_path / "a.py"), str(tmp_path / "b.py")], TraceOptions(), progress=False)
-    assert report.input_errors == [f"{tmp_path / 'a.py'}: no such file or directory",
-                                   f"{tmp_path / 'b.py'}: no such file or directory"]
+    report = trace_targets([str(tmp_path / "a.py"), str(tmp_path / "b.py")], TraceOptions())
+    assert report.error_lines == [f"{tmp_path / 'a.py'}: no such file or directory",
+                                  f"{tmp_path / 'b.py'}: no such file or directory"]
     assert report.exit_code == 2 and not report.traces
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 
 from kvaudit.model import (  # noqa: E402
     HOLDS,
@@ -23,7 +24,7 @@ from kvaudit.rules.claim_layer_index_reuse import STATIC_TO_OBSERVED, reuse_obse
 from kvaudit.tracer import verdicts  # noqa: E402
 from kvaudit.tracer.compare import disagreements, verdict_pairs  # noqa: E402
 from kvaudit.tracer.observations import LayerObservation, RunObservation  # noqa: E402
-from kvaudit.tracer.serialize import trace_from_dict, trace_to_dict  # noqa: E402
+from kvaudit.codec import CodecError, from_data, to_data  # noqa: E402
 
 LENGTH = 20
 
@@ -195,20 +196,37 @@ def test_static_dynamic_mapping_and_disagreements() -> None:
     assert "DISAGREE" in pairs[1].explanation and pairs[4].explanation == "not traced"
 
 
-def test_serialize_round_trip_keeps_contract_and_reference() -> None:
+def test_codec_round_trip_keeps_contract_and_reference() -> None:
+    from kvaudit.model import RunTimings
+
     trace = PressTrace(
         "P", "p.py", "ok",
-        runs=[TraceRun(tokens=8, batch=1, score_calls=[1, 0], kept=[4, 4], reused_from=[None, 0], prefill_time_s=0.1)],
-        claims=[ClaimCheck(LAYER_INDEX_REUSE, "ChunkKV", HOLDS, f"{OBSERVED}: why", 4, 4, {"ratio": 0.5},
-                           runs={HOLDS: 1}, figures=[{"kind": "bar", "x": [0, 1], "series": {"measured": [1, 0]}}])],
+        runs=[TraceRun(tokens=8, batch=1, score_calls=[1, 0], kept=[4, 4], reused_from=[None, 0],
+                       timings=RunTimings(prefill_s=0.1))],
+        claims=[ClaimCheck(LAYER_INDEX_REUSE, "ChunkKV", HOLDS, f"{OBSERVED}: why", expected=4, measured=4,
+                           where={"ratio": 0.5}, runs={HOLDS: 1},
+                           figures=[{"kind": "bar", "x": [0, 1], "series": {"measured": [1, 0]}}])],
         defects=[Defect("crash", "x")],
         reference=PressTrace("R", "r.py", "ok"),
     )
-    data = trace_to_dict(trace)
-    assert set(data) >= {"name", "path", "status", "message", "runs", "claims", "defects", "reference"}
-    assert set(data["claims"][0]) >= {"id", "paper", "verdict", "expected", "measured", "where", "accepted"}
+    data = to_data(trace)
+    # The kvaudit.trace/2 contract's keys, in its order; optional keys only when set.
+    assert list(data) == ["name", "path", "status", "message", "config", "settings", "claims", "runs", "defects",
+                          "reference"]
+    assert list(data["claims"][0]) == ["id", "paper", "verdict", "expected", "measured", "where", "accepted",
+                                       "message", "runs", "figures"]
     assert "prefill_s" in data["runs"][0]["timings"] and "prefill_time_s" not in data["runs"][0]
-    assert trace_from_dict(data) == trace
+    assert "repeat_prefill_s" not in data["runs"][0]["timings"] and "figures" not in data["reference"]
+    assert from_data(data, PressTrace) == trace
+
+
+@pytest.mark.parametrize(("where", "value"), [("status", 5), ("runs", [{"tokens": "many"}]), ("claims", "x")])
+def test_codec_refuses_a_malformed_trace_in_one_line(where: str, value: object) -> None:
+    data = to_data(PressTrace("P", "p.py", "ok"))
+    data[where] = value
+    with pytest.raises(CodecError) as info:
+        from_data(data, PressTrace)
+    assert "\n" not in str(info.value) and where in str(info.value)
 
 
 def _reuse_check(runs, facts=None):

@@ -75,16 +75,6 @@ class TextScan:
     aliases: tuple[tuple[str, str], ...]  # (imported name, local alias)
     kvpress: bool = False  # the text mentions kvpress (a class may derive from any name imported from it)
 
-    def to_json(self) -> dict:
-        return {"classes": [[c.name, list(c.words) if c.words is not None else None] for c in self.classes],
-                "aliases": [list(pair) for pair in self.aliases], "kvpress": self.kvpress}
-
-    @classmethod
-    def from_json(cls, data: dict) -> TextScan:
-        classes = tuple(ClassScan(str(name), tuple(map(str, words)) if words is not None else None)
-                        for name, words in data["classes"])
-        return cls(classes, tuple((str(a), str(b)) for a, b in data["aliases"]), bool(data["kvpress"]))
-
 
 def _at_line_start(text: str, position: int) -> bool:
     # Any of Python's line ends: "\r" alone ends a line too (old Mac files, which CPython reads).

@@ -17,27 +17,15 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from . import app
-from .trace_options import (
+from .options import (
     BAD_INPUT,
-    DEFAULTS,
-    Arch,
-    CompareReference,
-    DecodeSteps,
     Debug,
-    Device,
-    Dtype,
-    Layers,
-    MemoryLimit,
-    LongTokens,
-    ModelPath,
-    PressExpr,
-    Ratios,
-    Timeout,
-    Tokens,
+    FileFlags,
+    TraceFlags,
     internal_errors,
     print_tracebacks,
     require_trace_extra,
-    trace_options,
+    with_options,
 )
 from ..defaults import DEFAULT_MAX_FILE_BYTES, DEFAULT_TARGET
 
@@ -45,6 +33,7 @@ if TYPE_CHECKING:
     from ..config import Config
     from ..engine import CheckOptions
     from ..model import AuditResult
+    from ..pipeline import RunOutcome, Stages
 
 FILTERS = "Files and rules"
 
@@ -124,12 +113,13 @@ def _usage_error(message: str) -> typer.Exit:
     return typer.Exit(BAD_INPUT)
 
 
-def static_options(
-    claim: list[str], select: list[str] | None, ignore: list[str] | None, config: Path | None, no_config: bool,
-    *, exclude: list[str] | None = None, extend_exclude: list[str] | None = None, force_exclude: bool | None = None,
-    respect_gitignore: bool | None = None, max_file_size: str | None = None,
-) -> tuple[CheckOptions, Config]:
-    """Merge the command-line flags over the configuration file; exit 2 on a bad claim, flag or file."""
+def static_options(files: FileFlags, select: list[str] | None = None, ignore: list[str] | None = None,
+                   static_rules: bool = True) -> tuple[CheckOptions, Config]:
+    """Merge the command-line flags over the configuration file; exit 2 on a bad claim, flag or file.
+
+    Without ``static_rules`` (``kvaudit trace``) the rule selection of the configuration does not
+    apply: the trace's findings (KVA301-303) decide its exit code whatever ``select`` says.
+    """
     from . import require_working_directory
 
     require_working_directory()  # first: the configuration is looked for from there
@@ -138,20 +128,21 @@ def static_options(
     from ..engine import CheckOptions
     from ..targets import DEFAULT_EXCLUDE, WalkSettings
 
+    claim = list(files.claim or [])
     unknown = sorted(set(claim) - known_claims())
     if unknown:
         raise _usage_error(f"unknown claim {', '.join(unknown)}; known: {', '.join(sorted(known_claims()))}")
     try:
-        settings = Config() if no_config else discover(config)
+        settings = Config() if files.no_config else discover(files.config)
         # A typo in --select or --ignore must not quietly switch rules off and open the gate.
         select = rule_ids_option(split_commas(select), "--select") if select else None
         ignore = rule_ids_option(split_commas(ignore), "--ignore") if ignore else None
-        exclude = glob_option(exclude, "--exclude")
-        extend_exclude = glob_option(extend_exclude, "--extend-exclude")
+        exclude = glob_option(files.exclude, "--exclude")
+        extend_exclude = glob_option(files.extend_exclude, "--extend-exclude")
         cap = settings.max_file_size
-        if max_file_size is not None:
+        if files.max_file_size is not None:
             try:
-                cap = parse_size(max_file_size)
+                cap = parse_size(files.max_file_size)
             except ValueError as err:
                 raise ConfigError(f"--max-file-size: {err}") from None
     except ConfigError as err:
@@ -162,23 +153,24 @@ def static_options(
         exclude=tuple(exclude if exclude is not None else settings.exclude if settings.exclude is not None
                       else DEFAULT_EXCLUDE),
         extend_exclude=(*settings.extend_exclude, *(extend_exclude or ())),
-        respect_gitignore=next(v for v in (respect_gitignore, settings.respect_gitignore, True) if v is not None),
-        force_exclude=next(v for v in (force_exclude, settings.force_exclude, False) if v is not None),
+        respect_gitignore=next(v for v in (files.respect_gitignore, settings.respect_gitignore, True) if v is not None),
+        force_exclude=next(v for v in (files.force_exclude, settings.force_exclude, False) if v is not None),
         root=settings.root,
     )
     # Command-line flags override the file.
     options = CheckOptions(
-        forced_claims=list(claim),
-        select=select if select is not None else settings.select,
-        ignore=ignore or list(settings.ignore or []),
-        per_path_ignores=dict(settings.per_path_ignores),
+        forced_claims=claim,
+        select=select if select is not None else settings.select if static_rules else None,
+        ignore=ignore or list(settings.ignore or []) if static_rules else [],
+        per_path_ignores=dict(settings.per_path_ignores) if static_rules else {},
         claim_overrides=list(settings.claim_overrides),
         config_root=settings.root,
         press_bases=tuple(settings.press_bases),
         walk=walk,
         max_file_bytes=cap if cap is not None else DEFAULT_MAX_FILE_BYTES,
     )
-    nothing = _no_rule_warning(options, settings, select_given=select is not None, ignore_given=ignore is not None)
+    nothing = _no_rule_warning(options, settings, select_given=select is not None,
+                               ignore_given=ignore is not None) if static_rules else None
     if nothing is not None:
         _say("warning", nothing)
     return options, settings
@@ -240,10 +232,33 @@ def _baseline(result: AuditResult, path: Path, write: bool, quiet: bool) -> int 
     return None
 
 
+def run_pipeline(targets: list[str], options: CheckOptions, settings: Config, stages: Stages, debug: bool,
+                 progress: object | None = None) -> RunOutcome:
+    """The pipeline over ``targets`` (``--debug`` prints the tracebacks of kvaudit's own failures)."""
+    from ..pipeline import RunSettings, run
+
+    with internal_errors(", ".join(targets), debug):
+        outcome = run(RunSettings(targets, options, stages, settings.acceptances), progress)
+    print_tracebacks(outcome.tracebacks, debug)
+    return outcome
+
+
+def tracing(trace: bool, flags: TraceFlags, alternative: str = "") -> Stages:
+    """The stages of a static run, with the trace stage when asked (the trace extra checked first: exit 2 without it)."""
+    from ..pipeline import Stages
+
+    if not trace:
+        return Stages()
+    require_trace_extra(alternative)  # before any work: no torch means no trace, said once, exit 2
+    return Stages(trace=flags.options())
+
+
 @app.command()
+@with_options(files=FileFlags, trace_flags=TraceFlags)
 def check(
     targets: list[str] = typer.Argument(
-        None, metavar="TARGET", help=f"Files, directories or dotted module names. Default: {DEFAULT_TARGET}."
+        None, metavar="TARGET", help=f"Files, directories or dotted module names (file.py::Class for one class). "
+        f"Default: {DEFAULT_TARGET}."
     ),
     output_format: CheckFormat = typer.Option(
         CheckFormat.terminal, "--format", "-f", metavar="FORMAT",
@@ -262,52 +277,18 @@ def check(
     ignore: Optional[list[str]] = typer.Option(
         None, "--ignore", metavar="CODES", help="Skip these rule ids or prefixes (comma-separated or repeated); replaces the config's.",
         rich_help_panel=FILTERS),
-    exclude: Optional[list[str]] = typer.Option(
-        None, "--exclude", metavar="GLOBS", help="Globs (.gitignore syntax) to skip when walking folders; replaces the config's and the "
-        "defaults.", rich_help_panel=FILTERS),
-    extend_exclude: Optional[list[str]] = typer.Option(
-        None, "--extend-exclude", metavar="GLOBS", help="Globs to skip as well (added to the config's and the defaults).",
-        rich_help_panel=FILTERS),
-    force_exclude: Optional[bool] = typer.Option(
-        None, "--force-exclude/--no-force-exclude", help="Apply the excludes to files named on the command line too "
-        "(pre-commit passes every file by name).", show_default=False, rich_help_panel=FILTERS),
-    respect_gitignore: Optional[bool] = typer.Option(
-        None, "--respect-gitignore/--no-respect-gitignore", help="Skip what .gitignore files ignore when walking "
-        "folders (default: yes).", show_default=False, rich_help_panel=FILTERS),
-    max_file_size: Optional[str] = typer.Option(
-        None, "--max-file-size", metavar="SIZE", help=f"Refuse files larger than this (16MiB, 10MB, bytes; 0: no cap). "
-        f"Default: the config's, else {DEFAULT_MAX_FILE_BYTES >> 20}MiB.", rich_help_panel=FILTERS),
     baseline: Optional[Path] = typer.Option(
         None, "--baseline", metavar="FILE", dir_okay=False,
         help="Report and fail only on findings this baseline file does not hold."),
     write_baseline: bool = typer.Option(
         False, "--write-baseline", help="Write the current findings to the --baseline FILE and exit 0 "
         "(--output-json/--output-sarif/--output-github files are written too, with every finding)."),
-    claim: list[str] = typer.Option([], "--claim", metavar="CLAIM", help="Force a claim (e.g. layer-index-reuse) onto presses that cite no paper."),
-    config: Optional[Path] = typer.Option(
-        None, "--config", metavar="FILE", help="Configuration file (kvaudit.toml, or pyproject.toml with [tool.kvaudit]). "
-        "Default: the nearest one from the working directory up.", dir_okay=False,
-    ),
-    no_config: bool = typer.Option(False, "--no-config", help="Ignore every configuration file."),
     output_json: Optional[Path] = typer.Option(None, "--output-json", metavar="FILE", help="Also write the JSON report to this file.", dir_okay=False),
     output_sarif: Optional[Path] = typer.Option(None, "--output-sarif", metavar="FILE", help="Also write SARIF 2.1.0 to this file.", dir_okay=False),
     output_github: Optional[Path] = typer.Option(
         None, "--output-github", metavar="FILE", help="Also write GitHub annotations to this file.", dir_okay=False
     ),
     trace: bool = typer.Option(False, "--trace", help="Also run each press on a tiny model and show both verdicts."),
-    press: PressExpr = None,
-    arch: Arch = DEFAULTS["arch"],
-    layers: Layers = DEFAULTS["layers"],
-    tokens: Tokens = DEFAULTS["tokens"],
-    long_tokens: LongTokens = None,
-    ratios: Ratios = DEFAULTS["ratios"],
-    decode_steps: DecodeSteps = DEFAULTS["decode_steps"],
-    model: ModelPath = None,
-    device: Device = DEFAULTS["device"],
-    dtype: Dtype = DEFAULTS["dtype"],
-    timeout: Timeout = DEFAULTS["timeout"],
-    compare_reference: CompareReference = False,
-    memory_limit: MemoryLimit = None,
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, metavar="N",
                                        help="Worker processes for large runs (default: every core)."),
     cache_dir: Optional[Path] = typer.Option(
@@ -315,45 +296,27 @@ def check(
         help="Where to keep the cache (default: .kvaudit_cache in the project root)."),
     no_cache: bool = typer.Option(False, "--no-cache", envvar="KVAUDIT_NO_CACHE", help="Neither read nor write the cache."),
     debug: Debug = False,
+    *,
+    files: FileFlags,
+    trace_flags: TraceFlags,
 ) -> None:
     """Audit press source statically: claims, verdicts, line-level evidence and findings."""
-    from ..engine import run_check
-    from ..exitcodes import FINDINGS, OK, check_exit_code
+    from ..exitcodes import FINDINGS, OK, exit_code
 
     if write_baseline and baseline is None:
         raise _usage_error("--write-baseline needs --baseline FILE (the file to write)")
-    options, settings = static_options(claim, select, ignore, config, no_config, exclude=exclude,
-                                       extend_exclude=extend_exclude, force_exclude=force_exclude,
-                                       respect_gitignore=respect_gitignore, max_file_size=max_file_size)
+    options, settings = static_options(files, select, ignore)
     threshold = fail_on.value if fail_on is not None else settings.fail_on or FailOn.error.value
-    tracing = None
-    if trace or compare_reference:
-        require_trace_extra()  # before any work: no torch means no trace, said once, exit 2
-        tracing = trace_options(arch=arch, layers=layers, tokens=tokens, model=model, device=device, dtype=dtype,
-                                timeout=timeout, press=press, compare_reference=compare_reference,
-                                memory_limit=memory_limit, long_tokens=long_tokens, ratios=ratios,
-                                decode_steps=decode_steps)
+    stages = tracing(trace or trace_flags.compare_reference, trace_flags)
     chosen = list(targets) if targets else [DEFAULT_TARGET]
     from ..cache import default_cache_dir
     from ..progress import terminal_progress
 
     options.debug, options.jobs = debug, jobs
     options.cache_dir = None if no_cache else cache_dir or default_cache_dir(settings.root)
-    with internal_errors(", ".join(chosen), debug):
-        result = run_check(chosen, options, terminal_progress())
+    result = run_pipeline(chosen, options, settings, stages, debug, terminal_progress()).result
     for note in result.notes:  # e.g. why --claim left a press alone; stderr keeps stdout machine-readable
         _say("note", note)
-    if tracing is not None:
-        # Imported here: the tracer's worker imports torch, the static path never does.
-        from ..tracer import attach_traces
-
-        with internal_errors(", ".join(chosen), debug):
-            print_tracebacks(attach_traces(result, tracing), debug)
-        from ..acceptance import add_trace_findings
-        from ..engine import rule_active
-
-        # Violated claims gate like findings (KVA301, --fail-on applies); accepted ones do not.
-        add_trace_findings(result, settings.acceptances, lambda rule, path: rule_active(rule, path, options))
     outputs = ((output_json, CheckFormat.json), (output_sarif, CheckFormat.sarif), (output_github, CheckFormat.github))
     if baseline is not None:
         if write_baseline:  # the report files asked for are written too, with every finding of the run
@@ -365,5 +328,5 @@ def check(
     with internal_errors(", ".join(chosen), debug):  # a reporter's bug: one line, exit 2, never 1
         emit(result, output_format, quiet, statistics)
         _write_outputs(result, outputs)
-    code = check_exit_code(result, threshold)
+    code = exit_code(result, threshold)
     raise typer.Exit(OK if exit_zero and code == FINDINGS else code)

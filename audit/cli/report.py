@@ -14,28 +14,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from . import app
-from .check import BAD_INPUT, static_options
-from .trace_options import (
-    DEFAULTS,
-    Arch,
-    CompareReference,
-    DecodeSteps,
-    Debug,
-    Device,
-    Dtype,
-    Layers,
-    MemoryLimit,
-    LongTokens,
-    ModelPath,
-    PressExpr,
-    Ratios,
-    Timeout,
-    Tokens,
-    internal_errors,
-    print_tracebacks,
-    require_trace_extra,
-    trace_options,
-)
+from .options import BAD_INPUT, Debug, FileFlags, TraceFlags, with_options
 from ..defaults import DEFAULT_TARGET
 
 if TYPE_CHECKING:  # the engine and the tracer load when the command runs, not for --help
@@ -82,58 +61,30 @@ def write_report(result: AuditResult, output: Path, targets: list[str], options:
 
 
 @app.command("report")
+@with_options(defaults={"compare_reference": True}, files=FileFlags, trace_flags=TraceFlags)
 def report(
     targets: list[str] = typer.Argument(None, help=f"Files, directories or module names. Default: {DEFAULT_TARGET}."),
     output: Path = typer.Option(..., "--output", "-o", help="The Markdown file to write; figures go beside it.",
                                 dir_okay=False),
     trace: bool = typer.Option(True, "--trace/--no-trace", help="Trace each press (default) or audit statically only."),
-    compare_reference: CompareReference = True,
     timestamp: bool = typer.Option(False, "--timestamp", help="Add the generation time (the report is then not byte-stable)."),
-    claim: list[str] = typer.Option([], "--claim", help="Force a claim onto presses that cite no paper."),
-    config: Path = typer.Option(None, "--config", help="Configuration file.", dir_okay=False),
-    no_config: bool = typer.Option(False, "--no-config", help="Ignore every configuration file."),
-    press: PressExpr = None,
-    arch: Arch = DEFAULTS["arch"],
-    layers: Layers = DEFAULTS["layers"],
-    tokens: Tokens = DEFAULTS["tokens"],
-    long_tokens: LongTokens = None,
-    ratios: Ratios = DEFAULTS["ratios"],
-    decode_steps: DecodeSteps = DEFAULTS["decode_steps"],
-    model: ModelPath = None,
-    device: Device = DEFAULTS["device"],
-    dtype: Dtype = DEFAULTS["dtype"],
-    timeout: Timeout = DEFAULTS["timeout"],
-    memory_limit: MemoryLimit = None,
     debug: Debug = False,
+    *,
+    files: FileFlags,
+    trace_flags: TraceFlags,
 ) -> None:
     """Write a Markdown report: conformance matrix, violations with figures, static evidence, per-layer traces."""
-    from ..engine import run_check
-    from ..exitcodes import OK
+    from ..exitcodes import exit_code
+    from .check import run_pipeline, static_options, tracing
 
-    options, settings = static_options(claim, None, None, config, no_config)
+    options, settings = static_options(files)
     options.debug = debug
     chosen = list(targets) if targets else [DEFAULT_TARGET]
-    trace_settings = None
-    if trace:
-        # Said before any work, and never filed as a press failure in the report.
-        require_trace_extra("; or pass --no-trace for a static report")
-        trace_settings = trace_options(arch=arch, layers=layers, tokens=tokens, model=model, device=device,
-                                       dtype=dtype, timeout=timeout, press=press, compare_reference=compare_reference,
-                                       memory_limit=memory_limit, long_tokens=long_tokens, ratios=ratios,
-                                       decode_steps=decode_steps)
-    with internal_errors(", ".join(chosen), debug):
-        result = run_check(chosen, options)
-    if trace_settings is not None:
-        from ..tracer import attach_traces
-
-        with internal_errors(", ".join(chosen), debug):
-            print_tracebacks(attach_traces(result, trace_settings), debug)
-        from ..acceptance import add_trace_findings
-        from ..engine import rule_active
-
-        add_trace_findings(result, settings.acceptances, lambda rule, path: rule_active(rule, path, options))
+    # Said before any work, and never filed as a press failure in the report.
+    stages = tracing(trace, trace_flags, "; or pass --no-trace for a static report")
+    result = run_pipeline(chosen, options, settings, stages, debug).result
     try:
-        write_report(result, output, chosen, trace_settings, timestamp)
+        write_report(result, output, chosen, stages.trace, timestamp)
     except OSError as err:
         typer.echo(f"error: cannot write {output}: {err.strerror or err}", err=True)
         raise typer.Exit(BAD_INPUT) from None
@@ -141,4 +92,4 @@ def report(
         if status.status == "error":
             typer.echo(f"error: {status.message}", err=True)
     typer.echo(f"wrote {output}")
-    raise typer.Exit(BAD_INPUT if result.has_errors else OK)
+    raise typer.Exit(exit_code(result, "never"))

@@ -106,7 +106,7 @@ def write_figures(result: AuditResult, out_dir: Path, stem: str) -> tuple[dict[s
         return {}, MISSING_MATPLOTLIB
     drawn: dict[str, list[tuple[str, str]]] = {}
     for press, check in wanted:
-        for number, spec in enumerate(check.figures, start=1):
+        for number, spec in enumerate(check.figures or (), start=1):
             name = f"{stem}-{slug(press)}-{check.id}-{number}.png"
             _draw(plt, {**spec, "title": f"{press}: {spec.get('title', '')}"}, out_dir / name)
             drawn.setdefault(figure_key(press, check.id), []).append((f"{press}, {check.id}: {spec.get('title', '')}", name))

@@ -46,9 +46,9 @@ def press_dict(press: PressReport) -> dict[str, Any]:
 
 
 def _trace_dict(press: PressReport) -> dict[str, Any]:
-    from ..tracer.serialize import trace_to_dict  # the tracer's modules load only when it ran
+    from ..codec import to_data  # the trace as the kvaudit.trace/2 document has it
 
-    return trace_to_dict(press.trace)
+    return to_data(press.trace)
 
 
 def check_payload(result: AuditResult) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..mechanism import all_mechanisms, mechanism_by_id
 from ..model import (
+    Failure,
     HOLDS,
     IMPLEMENTED,
     MISSING,
@@ -39,7 +40,6 @@ from ..model import (
 from ..rule import rule_by_id
 from ..source import split_lines
 from ..tracer.compare import verdict_pair
-from ..tracer.errors import REASONS, classify
 from .figures import figure_key
 
 STATIC_BEGIN = "<!-- kvaudit:static {name} -->"
@@ -106,7 +106,7 @@ def compared_with_reference(press: PressReport) -> bool:
     reference's runs either way (``--format json``).
     """
     trace = press.trace
-    if trace is None or trace.reference is None or not trace.runs or not trace.reference.runs:
+    if trace is None or not trace.reference or not trace.runs or not trace.reference.runs:
         return False
     claimed = {c.id for c in press.claims} | {c.id for c in trace.claims}
     return LAYER_INDEX_REUSE in claimed
@@ -121,14 +121,14 @@ def _reference_cell(press: PressReport) -> str:
 
 
 def untraced_lines(result: AuditResult) -> list[str]:
-    """Presses that could not be traced, grouped by why (:mod:`kvaudit.tracer.errors` decides)."""
+    """Presses that could not be traced, grouped by why (the :class:`~kvaudit.model.Failure` each trace carries)."""
     groups: dict[str, list[str]] = {}
     for press in result.presses:
         trace = press.trace
         if trace is None or trace.status == "ok" or trace.runs:
             continue
         message = trace.message or "unknown error"
-        reason = REASONS[classify(message)]
+        reason = (trace.failure or Failure.CRASH).reason  # decided by the tracer, never read back from the text
         shown = message.split(": ", 1)[1] if message.startswith(reason + ": ") else message
         groups.setdefault(reason, []).append(f"  - {press.name}: {_cell(shown)}")
     lines = []
@@ -471,11 +471,11 @@ def _timed(repeats: list[float], single: float) -> _Timed:
 
 
 def score_time(run: TraceRun) -> _Timed:
-    return _timed(run.repeat_score_time_s, run.score_time_s)
+    return _timed(run.timings.repeat_score_s or [], run.timings.score_s)
 
 
 def prefill_time(run: TraceRun) -> _Timed:
-    return _timed(run.repeat_prefill_time_s, run.prefill_time_s)
+    return _timed(run.timings.repeat_prefill_s or [], run.timings.prefill_s)
 
 
 def compare_times(mine: _Timed, other: _Timed, whole: float) -> str:
@@ -548,7 +548,7 @@ def _dynamic_section(press: PressReport, ctx: ReportContext) -> list[str]:
             out.append("| --- | --- | --- | --- | --- |")
             for label, item in ((press.name, run), ("reference", reference)):
                 out.append(f"| {label} | {sum(item.score_calls)} | {score_time(item).text()} | "
-                           f"{_ms(item.compress_time_s)} | {prefill_time(item).text()} |")
+                           f"{_ms(item.timings.compress_s)} | {prefill_time(item).text()} |")
             out.append("")
             out.append(f"`score()` time, reference against {press.name}: "
                        f"{compare_times(score_time(run), score_time(reference), prefill_time(run).value)}; "

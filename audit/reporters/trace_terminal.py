@@ -1,13 +1,11 @@
 """Terminal views of the tracer: ``kvaudit trace``, and the panel ``kvaudit check --trace`` shows.
 
-Plain functions of the findings model (and of :class:`kvaudit.tracer.TraceReport`); rich only.
+Plain functions of the findings model; rich only.
 Piped (stdout not a terminal), every line comes whole, never wrapped or cut
 (:func:`kvaudit.reporters.console.print_unwrapped`), as in ``kvaudit check``'s plain view.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
@@ -29,9 +27,6 @@ from ..model import (
 from ..source import printable
 from ..tracer.compare import verdict_pairs
 from .console import print_unwrapped
-
-if TYPE_CHECKING:
-    from ..tracer import TraceReport
 
 VERDICT_STYLE = {OBSERVED: "bold green", PARTIAL: "bold yellow", NOT_OBSERVED: "bold red",
                  HOLDS: "bold green", VIOLATED: "bold red", NOT_APPLICABLE: "dim", NOT_RUN: "yellow"}
@@ -86,8 +81,8 @@ def _layer_table(run: TraceRun, reference: TraceRun | None) -> Table:
 
 def _timing_line(label: str, run: TraceRun) -> Text:
     return Text(
-        f"{label}: score() {_ms(run.score_time_s)} · compress {_ms(run.compress_time_s)} "
-        f"· prefill {_ms(run.prefill_time_s)}",
+        f"{label}: score() {_ms(run.timings.score_s)} · compress {_ms(run.timings.compress_s)} "
+        f"· prefill {_ms(run.timings.prefill_s)}",
         style="dim",
     )
 
@@ -121,7 +116,7 @@ def press_section(trace: PressTrace, show_path: bool = True) -> RenderableType:
         parts.append(claim_line(check))
     for defect in trace.defects:
         parts.append(Text(f"  defect {defect.id}: {defect.message}", style="bold red"))
-    reference = trace.reference
+    reference = trace.reference or None
     if reference is not None:
         line = Text(f"  reference {reference.name}", style="bold")
         if reference.status != "ok":
@@ -144,39 +139,42 @@ def press_section(trace: PressTrace, show_path: bool = True) -> RenderableType:
     return Group(*parts)
 
 
-def render_trace_report(report: TraceReport, console: Console) -> None:
+def render_trace_report(result: AuditResult, console: Console) -> None:
     """The ``kvaudit trace`` terminal view: the traces, then one ``error: …`` line per problem.
 
     With nothing traced (bad input only), the error lines are all there is.
     """
-    if report.traces:
-        _render_traces(report, console)
-    for message in report.error_lines:
-        console.print(Text(printable(f"error: {message}"), style="bold red"), soft_wrap=True)
+    traces = [press.trace for press in result.presses if press.trace is not None]
+    if traces:
+        _render_traces(result, traces, console)
+    for status in result.files:
+        if status.status == "error":
+            console.print(Text(printable(f"error: {status.message}"), style="bold red"), soft_wrap=True)
 
 
-def _render_traces(report: TraceReport, console: Console) -> None:
-    if report.model:
-        model = report.model
-        print_unwrapped(console, Text(f"model: {model['source']}", style="dim"))
-        plan = report.plan_label or "prefills " + ", ".join(report.plan)
-        print_unwrapped(console, Text(f"{model['layers']} layers; {plan}; the prefills of one ratio run in this order "
+def _render_traces(result: AuditResult, traces: list[PressTrace], console: Console) -> None:
+    traced = result.traced
+    if traced is not None and traced.model is not None:
+        model = traced.model
+        print_unwrapped(console, Text(f"model: {model.source}", style="dim"))
+        plan = traced.grid or "prefills " + ", ".join(traced.plan)
+        print_unwrapped(console, Text(f"{model.layers} layers; {plan}; the prefills of one ratio run in this order "
                                       "on one press instance", style="dim"))
-    for trace in report.traces:
+    for trace in traces:
         console.print()
         print_unwrapped(console, press_section(trace))
-    defects = sum(len(t.defects) for t in report.traces)
-    violated = sum(1 for t in report.traces for c in t.claims if c.open_violation)
-    accepted = sum(1 for t in report.traces for c in t.claims if c.accepted is not None)
-    untraced = sum(1 for t in report.traces if t.status != "ok" and not t.runs and not t.defects)
-    summary = f"{len(report.traces)} press(es) traced, {violated} violated claim(s), {defects} defect(s)"
+    defects = sum(len(t.defects) for t in traces)
+    violated = sum(1 for t in traces for c in t.claims if c.open_violation)
+    accepted = sum(1 for t in traces for c in t.claims if c.accepted is not None)
+    untraced = sum(1 for t in traces if t.status != "ok" and not t.runs and not t.defects)
+    summary = f"{len(traces)} press(es) traced, {violated} violated claim(s), {defects} defect(s)"
     if accepted:
         summary += f", {accepted} accepted deviation(s)"
     if untraced:
         summary += f"; {untraced} not traced"
     console.print()
     print_unwrapped(console, Text(summary, style="bold red" if defects or violated else "bold"))
-    for message in report.unused_acceptances:
+    for message in traced.unused_acceptances if traced is not None else ():
         console.print(Text(f"warning: {message}", style="yellow"), soft_wrap=True)
 
 

@@ -1,49 +1,50 @@
 """The dynamic tracer: run a press on a tiny model and watch what it really does, layer by layer.
 
-Importing this package is light (stdlib, rich on demand): torch, transformers, kvpress and the
-user's press code only ever run in the worker subprocess (:mod:`kvaudit.tracer.worker`) and its
+Importing this package is light (stdlib, msgspec, rich on demand): torch, transformers, kvpress and
+the user's press code only ever run in the worker subprocess (:mod:`kvaudit.tracer.worker`) and its
 forked children. ``kvaudit check`` imports this package, and must not pay for torch.
+
+This is the trace stage of the pipeline (:mod:`kvaudit.pipeline`): it takes the static stage's
+result (the files of the run, their presses and the claims decided for each) and traces every press:
+
+1. each file of the run that defines a class is imported in a worker child, which says which of its
+   classes are presses at run time (with their MRO), and which class ``--press`` builds there;
+2. each press gets its claims (the static stage's, plus the contracts of its kvpress bases, decided
+   here by :mod:`kvaudit.claims`, never in the worker) and is traced; ``press.trace`` is set;
+3. what was not the press's doing (bad input, the machine, a tracer bug) becomes an error status of
+   the run (exit code 2), by the :class:`~kvaudit.model.Failure` the reply carries.
 
 Public API
 ----------
 TraceOptions
     Model, prefill and limit options.
-trace_targets(targets, options)
-    Trace every press of each target; returns a :class:`TraceReport` (used by ``kvaudit trace``).
-attach_traces(result, options)
-    Trace every press of a static :class:`kvaudit.model.AuditResult` and set ``press.trace``
-    (used by ``kvaudit check --trace``).
+TraceStage
+    What the stage needs beyond the options: class selectors, which files were named, claim settings.
+trace_presses(result, stage)
+    Trace every press of ``result``; returns the tracebacks of the tracer's own failures (``--debug``).
 open_session(options)
-    The worker both of them use: a context manager (tests replace it to share one worker).
+    The worker the stage uses: a context manager (tests replace it to share one worker).
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..exitcodes import BAD_INPUT, FINDINGS, OK
-from ..model import AuditResult, FileStatus, PressTrace
+from ..model import AuditResult, Claim, Failure, FileStatus, PressReport, PressTrace, TraceSummary
 from ..source import display_path
-from ..targets import looks_like_module, resolve_module, split_class_selector
 from .options import TraceOptions, missing_trace_extra, run_plan
-from .parent.target import TraceInputError, TraceTarget, check_expression, resolve_target
+from .wire import ClaimRequest, ClassEntry, ListReply, TraceReply
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from ..analysis.index import ClassInfo, PressBase
+    from ..config import ClaimOverride
 
-__all__ = [
-    "TraceInputError",
-    "TraceOptions",
-    "TraceReport",
-    "attach_traces",
-    "open_session",
-    "trace_targets",
-]
+__all__ = ["TraceOptions", "TraceStage", "open_session", "trace_presses"]
 
 
 @contextmanager
@@ -54,66 +55,37 @@ def open_session(options: TraceOptions) -> Iterator[Any]:
     with TraceSession(options) as session:
         yield session
 
-@dataclass
-class TraceReport:
-    """Everything ``kvaudit trace`` prints: the model, the prefill plan, the traces, bad input.
 
-    ``setup_errors`` holds one line per press that never ran because of the options or the machine
-    (the model cannot be built on ``--device``); such a press also has a trace with
-    ``status="error"``. A press that is abstract, needs constructor arguments, or raised in a
-    prefill is the press's own doing and never lands there. ``internal_errors`` holds one line per
-    failure of the tracer itself (exit code 2), and ``tracebacks`` their tracebacks (``--debug``).
+@dataclass
+class TraceStage:
+    """What the trace stage needs beyond the trace options.
+
+    ``selectors``: resolved file -> the classes its targets named (``file.py::MyPress``): only those
+    presses of the file are traced. ``named``: files named one by one, where finding no press is bad input.
+    ``forced``, ``overrides``, ``root`` and ``press_bases``: how the static stage decided claims, for a
+    press that only shows up at run time.
     """
 
-    model: dict[str, Any] = field(default_factory=dict)
-    plan: list[str] = field(default_factory=list)
-    traces: list[PressTrace] = field(default_factory=list)
-    targets: list[str] = field(default_factory=list)
-    input_errors: list[str] = field(default_factory=list)
-    worker_timings: dict[str, float] = field(default_factory=dict)
-    setup_errors: list[str] = field(default_factory=list)
-    unused_acceptances: list[str] = field(default_factory=list)  # [[accept]] entries that covered nothing
-    plan_label: str = ""
-    internal_errors: list[str] = field(default_factory=list)
-    tracebacks: list[str] = field(default_factory=list)
-
-    @property
-    def error_lines(self) -> list[str]:
-        """Every ``error:`` line of the run (bad input, then tracer failures), each naming its target."""
-        return [*self.input_errors, *self.internal_errors]
-
-    @property
-    def nothing_traced(self) -> str | None:
-        """Why nothing was traced at all, when the options or the machine are to blame; else None.
-
-        The rule: no press traced successfully and none has a defect, while some press was
-        tried: it never ran because of the options or the machine (:attr:`setup_errors`), or it
-        could not be built (abstract, needs arguments, its constructor raised). Like a folder
-        that holds no press, a run that traced nothing must not pass a CI gate as clean.
-        """
-        return nothing_traced(self.traces, self.setup_errors)
-
-    @property
-    def exit_code(self) -> int:
-        """0: clean; 1: a defect (crash, stale-indices, batch-row-0) or a violated claim not accepted;
-        2: bad input, a tracer failure, or nothing traced."""
-        if self.input_errors or self.internal_errors or self.nothing_traced:
-            return BAD_INPUT
-        if any(trace.defects or any(c.open_violation for c in trace.claims) for trace in self.traces):
-            return FINDINGS
-        return OK
+    options: TraceOptions
+    selectors: dict[Path, set[str]] = field(default_factory=dict)
+    named: set[Path] = field(default_factory=set)
+    forced: Sequence[str] = ()
+    overrides: Sequence[ClaimOverride] = ()
+    root: Path | None = None
+    press_bases: tuple[PressBase, ...] = ()
+    progress: bool = True
+    label: str = ""  # how an error of the whole run names what was asked for (the targets)
 
 
-def nothing_traced(traces: list[PressTrace], setup_errors: list[str] = ()) -> str | None:
-    """``no press could be traced: REASON`` when no press of ``traces`` ran, else None (see :attr:`TraceReport.nothing_traced`)."""
-    if any(t.status == "ok" or t.defects for t in traces):
-        return None
-    if setup_errors:
-        return f"no press could be traced: {setup_errors[0]}"
-    failed = next((t for t in traces if t.status == "error"), None)
-    if failed is not None:
-        return f"no press could be traced: {failed.name}: {failed.message}"
-    return None
+def options_problem(options: TraceOptions) -> str | None:
+    """A one-line reason when the trace extra is missing, or the options or the ``--press`` expression are unusable."""
+    problem = missing_trace_extra() or options.validate()
+    if problem is None and options.press_expr is not None:
+        try:
+            compile(options.press_expr, "<--press>", "eval")
+        except SyntaxError as error:
+            problem = f"bad --press expression {options.press_expr!r}: syntax error: {error.msg}"
+    return problem
 
 
 ProgressStep = Callable[[str], None]
@@ -158,233 +130,287 @@ def _status(message: str, enabled: bool) -> Iterator[None]:
         yield
 
 
-def _options_problem(options: TraceOptions) -> str | None:
-    """A one-line reason when the trace extra is missing, or the options or the --press expression are unusable."""
-    problem = missing_trace_extra() or options.validate()
-    if problem is None and options.press_expr is not None:
+@dataclass
+class _Job:
+    """One press to trace: its report, the module it is built in, and how."""
+
+    report: PressReport
+    path: Path  # the module the press is built in (imported by path)
+    entry: ClassEntry | None  # the class at run time (None: not a press at run time)
+    press_expr: str | None = None
+    class_name: str | None = None
+
+
+class _Run:
+    """One trace stage: the result it fills, its errors, and the claims it decides for run-time presses."""
+
+    def __init__(self, result: AuditResult, stage: TraceStage) -> None:
+        self.result = result
+        self.stage = stage
+        self.errors: list[FileStatus] = []
+        self.notes: list[str] = []
+        self.tracebacks: list[str] = []
+        self.expression_used = False
+        self._reference_claims: list[ClaimRequest] | None = None
+
+    def error(self, path: str, message: str, traceback: str | None = None) -> None:
+        if all(f.message != message for f in self.errors):  # a run-level reason is said once
+            self.errors.append(FileStatus(path, "error", message))
+        self.tracebacks.extend([traceback] if traceback else [])
+
+    # -- claims, decided here (kvaudit.claims), sent to the worker -------------------------------
+    def paper_claims(self, path: Path, name: str, line: int) -> list[Claim]:
+        """The claims of a press the static stage did not see (its base is only known at run time)."""
+        from ..analysis.index import ProjectIndex
+        from ..claims import press_claims
+        from ..source import SourceError, load_source
+
         try:
-            check_expression(options.press_expr)
-        except TraceInputError as error:
-            problem = str(error)
-    return problem
+            index = ProjectIndex([load_source(path, display_path(path))], self.stage.press_bases)
+        except (SourceError, OSError):
+            return []
+        cls = index.modules[0].classes.get(name)
+        if cls is None:
+            return []
+        try:
+            return press_claims(cls, index, self.stage.forced, self.stage.overrides, self.stage.root, self.notes)
+        except (RecursionError, ValueError):
+            return []
+
+    def claim_requests(self, report: PressReport, entry: ClassEntry | None) -> list[ClaimRequest]:
+        from ..claims import contract_claims
+
+        contracts = contract_claims(entry.mro, report.claims, report.line) if entry is not None else []
+        return [ClaimRequest.of(claim) for claim in [*report.claims, *contracts]]
+
+    @property
+    def reference_claims(self) -> list[ClaimRequest]:
+        """The claims of the reference press (``kvaudit.reference.ChunkKVReusePress``), decided once."""
+        if self._reference_claims is None:
+            from ..analysis.index import ProjectIndex
+            from ..claims import contract_claims, press_claims
+            from ..source import load_source
+
+            path = Path(__file__).resolve().parents[1] / "reference" / "chunkkv_reuse_press.py"
+            index = ProjectIndex([load_source(path, display_path(path))])
+            cls = index.modules[0].classes["ChunkKVReusePress"]
+            claims = press_claims(cls, index)
+            claims += contract_claims([base.name for base in index.mro(cls)], claims)
+            self._reference_claims = [ClaimRequest.of(claim) for claim in claims]
+        return self._reference_claims
 
 
-def _expand(text: str) -> list[tuple[str, bool]]:
-    """A directory or a package names each of its Python files (``True``: found by expansion, not named)."""
-    base, class_name = split_class_selector(text)
-    if class_name is None:
-        path = Path(base)
-        if path.is_dir():
-            return [(str(p), True) for p in sorted(path.rglob("*.py")) if "__pycache__" not in p.parts]
-        if not path.exists() and looks_like_module(base):
-            resolved = resolve_module(base)
-            if resolved is not None and resolved.name == "__init__.py":
-                return [(str(p), True) for p in sorted(resolved.parent.rglob("*.py")) if "__pycache__" not in p.parts]
-    return [(text, False)]
+def _classes_defined(path: Path) -> bool:
+    """Whether the file has a ``class`` statement (the cheap scan of :mod:`kvaudit.analysis.prefilter`)."""
+    from ..analysis.prefilter import scan_text
+    from ..source import SourceError, read_text
+
+    try:
+        return bool(scan_text(read_text(path)).classes)
+    except (SourceError, OSError, ValueError):
+        return False
 
 
-def _claims_for_targets(targets: list[TraceTarget], config: Config | None) -> dict[tuple[str, str], list[dict]]:
-    from .claimlist import claims_by_class
+def _files_to_import(run: _Run) -> dict[Path, str]:
+    """Resolved path -> display of each file of the run that may hold a press at run time, in display order.
 
-    overrides = config.claim_overrides if config is not None else []
-    return claims_by_class([t.path for t in targets], (), overrides, config.root if config is not None else None)
-
-
-def _fill_claims(trace: PressTrace, claims: list[dict]) -> None:
-    """A trace the worker never completed still answers for every claim: ``not-run``, with the reason."""
-    if not trace.claims and claims:
-        from .claimlist import not_run_checks
-
-        trace.claims = not_run_checks(claims, trace.message or "the press was not traced")
-
-
-def trace_targets(targets: list[str], options: TraceOptions, progress: bool = True,
-                  config: Config | None = None) -> TraceReport:
-    """Trace every press of every target (a directory or a package: of each of its files).
-
-    Bad input is collected in ``TraceReport.input_errors`` (exit code 2), never raised, and the
-    good targets are still traced, as ``kvaudit check`` does. Targets are checked in this process
-    first (existence, syntax, ``::ClassName``), so bad input alone costs no worker start. When no
-    press could be traced because of the options or the machine, a line saying so is added to
-    ``input_errors`` too (exit code 2). Failures of the tracer itself go to ``internal_errors``.
+    Every file that defines a class: the static stage sees presses through kvpress's source and the
+    run's files, the worker sees those whose base lives anywhere else too. A file named on its own that
+    defines no class is bad input, said without starting the worker (unless ``--press`` builds the press
+    in its namespace).
     """
-    from .parent.client import WorkerError
-    from .parent.session import InternalTraceError
-
-    report = TraceReport(targets=list(targets), plan=[spec.label for spec in run_plan(options)],
-                         plan_label=options.plan_label())
-    problem = _options_problem(options)
-    if problem is not None:
-        report.input_errors.append(problem)
-        return report
-    resolved: list[TraceTarget] = []
-    expanded: set[Path] = set()  # files found in a directory or package: no presses there is no error
-    for name in targets:
-        for text, found in _expand(name):
-            try:
-                target = resolve_target(text, options.press_expr)
-            except TraceInputError as error:
-                if not found:
-                    report.input_errors.append(str(error))
+    files: dict[Path, str] = {}
+    for press in run.result.presses:
+        files.setdefault(Path(press.path).resolve(), press.path)
+    for status in run.result.files:
+        if status.status == "ok" and status.path.endswith(".py"):
+            path = Path(status.path).resolve()
+            if path in files:
                 continue
-            resolved.append(target)
-            if found:
-                expanded.add(target.path)
-    if not resolved:
-        if not report.input_errors:
-            report.input_errors.append(f"{', '.join(targets)}: no Python file with classes to trace")
-        return report
-    claims = _claims_for_targets(resolved, config)
-
-    show = progress and sys.stderr.isatty()
-    with open_session(options) as session:
-        session.use(options)
-        jobs: list[tuple[TraceTarget, str | None]] = []
-        try:
-            with _status("starting the trace worker (torch, transformers, kvpress, model)…", show):
-                for target in resolved:
-                    try:
-                        jobs.extend((target, name) for name in session.press_classes(target))
-                    except InternalTraceError as error:
-                        report.internal_errors.append(str(error))
-                        report.tracebacks.extend([error.traceback] if error.traceback else [])
-                    except TraceInputError as error:
-                        if target.path not in expanded or "no kvpress press classes" not in str(error):
-                            report.input_errors.append(str(error))
-                report.model = session.model_info()
-        except WorkerError as error:
-            report.input_errors.append(f"the trace worker failed to start: {error}")
-            return report
-        report.worker_timings = dict(session.worker_timings)
-        with _progress(len(jobs), show) as step:
-            for target, name in jobs:
-                step(name or target.text)
-                wanted = claims.get((str(target.path), name or ""), [])
-                traced = session.trace(target, name, claims=wanted)
-                _fill_claims(traced.trace, wanted)
-                report.traces.append(traced.trace)
-                if traced.input_error:
-                    report.input_errors.append(traced.input_error)
-                if traced.setup_error:
-                    report.setup_errors.append(traced.setup_error)
-                if traced.internal_error:
-                    report.internal_errors.append(traced.internal_error)
-                    report.tracebacks.extend([traced.traceback] if traced.traceback else [])
-    reason = report.nothing_traced
-    if reason is not None and not report.input_errors and not report.internal_errors:
-        report.input_errors.append(reason)  # the one line that says why; an error line already does
-    if config is not None and config.acceptances:
-        from ..acceptance import apply_acceptances
-
-        report.unused_acceptances = [u.message for u in apply_acceptances(report.traces, config.acceptances)]
-    return report
+            if _classes_defined(path) or (path in run.stage.named and run.stage.options.press_expr):
+                files[path] = status.path
+            elif path in run.stage.named:
+                run.error(status.path, f"{status.path}: defines no classes, so no presses to trace")
+    return dict(sorted(files.items(), key=lambda item: item[1]))
 
 
-def _claim_requests(press: Any, found: dict[tuple[str, str], list[dict]], path: Path) -> list[dict]:
-    """The claims of a statically audited press (overrides applied), then its contract claims."""
-    from .claimlist import claim_wire
+def _jobs_of(run: _Run, path: Path, display: str, listed: ListReply) -> list[_Job]:
+    """The presses of one imported file: the static stage's and the run time's, as the selector allows."""
+    stage, result = run.stage, run.result
+    static = {p.name: p for p in result.presses if Path(p.path).resolve() == path}
+    runtime = {c.name: c for c in listed.classes if c.is_press}
+    wanted = stage.selectors.get(path)
+    names = [c.name for c in listed.classes if c.is_press] + [n for n in static if n not in runtime]
+    if wanted is not None:
+        for name in sorted(wanted - set(runtime)):
+            run.error(display, f"{display}: {name} is not a kvpress press (no BasePress base)")
+        names = [name for name in names if name in wanted and name in runtime]
+    if not names and path in stage.named:
+        defined = ", ".join(c.name for c in listed.classes)
+        run.error(display, f"{display}: no kvpress press classes (classes defined there: {defined})" if defined
+                  else f"{display}: defines no classes, so no presses to trace")
+    expression = listed.expression
+    jobs = []
+    for name in names:
+        report = static.get(name)
+        entry = runtime.get(name)
+        if report is None:  # a press only the run time sees: its claims are decided the same way
+            line = entry.line if entry is not None else 0
+            report = PressReport(name=name, path=display, line=line, claims=run.paper_claims(path, name, line))
+            result.presses.append(report)
+        by_expression = (stage.options.press_expr is not None and expression is not None and expression.name == name
+                         and Path(expression.path or "").resolve() == path)
+        run.expression_used |= by_expression
+        jobs.append(_Job(report, path, entry, stage.options.press_expr if by_expression else None, name))
+    return jobs
 
-    wired = [claim_wire(c) for c in press.claims]
-    taken = {c.id for c in press.claims}
-    return wired + [c for c in found.get((str(path), press.name), []) if c.get("contract") and c["id"] not in taken]
+
+def _expression_job(run: _Run, first: tuple[Path, ListReply] | None) -> _Job | None:
+    """The press ``--press`` builds when its class is none of the run's presses (``SnapKVPress(0.3)`` on a file
+    of other presses): traced too, evaluated in the first module's namespace, filed under its class's file."""
+    options = run.stage.options
+    if options.press_expr is None or run.expression_used or first is None or first[1].expression is None:
+        return None
+    path, listed = first
+    entry = listed.expression
+    home = Path(entry.path).resolve() if entry.path else path
+    shown = display_path(home)
+    report = next((p for p in run.result.presses if p.name == entry.name and p.path == shown), None)
+    if report is None:
+        report = PressReport(name=entry.name, path=shown, line=entry.line, claims=run.paper_claims(home, entry.name,
+                                                                                                 entry.line))
+        run.result.presses.append(report)
+    return _Job(report, path, entry, options.press_expr, None)
 
 
-def attach_traces(result: AuditResult, options: TraceOptions, progress: bool = True) -> list[str]:
+def trace_presses(result: AuditResult, stage: TraceStage) -> list[str]:
     """Trace every press of ``result`` and set ``press.trace`` (with ``.reference`` if asked).
 
-    Presses are matched by file path and class name. One worker serves all files. With
-    ``options.press_expr``, the expression builds the press of the class it instantiates; the other
-    presses are built with defaults. The exit-code rule is ``kvaudit trace``'s (docs/trace.md):
-
-    * a press that cannot be traced (abstract, needs arguments, not a press at run time) gets a
-      trace with ``status="error"`` and a one-line ``message``; its dynamic defects (crash,
-      stale-indices, batch-row-0) are findings (KVA303, :mod:`kvaudit.acceptance`);
-    * what is not the press's doing adds an error entry to ``result.files`` (exit code 2, never 1)
-      and leaves the presses it stopped untraced (``press.trace`` stays None): unusable options, a
-      trace extra that is missing or fails to import, a worker that cannot start, a model that
-      cannot be built on ``--device``, a module that cannot be imported, a bad ``--press``, a bug of
-      the tracer, and a run in which no press could be traced at all.
+    What is not the press's doing adds an error entry to ``result.files`` (exit code 2, never 1) and
+    leaves the presses it stopped untraced: unusable options, a trace extra that is missing or fails
+    to import, a worker that cannot start, a model that cannot be built on ``--device``, a module
+    that cannot be imported, a bad ``--press``, a bug of the tracer, and a run in which no press
+    could be traced at all. A press that cannot be traced for its own reasons (abstract, needs
+    arguments or Hub files) gets a trace with ``status="error"`` and its :class:`Failure`; its
+    defects become findings (KVA303, :mod:`kvaudit.acceptance`).
 
     Returns the tracebacks of the tracer's own failures (for ``--debug``).
     """
-    from .parent.client import WorkerError
-    from .parent.session import InternalTraceError
-
-    tracebacks: list[str] = []
-    if not result.presses:
-        return tracebacks
-    failed: list[FileStatus] = []
-
-    def error(message: str, path: str, traceback: str | None = None) -> None:
-        if all(f.message != message for f in failed):  # a run-level reason is said once
-            failed.append(FileStatus(path, "error", message))
-        tracebacks.extend([traceback] if traceback else [])
-
-    problem = _options_problem(options)
+    options = stage.options
+    run = _Run(result, stage)
+    result.traced = TraceSummary(plan=[spec.label for spec in run_plan(options)], grid=options.plan_label())
+    problem = options_problem(options)
+    files = _files_to_import(run) if problem is None else {}
     if problem is not None:
-        error(problem, result.presses[0].path)
-        _finish(result, failed)
-        return tracebacks
+        run.error(stage.label, problem)
+    elif files:
+        _trace_files(run, files)
+    return _finish(run)
 
-    by_file: dict[Path, list[Any]] = {}
-    for press in result.presses:
-        by_file.setdefault(Path(press.path).resolve(), []).append(press)
 
-    from .claimlist import claims_by_class
+def _trace_files(run: _Run, files: dict[Path, str]) -> None:
+    from .parent.client import WorkerError
 
-    found = claims_by_class([path for path in by_file if path.is_file()])
-    stopped = False  # the worker or the model cannot run any press: the rest stay untraced
-    with open_session(options) as session, _progress(len(result.presses), progress and sys.stderr.isatty()) as step:
+    options = run.stage.options
+    show = run.stage.progress and sys.stderr.isatty()
+    with open_session(options) as session:
         session.use(options)
-        for path, reports in by_file.items():
-            if stopped:
-                break
-            shown = display_path(path)
-            target = TraceTarget(text=shown, path=path, module=None, class_name=None)
-            try:
-                classes = session.list_classes(target) if path.is_file() else []
-            except WorkerError as failure:  # the worker did not start (its imports, --device): nothing can run
-                error(f"the trace worker failed to start: {failure}", shown)
-                stopped = True
-                break
-            except InternalTraceError as failure:
-                error(str(failure), shown, failure.traceback)
+        try:
+            with _status("starting the trace worker (torch, transformers, kvpress, model)…", show):
+                model = session.model_info()
+        except WorkerError as error:
+            run.error(run.stage.label, f"the trace worker failed to start: {error}")
+            return
+        assert run.result.traced is not None
+        run.result.traced.model = model
+        run.result.traced.timings = dict(session.worker_timings)
+        jobs: list[_Job] = []
+        first: tuple[Path, ListReply] | None = None
+        for path, display in files.items():
+            listed = session.list_classes(str(path), display, None)
+            if listed.failure is not None:
+                pressed = any(Path(p.path).resolve() == path for p in run.result.presses)
+                if listed.failure is Failure.INTERNAL:
+                    run.error(display, f"{display}: internal error in the tracer: {listed.error}", listed.traceback)
+                elif pressed or path in run.stage.named or path in run.stage.selectors:
+                    run.error(display, listed.error or f"cannot import {display}")
+                else:  # a helper module of the folder that does not import: no press was expected there
+                    run.notes.append(f"{display}: not imported to look for presses at run time: {listed.error}")
                 continue
-            except TraceInputError as failure:  # the module does not import: bad input, like `trace`'s
-                error(str(failure), shown)
-                continue
-            known = {c["name"] for c in classes if c["is_press"]}
-            for report in reports:
-                step(report.name)
-                wanted = _claim_requests(report, found, path)
-                if not path.is_file() or report.name not in known:
-                    message = (f"{shown}: no such file or directory" if not path.is_file()
-                               else f"{report.name} is not a kvpress press at run time (no BasePress base)")
-                    report.trace = PressTrace(report.name, report.path, "error", message)
-                    _fill_claims(report.trace, wanted)
-                    continue
-                traced = session.trace(target, report.name, expr_class_only=True, claims=wanted)
-                if traced.setup_error:  # the model cannot be built here: no press can run
-                    error(traced.setup_error, report.path)
-                    stopped = True
-                    break
-                traced.trace.path = report.path  # matched by the static path, as the static report wrote it
-                _fill_claims(traced.trace, wanted)
-                report.trace = traced.trace
-                if traced.input_error:
-                    error(traced.input_error, report.path)
-                if traced.internal_error:
-                    error(traced.internal_error, report.path, traced.traceback)
-    if not failed:
-        reason = nothing_traced([p.trace for p in result.presses if p.trace is not None])
+            first = first or (path, listed)
+            jobs.extend(_jobs_of(run, path, display, listed))
+        extra = _expression_job(run, first)
+        jobs.extend([extra] if extra is not None else [])
+        stopped: PressTrace | None = None  # the model cannot be built here: no press can run
+        with _progress(len(jobs), show) as step:
+            for job in jobs:
+                step(job.report.name)
+                if stopped is not None:
+                    _untraced(run, job, stopped.message or "", stopped.failure or Failure.SETUP)
+                else:
+                    stopped = _trace_job(run, session, job)
+
+
+def _untraced(run: _Run, job: _Job, message: str, failure: Failure) -> PressTrace:
+    """The trace of a press that never ran (not a press at run time, or no press can run here): every claim not-run."""
+    from .child.claimcheck import requested_not_run
+
+    report = job.report
+    report.trace = PressTrace(report.name, report.path, "error", message, failure=failure,
+                              claims=requested_not_run(run.claim_requests(report, job.entry), message))
+    return report.trace
+
+
+def _trace_job(run: _Run, session: Any, job: _Job) -> PressTrace | None:
+    """Trace one press; its trace when no press can run any more (the model cannot be built here), else None."""
+    report = job.report
+    if job.entry is None:
+        _untraced(run, job, f"{report.name} is not a kvpress press at run time (no BasePress base)", Failure.BUILD)
+        return None
+    requests = run.claim_requests(report, job.entry)
+    options = run.stage.options
+    reference = run.reference_claims if options.compare_reference else []
+    reply: TraceReply = session.trace(str(job.path), display_path(job.path), None, job.class_name, job.press_expr,
+                                      requests, reference)
+    if reply.failure is Failure.SETUP:  # the options or the machine: said once, for the whole run
+        assert reply.trace is not None
+        run.error(report.path, f"no press could be traced: {reply.error}")
+        return _untraced(run, job, reply.trace.message or "", Failure.SETUP)
+    if reply.failure is not None:
+        run.error(report.path, reply.error or reply.failure.reason, reply.traceback)
+        if reply.failure is not Failure.INTERNAL:
+            return None
+    assert reply.trace is not None
+    reply.trace.path = report.path  # matched by the static path, as the static report wrote it
+    report.trace = reply.trace
+    return None
+
+
+def nothing_traced(traces: Sequence[PressTrace]) -> str | None:
+    """``no press could be traced: REASON`` when some press was tried and none ran, else None.
+
+    Like a folder that holds no press, a run that traced nothing must not pass a CI gate as clean.
+    """
+    if not traces or any(t.status == "ok" or t.defects for t in traces):
+        return None
+    failed = next((t for t in traces if t.status == "error"), None)
+    return f"no press could be traced: {failed.name}: {failed.message}" if failed is not None else None
+
+
+def _finish(run: _Run) -> list[str]:
+    result = run.result
+    if not run.errors:
+        traced = [p.trace for p in result.presses if p.trace is not None]
+        reason = nothing_traced(traced)
         if reason is not None:
-            first = next(p for p in result.presses if p.trace is not None)
-            error(reason, first.path)
-    _finish(result, failed)
-    return tracebacks
-
-
-def _finish(result: AuditResult, failed: list[FileStatus]) -> None:
-    if failed:
-        result.files.extend(failed)
-        result.sort()
+            run.error(next(p.path for p in result.presses if p.trace is not None), reason)
+    traced_paths = {p.path for p in result.presses if p.trace is not None}
+    # A folder the static stage found no press in, whose presses only the run time saw.
+    result.files = [f for f in result.files if not (f.status == "error" and f.message is not None
+                                                      and f.message.endswith(": no press classes found")
+                                                      and any(t.startswith(f.path.rstrip("/") + "/")
+                                                              for t in traced_paths))]
+    result.files.extend(run.errors)
+    result.notes.extend(run.notes)
+    result.sort()
+    return run.tracebacks

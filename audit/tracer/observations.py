@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..model import Failure
+
 # Kept positions of one layer: kept[row][head] is the sorted tuple of the prompt positions that
 # survived compression for that batch row and KV head.
 KeptIndices = tuple[tuple[tuple[int, ...], ...], ...]
@@ -145,7 +147,7 @@ class RunObservation:
     layers: list[LayerObservation] = field(default_factory=list)
     prefill_time_s: float = 0.0
     error: str | None = None  # the exception's last line when the prefill raised
-    exception_type: str | None = None
+    failure: Failure | None = None  # what kind of failure that was (kvaudit.tracer.errors.press_failure)
     ratio: float | None = None
     facts: dict[str, Any] = field(default_factory=dict)
     decode_steps: int = 0  # decoding steps that completed

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # The defaults `--help` shows live in kvaudit.defaults, which imports nothing; explained there.
@@ -179,29 +179,17 @@ class TraceOptions:
         """What the worker's model depends on: a shared session rebuilds it when this changes."""
         return (self.arch, self.layers, self.model_path, self.device, self.dtype, self.seed)
 
-    def to_wire(self) -> dict:
-        """The options as sent to the worker (JSON-safe)."""
-        data = asdict(self)
-        data["ratios"] = list(self.ratios)
-        return data
-
     @property
     def second_tokens(self) -> int:
         return self.long_tokens if self.long_tokens is not None else LONG_FACTOR * self.tokens
 
-    def plan_wire(self) -> dict:
-        """The run plan, sent with each trace request (a shared worker may serve several plans)."""
-        return {"tokens": self.tokens, "long_tokens": self.long_tokens, "ratios": list(self.ratios),
-                "decode_steps": self.decode_steps, "seed": self.seed}
-
-    def with_plan(self, plan: dict | None) -> TraceOptions:
-        """These options with a request's plan (see :meth:`plan_wire`) in place of their own."""
-        if not plan:
-            return self
+    def with_plan(self, tokens: int, long_tokens: int | None, ratios: tuple[float, ...], decode_steps: int,
+                  seed: int) -> TraceOptions:
+        """These options with another run plan (a shared worker may serve several; :class:`kvaudit.tracer.wire.Plan`)."""
         from dataclasses import replace
 
-        return replace(self, tokens=plan["tokens"], long_tokens=plan.get("long_tokens"),
-                       ratios=tuple(plan["ratios"]), decode_steps=plan["decode_steps"], seed=plan.get("seed", self.seed))
+        return replace(self, tokens=tokens, long_tokens=long_tokens, ratios=tuple(ratios), decode_steps=decode_steps,
+                       seed=seed)
 
     def plan_label(self) -> str:
         """One line: the prefills, the ratios and the decoding steps."""

@@ -1,9 +1,9 @@
-"""Which claims a traced press is held to, and their checks (pure Python; runs in the worker child).
+"""The claims a traced press is held to, and their checks (pure Python; runs in the worker child).
 
-A press claims what its paper claims (found statically by the parent: :mod:`kvaudit.claims`, sent
-with the request) and what the contract of each kvpress base class in its MRO claims (found here,
-where the class is imported): every ``BasePress`` claims ``kept-fraction``, every ``ScorerPress``
-claims ``score-topk``. A paper's claim wins over a contract's for the same mechanism.
+Which claims a press has is decided in the kvaudit process (:mod:`kvaudit.claims`: its paper's,
+the configuration's, ``--claim``, its kvpress bases' contracts) and sent with the request
+(:class:`kvaudit.tracer.wire.ClaimRequest`). Here each one is only looked up: its mechanism, and the
+parameters its claimant (the paper, or the contract) publishes.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...mechanism import CheckContext, Mechanism, all_mechanisms, contract_claims, contract_label, mechanism_by_id
+from ...mechanism import CheckContext, Mechanism, all_mechanisms, mechanism_by_id
 from ...model import NOT_RUN, ClaimCheck
 from ..observations import RunObservation
+from ..wire import ClaimRequest
 
 
 @dataclass(frozen=True)
@@ -26,18 +27,16 @@ class ClaimToCheck:
     label: str = ""
 
 
-def claims_to_check(requested: Sequence[dict[str, str]], class_names: Sequence[str]) -> list[ClaimToCheck]:
-    """The paper claims the parent found (``{"id", "paper", "label"}`` each), then the contract claims."""
+def claims_to_check(requested: Sequence[ClaimRequest]) -> list[ClaimToCheck]:
+    """The requested claims, in the conformance matrix's order (an unknown id is skipped)."""
     found: dict[str, ClaimToCheck] = {}
     for item in requested:
-        mechanism = mechanism_by_id(item.get("id", ""))
+        mechanism = mechanism_by_id(item.id)
         if mechanism is None or mechanism.id in found:
             continue
-        claimant = mechanism.contracts.get(item["contract"]) if item.get("contract") else mechanism.papers.get(item.get("paper", ""))
+        claimant = mechanism.contracts.get(item.contract) if item.contract else mechanism.papers.get(item.paper)
         found[mechanism.id] = ClaimToCheck(mechanism, dict(claimant.params) if claimant else {},
-                                           item.get("label") or item.get("paper") or "forced")
-    for mechanism, base, claimant in contract_claims(class_names):
-        found.setdefault(mechanism.id, ClaimToCheck(mechanism, dict(claimant.params), contract_label(base)))
+                                           item.label or item.paper or "forced")
     order = {m.id: number for number, m in enumerate(all_mechanisms())}
     return sorted(found.values(), key=lambda c: order.get(c.mechanism.id, len(order)))
 
@@ -58,6 +57,11 @@ def check_claims(claims: Sequence[ClaimToCheck], runs: Sequence[RunObservation],
 def not_run(claims: Sequence[ClaimToCheck], reason: str) -> list[ClaimCheck]:
     """Every claim marked ``not-run`` with one reason (the press could not be built or traced)."""
     return [ClaimCheck(claim.mechanism.id, claim.label, NOT_RUN, f"not run: {reason}") for claim in claims]
+
+
+def requested_not_run(requested: Sequence[ClaimRequest], reason: str) -> list[ClaimCheck]:
+    """``not-run`` checks for the claims of a request the child never answered (it hung, died or failed)."""
+    return not_run(claims_to_check(requested), reason)
 
 
 def needs(claims: Sequence[ClaimToCheck]) -> tuple[bool, tuple[str, ...]]:

@@ -10,18 +10,10 @@ import importlib
 import importlib.util
 import inspect
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-
-@dataclass(frozen=True)
-class PressClassInfo:
-    """A class defined in the target module, and whether it is a kvpress press."""
-
-    name: str
-    line: int
-    is_press: bool
+from ..wire import ClassEntry
 
 
 def _package_name(file: Path) -> tuple[str | None, Path | None]:
@@ -104,13 +96,20 @@ def _line_of(cls: type) -> int:
         return 0
 
 
-def list_classes(module: ModuleType) -> list[PressClassInfo]:
-    """Classes defined in ``module`` (not imported into it), in source order."""
+def class_entry(cls: type) -> ClassEntry:
+    """What the parent needs to know of a class: where it is, whether it is a press, its MRO's names."""
     from kvpress import BasePress
 
-    found = [
-        PressClassInfo(name=name, line=_line_of(obj), is_press=issubclass(obj, BasePress))
-        for name, obj in vars(module).items()
-        if isinstance(obj, type) and obj.__module__ == module.__name__
-    ]
+    try:
+        path = inspect.getsourcefile(cls) or ""
+    except TypeError:
+        path = ""
+    return ClassEntry(name=cls.__name__, line=_line_of(cls), is_press=issubclass(cls, BasePress),
+                      mro=tuple(base.__name__ for base in cls.__mro__), path=path)
+
+
+def list_classes(module: ModuleType) -> list[ClassEntry]:
+    """Classes defined in ``module`` (not imported into it), in source order."""
+    found = [class_entry(obj) for name, obj in vars(module).items()
+             if isinstance(obj, type) and obj.__module__ == module.__name__ and obj.__name__ == name]
     return sorted(found, key=lambda info: (info.line, info.name))

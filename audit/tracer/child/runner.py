@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from ...model import Defect, PressTrace, TraceRun
+from ...model import Defect, Failure, PressTrace, RunTimings, TraceRun
 from ...tinymodel import make_input_ids
 from .. import errors, verdicts
 from .build import BuildError, one_line, reachable_presses
@@ -222,12 +222,16 @@ def observe_run(model: nn.Module, press: Any, spec: RunSpec, setup: RunSetup, ra
         line = one_line(error)
         model_name = getattr(model.config, "name_or_path", "") or ""
         observation.error = errors.hub_failure(error, line, model_name) or line
-        observation.exception_type = type(error).__name__
+        observation.failure = errors.press_failure(error, first_run=True)
     return observation
 
 
+def _seconds(value: float) -> float:
+    return round(value, 6)
+
+
 def to_trace_run(observation: RunObservation) -> TraceRun:
-    """The findings-model view of one completed run."""
+    """The findings-model view of one completed run (Jaccards to 4 places, timings to the microsecond)."""
     layers = observation.layers
     steps = observation.decode_steps
     return TraceRun(
@@ -238,16 +242,18 @@ def to_trace_run(observation: RunObservation) -> TraceRun:
         reused_from=verdicts.reused_from(observation),
         compressed=[layer.compressed for layer in layers],
         jaccard=[None if j is None else round(j, 4) for j in verdicts.adjacent_jaccard(observation)],
-        score_time_s=sum(layer.score_time_s for layer in layers),
-        compress_time_s=sum(layer.compress_time_s for layer in layers),
-        prefill_time_s=observation.prefill_time_s,
         jaccard_matrix=verdicts.jaccard_matrix(observation),
-        layer_score_time_s=[layer.score_time_s for layer in layers],
-        layer_compress_time_s=[layer.compress_time_s for layer in layers],
         ratio=observation.ratio,
         compress_calls=[layer.compress_calls for layer in layers],
         decode_lengths=[[layer.decode[step].length if step < len(layer.decode) else 0 for layer in layers]
                         for step in range(steps)],
+        timings=RunTimings(
+            prefill_s=_seconds(observation.prefill_time_s),
+            score_s=_seconds(sum(layer.score_time_s for layer in layers)),
+            compress_s=_seconds(sum(layer.compress_time_s for layer in layers)),
+            layer_score_s=[_seconds(layer.score_time_s) for layer in layers],
+            layer_compress_s=[_seconds(layer.compress_time_s) for layer in layers],
+        ),
     )
 
 
@@ -306,7 +312,7 @@ def trace_press(
     try:
         press = factory()
     except BuildError as error:
-        trace.status, trace.message = "error", str(error)
+        trace.status, trace.message, trace.failure = "error", str(error), Failure.BUILD
         trace.claims = not_run(claims, str(error))
         return trace
     try:
@@ -334,14 +340,17 @@ def trace_press(
                 observation = observe_run(model, instance, spec, setup, ratio)
                 label = _label(number, spec, ratio)
                 if not observation.ok:
-                    kind = errors.classify(observation.error or "", observation.exception_type, number == 1)
-                    if number == 1 and not errors.is_defect(kind):  # a limit of the setting, not the press's bug
+                    kind = observation.failure or Failure.CRASH
+                    if number > 1 and kind is Failure.ABSTRACT:  # abstract only if its first prefill raised so
+                        kind = Failure.CRASH
+                    if number == 1 and not kind.is_defect:  # a limit of the setting, not the press's bug
                         stop = True
-                        trace.status, trace.message = "error", f"{errors.REASONS[kind]}: {observation.error}"
+                        trace.status, trace.message, trace.failure = "error", f"{kind.reason}: {observation.error}", kind
                         break
                     message = f"{label} raised: {observation.error}"
                     failures.append(message)
                     trace.status, trace.message = "error", trace.message or message
+                    trace.failure = Failure.CRASH
                     stale = (verdicts.stale_failure_defect(number, observation, _fresh(model, factory, spec, setup, ratio))
                              if number > 1 else None)
                     defects.setdefault((stale or Defect(verdicts.CRASH, message)).id, stale or Defect(verdicts.CRASH, message))

@@ -34,5 +34,7 @@ def add_repeat_timings(model: Any, factory: PressFactory, spec: RunSpec, run: Tr
             return
         if not observation.ok:
             return
-        run.repeat_prefill_time_s.append(observation.prefill_time_s)
-        run.repeat_score_time_s.append(sum(layer.score_time_s for layer in observation.layers))
+        timings = run.timings
+        timings.repeat_prefill_s = [*(timings.repeat_prefill_s or ()), round(observation.prefill_time_s, 6)]
+        timings.repeat_score_s = [*(timings.repeat_score_s or ()),
+                                  round(sum(layer.score_time_s for layer in observation.layers), 6)]

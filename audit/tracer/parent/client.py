@@ -8,7 +8,6 @@ when it exits or gets SIGTERM, and whatever is left of its session is killed her
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import signal
@@ -16,10 +15,14 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from typing import TypeVar
 
-from ..worker.process import kill_all, session_members
+from ... import codec
 from ..options import PARENT_ENV
+from ..wire import Request
+from ..worker.process import kill_all, session_members
+
+R = TypeVar("R")
 
 # The worker's own start-up (imports, model) may take this long on a slow machine.
 INIT_TIMEOUT_S = 180.0
@@ -112,20 +115,20 @@ class WorkerClient:
     def alive(self) -> bool:
         return self._process.poll() is None
 
-    def request(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+    def request(self, payload: Request, reply_type: type[R], timeout: float) -> R:
         """Send one request and return its answer, or raise :class:`WorkerError`."""
         if not self.alive:
             raise WorkerError(self.death())
         assert self._process.stdin is not None
         try:
-            self._process.stdin.write((json.dumps(payload) + "\n").encode())
+            self._process.stdin.write(codec.encode(payload) + b"\n")
             self._process.stdin.flush()
         except BrokenPipeError:
             raise WorkerError(self.death()) from None
         line = self._read_line(timeout)
         try:
-            return json.loads(line)
-        except ValueError:
+            return codec.decode(line, reply_type)
+        except codec.CodecError:
             raise WorkerError(f"trace worker answered garbage: {line[:80]!r}") from None
 
     def _read_line(self, timeout: float) -> str:
@@ -138,7 +141,10 @@ class WorkerClient:
             if not ready:
                 self.close(kill=True)
                 raise WorkerError(f"trace worker gave no answer within {timeout:g} s; killed")
-            chunk = os.read(fd, 1 << 16)
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except OSError:  # closed under us (close() from another thread, on Ctrl-C)
+                chunk = b""
             if not chunk:
                 raise WorkerError(self.death())
             self._buffer += chunk

@@ -1,45 +1,18 @@
-"""A trace session: one worker, one model, any number of targets and presses.
+"""A trace session: one worker, one model, any number of modules and presses.
 
-Used by ``kvaudit trace`` and by :func:`kvaudit.tracer.attach_traces`. Stdlib only on this side.
-A session may be shared (the test suite keeps one worker for all its traces): :meth:`TraceSession.use`
-switches the options, and the worker rebuilds its model only when the model options change.
+Used by the trace stage (:mod:`kvaudit.tracer`). Stdlib and msgspec only on this side. A session may
+be shared (the test suite keeps one worker for all its traces): :meth:`TraceSession.use` switches
+the options, and the worker rebuilds its model only when the model options change.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import TracebackType
-from typing import Any
 
-from ...model import Defect, PressTrace
-from ...source import display_path
+from ...model import Defect, Failure, ModelInfo, PressTrace
 from ..options import TraceOptions
-from ..outcome import TraceOutcome
-from ..verdicts import CRASH
+from ..wire import ClaimRequest, InitReply, InitRequest, ListReply, ListRequest, Plan, TraceReply, TraceRequest
 from .client import INIT_TIMEOUT_S, REPLY_SLACK_S, WorkerClient, WorkerError
-from .target import TraceInputError, TraceTarget
-
-
-# Options sent with each request rather than at init: changing them needs no new model.
-_PER_REQUEST = ("timeout", "press_expr", "compare_reference", "memory_limit", "worker_env")
-
-
-def _init_wire(options: TraceOptions) -> dict[str, Any]:
-    return {k: v for k, v in options.to_wire().items() if k not in _PER_REQUEST}
-
-
-def press_label(target: TraceTarget, class_name: str | None) -> str:
-    """How an error line names a press: ``PATH::Class`` (or the target as given)."""
-    shown = display_path(target.path)
-    return f"{shown}::{class_name}" if class_name else shown
-
-
-class InternalTraceError(TraceInputError):
-    """The tracer failed on a target (a bug, not the target's fault); ``traceback`` is for ``--debug``."""
-
-    def __init__(self, message: str, traceback: str | None = None) -> None:
-        super().__init__(message)
-        self.traceback = traceback
 
 
 class TraceSession:
@@ -49,8 +22,9 @@ class TraceSession:
         self.options = options
         self._client: WorkerClient | None = None
         self._client_env: dict[str, str] = {}
-        self._init_sent: dict[str, Any] | None = None  # the options the worker's model was built with
-        self.model: dict[str, Any] | None = None
+        # The model options the worker's model was built with (the plan and limits travel with each request).
+        self._init_sent: tuple | None = None
+        self.model: ModelInfo | None = None
         self.worker_timings: dict[str, float] = {}
 
     def use(self, options: TraceOptions) -> None:
@@ -79,17 +53,18 @@ class TraceSession:
             self._client_env = dict(self.options.worker_env)
 
     def _ready_client(self) -> WorkerClient:
+        """The worker, its model built for the current options (:class:`WorkerError` when it cannot be)."""
         self.start()
         assert self._client is not None
-        wire = _init_wire(self.options)
-        if self.model is None or wire != self._init_sent:
+        key = self.options.model_key()
+        if self.model is None or key != self._init_sent:
             self.model = None
-            reply = self._client.request({"op": "init", "options": self.options.to_wire()}, INIT_TIMEOUT_S)
-            if not reply.get("ok"):
-                raise WorkerError(reply.get("error", "trace worker failed to start"))
-            self.model, self._init_sent = reply["model"], wire
-            if reply.get("import_s") or not self.worker_timings:
-                self.worker_timings = {"import_s": reply.get("import_s", 0.0), "build_s": reply.get("build_s", 0.0)}
+            reply = self._client.request(InitRequest(self.options), InitReply, INIT_TIMEOUT_S)
+            if reply.model is None:
+                raise WorkerError(reply.error or "trace worker failed to start")
+            self.model, self._init_sent = reply.model, key
+            if reply.import_s or not self.worker_timings:
+                self.worker_timings = {"import_s": reply.import_s, "build_s": reply.build_s}
         return self._client
 
     def _restart(self) -> None:
@@ -97,97 +72,52 @@ class TraceSession:
             self._client.close(kill=True)
         self._client, self.model, self._init_sent = None, None, None
 
-    def model_info(self) -> dict[str, Any]:
-        """Arch, layers and source of the model (starts the worker if needed)."""
+    def model_info(self) -> ModelInfo:
+        """Arch, layers and source of the model (starts the worker if needed; :class:`WorkerError`)."""
         self._ready_client()
         assert self.model is not None
         return self.model
 
-    def list_classes(self, target: TraceTarget) -> list[dict[str, Any]]:
-        """Classes defined by ``target``'s module: ``{"name", "line", "is_press"}`` each, in source order.
+    def list_classes(self, path: str, display: str, module: str | None) -> ListReply:
+        """The classes ``path`` defines (and the class ``--press`` builds there), imported in a child.
 
-        Raises
-        ------
-        TraceInputError
-            The module cannot be imported (or its import hangs past the timeout); the message
-            starts with the target. :class:`InternalTraceError` when the tracer failed.
+        A worker that died or hung while importing the module: the module's doing, an ``input`` failure.
         """
         client = self._ready_client()
-        request = {"op": "list", "path": str(target.path), "display": display_path(target.path), "module": target.module,
-                   "timeout": self.options.timeout, "memory_limit": self.options.memory_limit}
+        request = ListRequest(path, display, module, self.options.timeout, self.options.memory_limit,
+                              self.options.press_expr)
         try:
-            reply = client.request(request, self.options.timeout + REPLY_SLACK_S)
+            return client.request(request, ListReply, self.options.timeout + REPLY_SLACK_S)
         except WorkerError as error:
             self._restart()
-            raise TraceInputError(f"{target.text}: {error}") from None
-        if not reply.get("ok"):
-            message = reply.get("error") or "cannot be imported"
-            if reply.get("internal"):
-                raise InternalTraceError(f"{target.text}: internal error in the tracer: {message}", reply.get("traceback"))
-            raise TraceInputError(message)  # "cannot import TARGET: reason"
-        return list(reply["classes"])
+            return ListReply(failure=Failure.INPUT, error=f"cannot import {module or display}: {error}")
 
-    def press_classes(self, target: TraceTarget) -> list[str | None]:
-        """Names of the presses to trace in ``target`` (``[None]``: the one ``--press`` builds).
+    def trace(self, path: str, display: str, module: str | None, class_name: str | None, press_expr: str | None,
+              claims: list[ClaimRequest], reference_claims: list[ClaimRequest]) -> TraceReply:
+        """Trace one press of a module (and the reference when the options ask for it).
 
-        Raises
-        ------
-        TraceInputError
-            The module cannot be imported, holds no press, or ``::ClassName`` is not a press.
+        The reply's ``error`` starts with the press (``PATH::Class``). A worker that died or hung while
+        the press ran: the press's doing (a press can kill its parent), a ``crash``.
         """
-        classes = self.list_classes(target)
-        presses = [c["name"] for c in classes if c["is_press"]]
-        if target.class_name is not None:
-            if target.class_name not in presses:
-                raise TraceInputError(f"{target.text}: {target.class_name} is not a kvpress press (no BasePress base)")
-            return [target.class_name]
-        if self.options.press_expr:
-            return [None]
-        if not presses:
-            names = ", ".join(c["name"] for c in classes) or "none"
-            raise TraceInputError(f"{display_path(target.path)}: no kvpress press classes (classes defined there: {names})")
-        return presses
-
-    def trace(self, target: TraceTarget, class_name: str | None, expr_class_only: bool = False,
-              claims: list[dict[str, Any]] | None = None) -> TraceOutcome:
-        """Trace one press of ``target`` (and the reference when the options ask for it).
-
-        ``claims`` are the press's paper claims found statically (``kvaudit.tracer.claimlist``).
-        """
-        request = {
-            "op": "trace",
-            "path": str(target.path),  # where the worker imports from
-            "display": display_path(target.path),  # how the user sees it (as `kvaudit check` shows it)
-            "module": target.module,
-            "class_name": class_name,
-            "press_expr": self.options.press_expr,
-            "expr_class_only": expr_class_only,
-            "reference": self.options.compare_reference,
-            "timeout": self.options.timeout,
-            "memory_limit": self.options.memory_limit,
-            "claims": claims or [],
-            "plan": self.options.plan_wire(),
-        }
+        options = self.options
+        request = TraceRequest(path, display, module, class_name, press_expr, options.compare_reference,
+                               options.timeout, options.memory_limit, Plan.of(options), claims, reference_claims)
         # The worker enforces the timeout per child; the reference run is a second child.
-        reply_timeout = self.options.timeout * (2 if self.options.compare_reference else 1) + REPLY_SLACK_S
-        name, shown = class_name or "press", display_path(target.path)
-        label = press_label(target, class_name)
+        reply_timeout = options.timeout * (2 if options.compare_reference else 1) + REPLY_SLACK_S
+        name = class_name or "press"
+        label = f"{display}::{class_name}" if class_name else display
         try:
-            reply = self._ready_client().request(request, reply_timeout)
+            reply = self._ready_client().request(request, TraceReply, reply_timeout)
         except WorkerError as error:
-            # The worker died or hung while the press ran (a press can kill its parent): the press's doing.
             self._restart()
             message = f"the trace worker died while tracing it: {error}"
-            return TraceOutcome(PressTrace(name, shown, "error", message, defects=[Defect(CRASH, message)]))
-        if not reply.get("ok"):  # the request itself failed in the worker
-            message = reply.get("error") or "trace worker failed"
-            trace = PressTrace(name, shown, "error", message)
-            if reply.get("internal"):
-                return TraceOutcome(trace, internal_error=message, traceback=reply.get("traceback")).labelled(label)
-            return TraceOutcome(trace, setup_error=message).labelled(label)
-        outcome = TraceOutcome.from_wire(reply).labelled(label)
-        outcome.trace.path = shown
-        reference = outcome.trace.reference
-        if reference is not None and Path(reference.path).is_absolute():
-            reference.path = display_path(Path(reference.path))
-        return outcome
+            return TraceReply(PressTrace(name, display, "error", message, failure=Failure.CRASH,
+                                         defects=[Defect(Failure.CRASH.value, message)]))
+        if reply.trace is None:
+            reply.trace = PressTrace(name, display, "error", reply.error, failure=reply.failure or Failure.INTERNAL)
+        if reply.failure is Failure.SETUP:
+            reply.error = f"{label}: {reply.error}"
+        elif reply.failure is Failure.INTERNAL:
+            reply.error = f"{label}: internal error in the tracer: {reply.error}"
+        reply.trace.path = display
+        return reply

@@ -18,7 +18,6 @@ folder (or package root) is put there instead, in the child that imports it.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -27,23 +26,30 @@ from typing import Any
 os.environ["HF_HUB_OFFLINE"] = "1"  # before anything can import huggingface_hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from ...model import Defect, PressTrace  # noqa: E402  (stdlib only, like the rest below)
-from .. import errors  # noqa: E402
-from ..errors import ModelFailure  # noqa: E402
+from ... import codec  # noqa: E402  (stdlib and msgspec only, like the rest below)
+from ...model import Defect, Failure, ModelInfo, PressTrace  # noqa: E402
+from ..child.claimcheck import requested_not_run  # noqa: E402
+from ..errors import ImportFailure, ModelFailure  # noqa: E402
 from ..options import PARENT_ENV, TRACE_PACKAGES, TraceOptions, broken_trace_extra, missing_trace_extra  # noqa: E402
-from ..outcome import TraceOutcome  # noqa: E402
-from ..serialize import MalformedTrace  # noqa: E402
+from ..wire import InitReply, InitRequest, ListReply, ListRequest, Request, TraceReply, TraceRequest  # noqa: E402
 from . import process  # noqa: E402
-from .process import DIED, FAILED, OK, TIMEOUT, ChildOutcome, run_in_child  # noqa: E402
+from .process import FAILED, OK, TIMEOUT, ChildOutcome, run_in_child  # noqa: E402
 
 
 def _outcome_message(outcome: ChildOutcome) -> str:
     return f"timeout: {outcome.detail}" if outcome.status == TIMEOUT else outcome.detail
 
 
-def _failure(outcome: ChildOutcome) -> str:
-    """How a child that returned nothing failed (:func:`kvaudit.tracer.errors.child_failure`)."""
-    return errors.child_failure(outcome.status == FAILED, outcome.error_type)
+def _failure(outcome: ChildOutcome) -> Failure:
+    """How a child that returned no reply failed: it hung or died (the press's doing), or it raised.
+
+    The job functions raise :class:`ImportFailure` and :class:`ModelFailure` for what is not the
+    press's fault; any other exception that reaches the child's top is the tracer's own.
+    """
+    if outcome.status != FAILED:
+        return Failure.CRASH
+    return {ImportFailure.__name__: Failure.INPUT, ModelFailure.__name__: Failure.SETUP}.get(
+        outcome.error_type or "", Failure.INTERNAL)
 
 
 def _import_trace_extra() -> str | None:
@@ -65,28 +71,13 @@ def _import_trace_extra() -> str | None:
     return None
 
 
-def _malformed(outcome: ChildOutcome, problem: str) -> ChildOutcome:
+def _malformed(problem: str) -> str:
     """A child whose result has the wrong shape: the user's code wrote on the result pipe, a crash of the press.
 
     The press runs in the process that writes the result, so it can write a frame of its own; a
     well-formed forgery cannot be told apart (docs/trace.md, "Process hygiene"), a malformed one can.
     """
-    return ChildOutcome(DIED, detail=f"the press wrote a malformed result on the tracer's result pipe ({problem})",
-                        seconds=outcome.seconds)
-
-
-def _list_problem(payload: Any) -> str | None:
-    """What is wrong with a ``list`` child's result, or None: ``{"module": str, "classes": [{name, line, is_press}]}``."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("module"), str):
-        return "no module name"
-    classes = payload.get("classes")
-    if not isinstance(classes, list):
-        return "no class list"
-    for item in classes:
-        if not (isinstance(item, dict) and isinstance(item.get("name"), str) and isinstance(item.get("is_press"), bool)
-                and isinstance(item.get("line"), int)):
-            return "a class entry without name, line and is_press"
-    return None
+    return f"the press wrote a malformed result on the tracer's result pipe ({problem})"
 
 
 class WorkerState:
@@ -95,129 +86,107 @@ class WorkerState:
     def __init__(self) -> None:
         self.options = TraceOptions()
         self.model: Any = None
-        self.model_info: dict[str, Any] = {}
+        self.model_info: ModelInfo | None = None
 
-    def init(self, request: dict[str, Any]) -> dict[str, Any]:
+    def init(self, request: InitRequest) -> InitReply:
         """Import torch, transformers and kvpress; build and warm the model (CPU) once, before any fork."""
-        options = TraceOptions(**request["options"])
-        if self.model is not None and options.model_key() == self.options.model_key():
+        options = request.options
+        if self.model_info is not None and options.model_key() == self.options.model_key():
             self.options = options  # a shared session changed the prefills, not the model
-            return {"ok": True, "model": self.model_info, "import_s": 0.0, "build_s": 0.0}
-        self.options, self.model = options, None
+            return InitReply(model=self.model_info)
+        self.options, self.model, self.model_info = options, None, None
         missing = missing_trace_extra()
         if missing is not None:
-            return {"ok": False, "error": missing}
+            return InitReply(error=missing)
         started = time.perf_counter()
         broken = _import_trace_extra()
         if broken is not None:  # installed but broken (a missing CUDA library, say): the machine, not a press
-            return {"ok": False, "error": broken}
+            return InitReply(error=broken)
         import torch
 
         torch.set_num_threads(1)  # tiny models gain nothing from threads, and fork stays safe
 
         from ..child import jobs, runner  # noqa: F401  (pay their imports once, before forking)
+        from ..child.build import one_line
         from . import modelload
 
         imported = time.perf_counter()
         try:
             torch.device(self.options.device)  # parses the name only: CUDA must stay uninitialised before a fork
         except (RuntimeError, ValueError) as error:
-            from ..child.build import one_line
-
-            return {"ok": False, "error": f"--device {self.options.device}: {one_line(error)}"}
+            return InitReply(error=f"--device {self.options.device}: {one_line(error)}")
         if self.options.device == "cpu":
             try:
                 self.model, info = modelload.load_model(self.options)
             except Exception as error:  # noqa: BLE001 - a folder that is not a model is bad input
-                from ..child.build import one_line
-
                 what = f"--model {self.options.model_path}" if self.options.model_path else f"--arch {self.options.arch}"
-                return {"ok": False, "error": f"{what}: cannot build the model: {one_line(error)}"}
+                return InitReply(error=f"{what}: cannot build the model: {one_line(error)}")
             modelload.warm_up(self.model)
         else:
             # CUDA cannot be initialised before a fork: each child builds its own model.
-            info = modelload.ModelInfo(
+            info = ModelInfo(
                 self.options.arch, self.options.layers,
                 f"{self.options.model_path or 'embedded tiny ' + self.options.arch}, built in each child on "
                 f"{self.options.device} (HF_HUB_OFFLINE=1: nothing is downloaded)",
             )
         built = time.perf_counter()
-        self.model_info = {"arch": info.arch, "layers": info.layers, "source": info.source}
-        return {
-            "ok": True,
-            "model": self.model_info,
-            "import_s": round(imported - started, 3),
-            "build_s": round(built - imported, 3),
-        }
+        self.model_info = info
+        return InitReply(model=info, import_s=round(imported - started, 3), build_s=round(built - imported, 3))
 
-    def _memory_limit(self, request: dict[str, Any]) -> int | None:
+    def _run(self, function: Any, request: ListRequest | TraceRequest) -> ChildOutcome:
         # CUDA reserves far more address space than it uses: RLIMIT_AS would break it, so CPU only.
-        limit = request.get("memory_limit")
-        return int(limit) if limit and self.options.device == "cpu" else None
+        limit = request.memory_limit if request.memory_limit and self.options.device == "cpu" else None
+        return run_in_child(function, request.timeout, limit)
 
-    def _run(self, function: Any, request: dict[str, Any]) -> ChildOutcome:
-        timeout = float(request.get("timeout", self.options.timeout))
-        return run_in_child(function, timeout, self._memory_limit(request))
-
-    def list(self, request: dict[str, Any]) -> dict[str, Any]:
-        """The classes of a target module, imported in a child."""
+    def list(self, request: ListRequest) -> ListReply:
+        """The classes of a target module (and the class its ``--press`` builds), imported in a child."""
         from ..child.jobs import list_job
 
         outcome = self._run(lambda: list_job(request), request)
         if outcome.status == OK:
-            problem = _list_problem(outcome.payload)
-            if problem is None:
-                return {"ok": True, **outcome.payload}
-            outcome = _malformed(outcome, problem)
+            try:
+                return codec.from_data(outcome.payload, ListReply)
+            except codec.CodecError as error:
+                outcome = ChildOutcome("died", detail=_malformed(str(error)), seconds=outcome.seconds)
         failure = _failure(outcome)
-        if failure == errors.INTERNAL:
-            return {"ok": False, "internal": True, "error": outcome.detail, "traceback": outcome.traceback}
-        if failure != errors.CRASH:  # ImportFailure: "cannot import TARGET: reason"
-            return {"ok": False, "error": outcome.detail}
-        target = request.get("module") or request.get("display") or request["path"]
-        return {"ok": False, "error": f"cannot import {target}: {_outcome_message(outcome)}"}
+        if failure is Failure.CRASH:  # the module hung or died while importing: bad input, said as such
+            target = request.module or request.display or request.path
+            return ListReply(failure=Failure.INPUT, error=f"cannot import {target}: {_outcome_message(outcome)}")
+        return ListReply(failure=failure, error=outcome.detail, traceback=outcome.traceback)
 
-    def trace(self, request: dict[str, Any]) -> dict[str, Any]:
+    def trace(self, request: TraceRequest) -> TraceReply:
         """Trace one press in a child, then (if asked) the reference press in another."""
-        outcome = self._run(lambda: self._trace_in_child(request, reference=False), request)
-        traced = self._traced(outcome, request)
-        if request.get("reference"):
-            reference = self._run(lambda: self._trace_in_child(request, reference=True), request)
-            if reference.status == OK:
-                try:
-                    traced.trace.reference = TraceOutcome.from_wire(reference.payload).trace
-                except MalformedTrace as error:
-                    reference = _malformed(reference, str(error))
-            if reference.status != OK:
-                traced.trace.reference = PressTrace("ChunkKVReusePress", "audit/reference", "error",
-                                                    _outcome_message(reference))
-        return {"ok": True, **traced.to_wire()}
+        traced = self._traced(self._run(lambda: self._trace_in_child(request, reference=False), request), request,
+                              request.class_name or "press", request.display or request.path, request.claims)
+        if request.reference and traced.failure is None and traced.trace is not None:
+            reference = self._traced(self._run(lambda: self._trace_in_child(request, reference=True), request),
+                                     request, "ChunkKVReusePress", "audit/reference", request.reference_claims).trace
+            if reference is not None:
+                reference.defects = []  # the reference press's failure is said, never counted as the press's defect
+                traced.trace.reference = reference
+        return traced
 
     @staticmethod
-    def _traced(outcome: ChildOutcome, request: dict[str, Any]) -> TraceOutcome:
-        """The child's outcome, or what its failure means (:func:`kvaudit.tracer.errors.child_failure`)."""
+    def _traced(outcome: ChildOutcome, request: TraceRequest, name: str, path: str, claims: list) -> TraceReply:
+        """The child's reply, or what its failure means (:func:`_failure`)."""
         if outcome.status == OK:
             try:
-                traced = TraceOutcome.from_wire(outcome.payload)
-            except MalformedTrace as error:
-                outcome = _malformed(outcome, str(error))
+                reply = codec.from_data(outcome.payload, TraceReply)
+            except codec.CodecError as error:
+                outcome = ChildOutcome("died", detail=_malformed(str(error)), seconds=outcome.seconds)
             else:
-                traced.seconds = outcome.seconds
-                return traced
+                reply.seconds = outcome.seconds
+                return reply
         message = _outcome_message(outcome)
-        trace = PressTrace(request.get("class_name") or "press", request.get("display") or request["path"], "error",
-                           message)
         failure = _failure(outcome)
-        if failure == errors.CRASH:  # a hang or a hard death is the press's doing
-            trace.defects.append(Defect(errors.CRASH, message))
-            return TraceOutcome(trace, seconds=outcome.seconds)
-        if failure == errors.INPUT:
-            return TraceOutcome(trace, input_error=message, seconds=outcome.seconds)
-        if failure == errors.SETUP:  # the model could not be built here (--device, --dtype): no press can run
-            return TraceOutcome(trace, setup_error=message, seconds=outcome.seconds)
-        return TraceOutcome(trace, internal_error=message, traceback=outcome.traceback, seconds=outcome.seconds)
+        trace = PressTrace(name, path, "error", message, failure=failure)
+        trace.claims = requested_not_run(claims, message)
+        if failure is Failure.CRASH:  # a hang or a hard death is the press's doing: a defect, not a request failure
+            trace.defects.append(Defect(Failure.CRASH.value, message))
+            return TraceReply(trace, seconds=outcome.seconds)
+        return TraceReply(trace, failure=failure, error=message, traceback=outcome.traceback, seconds=outcome.seconds)
 
-    def _trace_in_child(self, request: dict[str, Any], reference: bool) -> dict[str, Any]:
+    def _trace_in_child(self, request: TraceRequest, reference: bool) -> dict[str, Any]:
         from ..child.jobs import trace_job
 
         model = self.model
@@ -231,31 +200,37 @@ class WorkerState:
                 raise ModelFailure(f"cannot build the model on {self.options.device}: {one_line(error)}") from None
         return trace_job(model, self.options, request, reference)
 
+    def handle(self, request: Request) -> InitReply | ListReply | TraceReply:
+        if isinstance(request, InitRequest):
+            return self.init(request)
+        if isinstance(request, ListRequest):
+            return self.list(request)
+        return self.trace(request)
+
 
 def main() -> None:
     """Serve requests until stdin closes; on every way out, kill and reap everything below."""
     parent = int(os.environ.get(PARENT_ENV) or os.getppid())
     process.become_subreaper()  # orphans of a press come back here, even from a new session
     process.guard_parent(parent)  # kvaudit died: kill everything below and exit at once
-    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    protocol = os.fdopen(os.dup(1), "wb", buffering=0)
     process.private_fds.append(protocol.fileno())
     os.dup2(2, 1)  # prints of the user's code (and of libraries) go to stderr
     sys.stdout = sys.stderr
     state = WorkerState()
     try:
-        for line in sys.stdin:
+        for line in sys.stdin.buffer:
             if not line.strip():
                 continue
             try:
-                request = json.loads(line)
-                handler = {"init": state.init, "list": state.list, "trace": state.trace}[request["op"]]
-                reply = handler(request)
+                reply = state.handle(codec.decode(line, Request))
             except Exception as error:  # noqa: BLE001 - the parent must always get an answer
                 import traceback
 
-                reply = {"ok": False, "internal": True, "error": f"worker error: {type(error).__name__}: {error}",
+                # Whichever reply type the parent expects, these fields fit it (every other one has a default).
+                reply = {"failure": Failure.INTERNAL.value, "error": f"worker error: {type(error).__name__}: {error}",
                          "traceback": traceback.format_exc()}
-            protocol.write(json.dumps(reply) + "\n")
+            protocol.write(codec.encode(reply) + b"\n")
     finally:
         process.kill_descendants()
     # Nothing is left to flush but stderr: skip the interpreter's teardown of torch (a second or more).
