@@ -183,3 +183,36 @@ def test_piped_trace_output_is_never_wrapped_or_cut() -> None:
         assert all(line == line.rstrip() for line in lines)  # no padding to the width
         header = next(line for line in lines if "score()" in line and "kept" in line)
         assert header.split() == ["layer", "score()", "kept", "reused", "from", "Jaccard", "l-1"]  # one row, not folded
+
+
+def test_shared_options_are_declared_once_and_offered_by_every_command() -> None:
+    """One declaration of the tracer and files options (kvaudit.cli.options), the same flags on check, trace, report."""
+    from dataclasses import fields
+
+    import typer.main
+
+    from kvaudit.cli import app
+    from kvaudit.cli.options import FileFlags, TraceFlags
+
+    command = typer.main.get_command(app)
+    shared = {f.name for group in (FileFlags, TraceFlags) for f in fields(group)}
+    for name in ("check", "trace", "report"):
+        params = {param.name for param in command.commands[name].params}
+        assert shared <= params, (name, sorted(shared - params))
+    import kvaudit.cli
+
+    folder = Path(kvaudit.cli.__file__).parent
+    sources = "".join(path.read_text(encoding="utf-8") for path in folder.glob("*.py"))
+    for flag in ("--arch", "--press", "--memory-limit", "--ratios", "--exclude", "--max-file-size", "--claim"):
+        assert len(re.findall(rf'Option\(\s*"{flag}"', sources)) == 1, flag  # declared once
+
+
+def test_report_compares_with_the_reference_by_default_and_check_does_not() -> None:
+    import typer.main
+
+    from kvaudit.cli import app
+
+    command = typer.main.get_command(app)
+    default = {name: next(p.default for p in command.commands[name].params if p.name == "compare_reference")
+               for name in ("check", "trace", "report")}
+    assert default == {"check": False, "trace": False, "report": True}

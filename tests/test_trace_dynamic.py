@@ -465,3 +465,50 @@ def test_report_attaches_traces(tmp_path: Path, at_root) -> None:
     text = (tmp_path / "r.md").read_text(encoding="utf-8")
     assert "- `layer-index-reuse` (ChunkKV (arXiv 2502.00299)): **holds**. observed:" in text
     assert "## Conformance matrix" in text and "not traced" not in text
+
+
+# ---------------------------------------------------------------------------------------------
+# One pipeline: --press builds the class it instantiates, ::Class selects, in every command
+# ---------------------------------------------------------------------------------------------
+
+TWO_PRESSES = '''
+from dataclasses import dataclass
+
+from kvpress import KnormPress
+
+
+@dataclass
+class FirstPress(KnormPress):
+    pass
+
+
+@dataclass
+class SecondPress(KnormPress):
+    pass
+'''
+TINY = {"layers": 2, "tokens": 96, "long_tokens": 144, "ratios": (0.5,), "decode_steps": 0}
+
+
+def test_press_expression_builds_the_class_it_instantiates(tmp_path: Path, shared_worker) -> None:
+    path = tmp_path / "two_presses.py"
+    path.write_text(TWO_PRESSES)
+    traced = trace_targets([str(path)], TraceOptions(press_expr="FirstPress(compression_ratio=0.25)", **TINY))
+    configs = {trace.name: trace.config for trace in traced.traces}
+    assert set(configs) == {"FirstPress", "SecondPress"}, traced.error_lines
+    assert "compression_ratio=0.25" in configs["FirstPress"] and "compression_ratio=0.5" in configs["SecondPress"]
+    # A class the run does not define is traced too, filed under its own file, with its own paper's claims.
+    traced = trace_targets([str(path)], TraceOptions(press_expr="SnapKVPress(compression_ratio=0.25)", **TINY))
+    by_name = {trace.name: trace for trace in traced.traces}
+    assert set(by_name) == {"FirstPress", "SecondPress", "SnapKVPress"}
+    assert by_name["SnapKVPress"].path.endswith("kvpress/presses/snapkv_press.py")
+    assert by_name["SnapKVPress"].claim("observation-window") is not None  # SnapKV's own claim, decided statically
+    assert traced.exit_code == 0, traced.error_lines
+
+
+def test_class_selector_keeps_one_press_in_trace_and_check(tmp_path: Path, shared_worker) -> None:
+    path = tmp_path / "two_presses.py"
+    path.write_text(TWO_PRESSES)
+    traced = trace_targets([f"{path}::SecondPress"], TraceOptions(**TINY))
+    assert [trace.name for trace in traced.traces] == ["SecondPress"]
+    out = run_cli("check", f"{path}::SecondPress", "-f", "json")
+    assert [press["name"] for press in out.json()["presses"]] == ["SecondPress"]
