@@ -87,6 +87,9 @@ class CheckContext:
     runs: list[RunObservation]
     params: dict[str, Any] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)  # one line per run that raised
+    # Prefills beside the grid on fresh presses (kvaudit.tracer.options.probe_plan): the first prompt
+    # repeated, each batch row alone. Only the mechanisms that ask for them (``needs_probes``) read them.
+    probes: list[RunObservation] = field(default_factory=list)
 
     def sequences(self) -> list[list[RunObservation]]:
         """The runs grouped by ratio (each group ran on one press instance), in plan order."""
@@ -130,6 +133,7 @@ class Mechanism:
     facts: ClassVar[tuple[str, ...]] = ()  # press attributes the check reads (searched in nested presses)
     needs_scores: ClassVar[bool] = False  # the check reads score() outputs
     needs_decode: ClassVar[bool] = False  # the check reads the decoding steps
+    needs_probes: ClassVar[bool] = False  # the check reads the probes (CheckContext.probes)
     VALID: ClassVar[list[str]] = []  # press modules that meet the claim (their first press class is traced)
     INVALID: ClassVar[list[str]] = []  # press modules that break it
 
@@ -286,3 +290,10 @@ def head_where(layer: int, row: int, head: int, batch: int) -> dict[str, int]:
 
 def row_name(row: int, batch: int) -> str:
     return f" row {row}" if batch > 1 else ""
+
+
+def set_jaccard(a: Iterable[int], b: Iterable[int]) -> float:
+    """Jaccard similarity of two sets of kept positions (1.0 for two empty sets)."""
+    first, second = set(a), set(b)
+    union = len(first | second)
+    return len(first & second) / union if union else 1.0

@@ -152,6 +152,8 @@ class RunObservation:
     facts: dict[str, Any] = field(default_factory=dict)
     decode_steps: int = 0  # decoding steps that completed
     decode_error: str | None = None  # the exception's last line when a decoding step raised
+    probe: str = ""  # "" for a run of the grid; else the probe's kind (kvaudit.tracer.options.REPEAT, ALONE)
+    rows: tuple[int, ...] | None = None  # the batch prompt's rows a probe ran alone
 
     @property
     def label(self) -> str:

@@ -201,15 +201,38 @@ class TraceOptions:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One prefill of the plan: its length, batch size and prompt seed."""
+    """One prefill of the plan: its length, batch size and prompt seed.
+
+    ``rows`` takes only these rows of a ``prompt_batch``-row prompt (a batch row run alone);
+    ``rng_seed`` seeds torch's global generator before the run (default: ``seed``).
+    """
 
     tokens: int
     batch: int
     seed: int
+    rows: tuple[int, ...] | None = None
+    prompt_batch: int | None = None
+    rng_seed: int | None = None
 
     @property
     def label(self) -> str:
         return f"{self.tokens}×{self.batch}"
+
+
+# Probes: prefills on fresh presses, beside the grid, that the contracts of every press read.
+REPEAT = "repeat"  # the first prompt again, with another global random seed: is the selection deterministic?
+ALONE = "alone"  # each row of the batch prompt on its own: does a row keep what it keeps in the batch?
+
+
+def probe_plan(plan: list[RunSpec]) -> list[tuple[str, RunSpec]]:
+    """The probes of a run plan, each with its kind (:data:`REPEAT`, :data:`ALONE`)."""
+    first = plan[0]
+    probes = [(REPEAT, RunSpec(first.tokens, 1, first.seed, rng_seed=first.seed + 7919))]
+    batch = next((spec for spec in plan if spec.batch > 1), None)
+    if batch is not None:
+        probes += [(ALONE, RunSpec(batch.tokens, 1, batch.seed, rows=(row,), prompt_batch=batch.batch))
+                   for row in range(batch.batch)]
+    return probes
 
 
 def run_plan(options: TraceOptions) -> list[RunSpec]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..mechanism import format_layers
+from ..mechanism import format_layers, set_jaccard
 from ..model import Defect
 from .observations import KeptIndices, LayerObservation, RunObservation
 
@@ -42,15 +42,10 @@ def reused_from(run: RunObservation) -> list[int | None]:
     return result
 
 
-def _jaccard_sets(a: tuple[int, ...], b: tuple[int, ...]) -> float:
-    union = len(set(a) | set(b))
-    return len(set(a) & set(b)) / union if union else 1.0
-
-
 def jaccard(a: LayerObservation, b: LayerObservation) -> float:
     """Jaccard similarity of two layers' kept indices, averaged over batch rows and KV heads."""
     pairs = [(ha, hb) for ra, rb in zip(a.kept, b.kept) for ha, hb in zip(ra, rb)]
-    return sum(_jaccard_sets(x, y) for x, y in pairs) / len(pairs) if pairs else 0.0
+    return sum(set_jaccard(x, y) for x, y in pairs) / len(pairs) if pairs else 0.0
 
 
 def adjacent_jaccard(run: RunObservation) -> list[float | None]:

@@ -41,11 +41,13 @@ def claims_to_check(requested: Sequence[ClaimRequest]) -> list[ClaimToCheck]:
     return sorted(found.values(), key=lambda c: order.get(c.mechanism.id, len(order)))
 
 
-def check_claims(claims: Sequence[ClaimToCheck], runs: Sequence[RunObservation], failures: Sequence[str]) -> list[ClaimCheck]:
-    """Every claim's check on the completed runs; a check that fails is reported, never raised."""
+def check_claims(claims: Sequence[ClaimToCheck], runs: Sequence[RunObservation], failures: Sequence[str],
+                 probes: Sequence[RunObservation] = ()) -> list[ClaimCheck]:
+    """Every claim's check on the completed runs (and the probes); a check that fails is reported, never raised."""
     checks = []
     for claim in claims:
-        context = CheckContext(runs=[run for run in runs if run.ok], params=claim.params, failures=list(failures))
+        context = CheckContext(runs=[run for run in runs if run.ok], params=claim.params, failures=list(failures),
+                               probes=list(probes))
         try:
             checks.append(claim.mechanism.check(context, claim.label))
         except Exception as error:  # noqa: BLE001 - a bug in one check must not hide the others
@@ -64,8 +66,17 @@ def requested_not_run(requested: Sequence[ClaimRequest], reason: str) -> list[Cl
     return not_run(claims_to_check(requested), reason)
 
 
-def needs(claims: Sequence[ClaimToCheck]) -> tuple[bool, tuple[str, ...]]:
-    """Whether any check reads score() outputs, and the press attributes the checks read."""
-    scores = any(claim.mechanism.needs_scores for claim in claims)
+@dataclass(frozen=True)
+class Needs:
+    """What the checks of a press read beyond the grid's observations."""
+
+    scores: bool  # score() outputs of the prefill
+    facts: tuple[str, ...]  # press attributes, by name
+    probes: bool  # the probes (a repeated prompt, batch rows alone)
+
+
+def needs(claims: Sequence[ClaimToCheck]) -> Needs:
+    """What the checks of ``claims`` read (facts: every mechanism's, so that reports can show them)."""
     facts = sorted({name for mechanism in all_mechanisms() for name in mechanism.facts} | {"compression_ratio"})
-    return scores, tuple(facts)
+    return Needs(scores=any(claim.mechanism.needs_scores for claim in claims), facts=tuple(facts),
+                 probes=any(claim.mechanism.needs_probes for claim in claims))

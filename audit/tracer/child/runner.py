@@ -30,7 +30,7 @@ from .claimcheck import ClaimToCheck, check_claims, needs, not_run
 from .instrument import Instrumentation, RunRecorder, attention_modules
 from .keptindices import map_rows
 from ..observations import LayerObservation, RunObservation, StepObservation
-from ..options import RunSpec, TraceOptions, run_plan
+from ..options import RunSpec, TraceOptions, probe_plan, run_plan
 from .settings import PressSettings
 
 PressFactory = Callable[[], Any]
@@ -61,16 +61,19 @@ def prepare_model(model: nn.Module, attention: str) -> None:
 
 
 def prompt_ids(spec: RunSpec, vocab_size: int, setup: RunSetup, press: Any) -> torch.Tensor:
-    """The run's prompt; FINCH's gets its delimiter token ``window`` tokens before the end."""
+    """The run's prompt (some rows of a batch prompt, for a probe); FINCH's gets its delimiter token
+    ``window`` tokens before the end."""
+    batch = spec.prompt_batch or spec.batch
+    rows = list(spec.rows) if spec.rows is not None else slice(None)
     delimiter = setup.settings.delimiter
     if not delimiter:
-        return make_input_ids(spec.tokens, spec.batch, spec.seed, vocab_size)
+        return make_input_ids(spec.tokens, batch, spec.seed, vocab_size)[rows]
     token = vocab_size - 1
     setattr(press, delimiter["attribute"], token)
     # The other ids stay distinct (a prompt of `tokens - 1` ids below the delimiter's).
-    ids = make_input_ids(spec.tokens - 1, spec.batch, spec.seed, vocab_size - 1)
+    ids = make_input_ids(spec.tokens - 1, batch, spec.seed, vocab_size - 1)[rows]
     at = spec.tokens - 1 - int(delimiter["window"])
-    return torch.cat([ids[:, :at], torch.full((spec.batch, 1), token, dtype=ids.dtype), ids[:, at:]], dim=1)
+    return torch.cat([ids[:, :at], torch.full((ids.shape[0], 1), token, dtype=ids.dtype), ids[:, at:]], dim=1)
 
 
 def read_facts(press: Any, names: Sequence[str]) -> dict[str, Any]:
@@ -204,7 +207,8 @@ def observe_run(model: nn.Module, press: Any, spec: RunSpec, setup: RunSetup, ra
     device = next(model.parameters()).device
     input_ids = prompt_ids(spec, model.config.vocab_size, setup, press).to(device)
     observation = RunObservation(tokens=spec.tokens, batch=spec.batch, seed=spec.seed, ratio=ratio)
-    torch.manual_seed(spec.seed)  # presses that draw random numbers (RandomPress) repeat themselves
+    # Presses that draw random numbers (RandomPress) repeat themselves; a probe may ask for other draws.
+    torch.manual_seed(spec.seed if spec.rng_seed is None else spec.rng_seed)
     cache = DynamicCache()
     instrumentation = Instrumentation(model, press, capture_scores=setup.capture_scores)
     modules = instrumentation.modules
@@ -287,8 +291,9 @@ def _fresh(model: nn.Module, factory: PressFactory, spec: RunSpec, setup: RunSet
         return RunObservation(tokens=spec.tokens, batch=spec.batch, seed=spec.seed, ratio=ratio, error=str(error))
 
 
-def _label(number: int, spec: RunSpec, ratio: float | None) -> str:
-    return f"prefill {number} ({spec.label}" + (f", ratio {ratio:g})" if ratio is not None else ")")
+def _label(number: int, spec: RunSpec, ratio: float | None, attention: str) -> str:
+    """How a message names a prefill: its number, shape, ratio and the attention it ran under."""
+    return f"prefill {number} ({spec.label}" + (f", ratio {ratio:g}" if ratio is not None else "") + f", {attention} attention)"
 
 
 def trace_press(
@@ -320,11 +325,13 @@ def trace_press(
     except BaseException as error:  # noqa: BLE001 - the press's own __repr__: its fault, not a tracer failure
         trace.config = f"<{type(press).__name__}: repr() raised {one_line(error)}>"
 
-    capture_scores, facts = needs(claims)
+    wanted = needs(claims)
     original_attention = model.config._attn_implementation
-    setup = RunSetup(settings, capture_scores, facts, options.decode_steps, settings.attention or original_attention)
+    setup = RunSetup(settings, wanted.scores, wanted.facts, options.decode_steps, settings.attention or original_attention)
     plan = [spec for spec in run_plan(options) if settings.batch is None or spec.batch <= settings.batch]
+    probes = probe_plan(plan) if wanted.probes else []
     completed: list[RunObservation] = []
+    probed: list[RunObservation] = []
     failures: list[str] = []
     defects: dict[str, Defect] = {}
     stop = False  # the press cannot run here at all (abstract, needs a pretrained model's files)
@@ -338,7 +345,7 @@ def trace_press(
             sequence: list[RunObservation] = []
             for number, spec in enumerate(plan, start=1):
                 observation = observe_run(model, instance, spec, setup, ratio)
-                label = _label(number, spec, ratio)
+                label = _label(number, spec, ratio, setup.attention)
                 if not observation.ok:
                     kind = observation.failure or Failure.CRASH
                     if number > 1 and kind is Failure.ABSTRACT:  # abstract only if its first prefill raised so
@@ -371,6 +378,10 @@ def trace_press(
             for defect in verdicts.analyse(sequence):
                 defects.setdefault(defect.id, defect)
             completed.extend(sequence)
+            for kind, spec in probes:
+                probe = _fresh(model, factory, spec, setup, ratio)
+                probe.probe, probe.rows = kind, spec.rows
+                probed.append(probe)
     finally:
         prepare_model(model, original_attention)
 
@@ -379,5 +390,5 @@ def trace_press(
     if stop:
         trace.claims = not_run(claims, trace.message or "the press could not run")
     else:
-        trace.claims = check_claims(claims, completed, failures)
+        trace.claims = check_claims(claims, completed, failures, probed)
     return trace
