@@ -134,6 +134,8 @@ class Mechanism:
     needs_scores: ClassVar[bool] = False  # the check reads score() outputs
     needs_decode: ClassVar[bool] = False  # the check reads the decoding steps
     needs_probes: ClassVar[bool] = False  # the check reads the probes (CheckContext.probes)
+    # The check reads a formula recomputed from each score() call's inputs (reference_scores, below).
+    needs_reference: ClassVar[bool] = False
     VALID: ClassVar[list[str]] = []  # press modules that meet the claim (their first press class is traced)
     INVALID: ClassVar[list[str]] = []  # press modules that break it
 
@@ -178,6 +180,16 @@ class Mechanism:
         if result.figure:
             check.figures = [result.figure]
         return check
+
+    def reference_scores(self, inputs: Any, params: dict[str, Any]) -> Any | None:
+        """The paper's rule recomputed from one ``score()`` call's inputs, in the worker child.
+
+        ``inputs`` is a :class:`kvaudit.tracer.child.inputs.ScoreInputs` (float64 keys, values,
+        queries, attention); returns a (batch, kv_heads, length) tensor, kept per layer as
+        ``LayerObservation.references[self.id]``, or None when the claimant has no formula. Only
+        mechanisms with ``needs_reference`` are asked; they import torch inside this method.
+        """
+        return None
 
     # -- static -------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..model import Severity
 from ..rule import Rule
 from .claim_observation_window import ObservationWindow
+from .claim_score_formula import ScoreFormula
 
 
 class ClaimViolated(Rule):
@@ -26,5 +27,6 @@ class ClaimViolated(Rule):
     message = "the press departs from a mechanism its paper claims (measured on the tiny model)"
     dynamic = True
 
-    VALID = list(ObservationWindow.VALID)
+    # A press that meets every claim of its paper (SnapKV's window and formula) and kvpress's contracts.
+    VALID = list(ScoreFormula.VALID)
     INVALID = list(ObservationWindow.INVALID)

@@ -136,7 +136,8 @@ def _load(text: str, folder: Path) -> list[Acceptance]:
 def test_kvpress_presses_that_meet_a_claim_hold(catalogue) -> None:
     kv = catalogue["kvpress"]
     assert kv["StreamingLLMPress"].trace.verdicts["attention-sinks"] == HOLDS
-    assert kv["SnapKVPress"].trace.verdicts == {"observation-window": HOLDS, "score-topk": HOLDS, "kept-fraction": HOLDS}
+    assert set(kv["SnapKVPress"].trace.verdicts.values()) == {HOLDS}  # every claim of SnapKV and of the contracts
+    assert {"observation-window", "score-formula", "score-topk", "kept-fraction"} <= set(kv["SnapKVPress"].trace.verdicts)
     assert kv["AdaKVPress"].trace.verdicts["head-budget"] == HOLDS
     assert kv["DecodingPress"].trace.verdicts["decode-compression"] == HOLDS  # compresses at steps 4 and 8
     assert kv["CAMPress"].trace.verdicts["decode-compression"] == HOLDS  # per-step CaM holds 128 entries

@@ -278,10 +278,10 @@ def test_raising_press_is_a_crash_with_the_last_line(variants) -> None:
     _, traces = variants
     trace = traces["RaisingPress"]
     assert trace.status == "error"
-    assert [(d.id, d.message) for d in trace.defects] == [("crash", "prefill 1 (512×1) raised: RuntimeError: boom on layer 0")]
-    # Its only claim (kept-fraction, every press's) is not-run, with the reason.
-    assert [(c.id, c.verdict) for c in trace.claims] == [("kept-fraction", "not-run")]
-    assert "boom on layer 0" in trace.claims[0].message
+    assert [(d.id, d.message) for d in trace.defects] == [("crash", "prefill 1 (512×1, sdpa attention) raised: RuntimeError: boom on layer 0")]
+    # Its claims (every press's contracts: kept-fraction, batch-independence, …) are not-run, with the reason.
+    assert "kept-fraction" in {c.id for c in trace.claims} and {c.verdict for c in trace.claims} == {"not-run"}
+    assert all("boom on layer 0" in c.message for c in trace.claims)
 
 
 def test_hanging_press_times_out_and_the_next_press_still_runs(variants) -> None:
@@ -293,7 +293,8 @@ def test_hanging_press_times_out_and_the_next_press_still_runs(variants) -> None
     assert names.index("WellBehavedKnormPress") > names.index("HangingPress")
     assert traces["WellBehavedKnormPress"].status == "ok"
     # A ScorerPress that cites no paper: held to kvpress's contracts only, and it meets them.
-    assert traces["WellBehavedKnormPress"].verdicts == {"score-topk": HOLDS, "kept-fraction": HOLDS}
+    verdicts = traces["WellBehavedKnormPress"].verdicts
+    assert set(verdicts.values()) == {HOLDS} and {"score-topk", "kept-fraction", "deterministic"} <= set(verdicts)
 
 
 def test_non_press_targets_are_bad_input(variants) -> None:

@@ -134,7 +134,7 @@ def test_a_constructor_that_raises_anything_is_the_press_not_the_machine(presses
 ])
 def test_a_prefill_that_raises_anything_is_a_crash(presses: Path, name: str, raised: str, shared_worker) -> None:
     report, trace = trace_one(presses, name)
-    assert [(d.id, d.message) for d in trace.defects] == [("crash", f"prefill 1 (96×1, ratio 0.5) raised: {raised}")]
+    assert [(d.id, d.message) for d in trace.defects] == [("crash", f"prefill 1 (96×1, ratio 0.5, sdpa attention) raised: {raised}")]
     assert report.error_lines == [] and report.exit_code == 1
 
 
@@ -390,7 +390,7 @@ def test_check_trace_reports_crashes_as_kva303_at_the_class(tmp_path: Path, shar
     results = json.loads(out.stdout)["runs"][0]["results"]
     assert [r["ruleId"] for r in results] == ["KVA303"] * 3
     for name, result in zip(names, results):
-        assert f"{name} on the tiny model: crash: prefill 1 (96×1, ratio 0.5) raised" in result["message"]["text"]
+        assert f"{name} on the tiny model: crash: prefill 1 (96×1, ratio 0.5, sdpa attention) raised" in result["message"]["text"]
         region = result["locations"][0]["physicalLocation"]["region"]
         line = lines.index(f"class {name}(KnormPress):") + 1
         assert (region["startLine"], region["startColumn"]) == (line, 1)

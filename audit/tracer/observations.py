@@ -95,6 +95,9 @@ class LayerObservation:
         (values without RoPE of a repeated token): their position is a guess.
     decode : tuple[StepObservation, ...]
         The layer after each decoding step.
+    references : dict[str, Scores]
+        Mechanism id -> the claimed paper's formula recomputed (float64) from the inputs of the same
+        ``score()`` call as ``scores``, on the short prefills (``Mechanism.reference_scores``).
     """
 
     score_calls: int
@@ -109,6 +112,7 @@ class LayerObservation:
     memory: tuple[int, int] = (0, 0)
     ambiguous: int = 0
     decode: tuple[StepObservation, ...] = ()
+    references: dict[str, Scores] = field(default_factory=dict)
 
     @property
     def lengths(self) -> PerHead:

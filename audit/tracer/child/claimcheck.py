@@ -73,10 +73,38 @@ class Needs:
     scores: bool  # score() outputs of the prefill
     facts: tuple[str, ...]  # press attributes, by name
     probes: bool  # the probes (a repeated prompt, batch rows alone)
+    references: tuple[ClaimToCheck, ...] = ()  # claims whose formula is recomputed from score()'s inputs
 
 
 def needs(claims: Sequence[ClaimToCheck]) -> Needs:
     """What the checks of ``claims`` read (facts: every mechanism's, so that reports can show them)."""
     facts = sorted({name for mechanism in all_mechanisms() for name in mechanism.facts} | {"compression_ratio"})
-    return Needs(scores=any(claim.mechanism.needs_scores for claim in claims), facts=tuple(facts),
-                 probes=any(claim.mechanism.needs_probes for claim in claims))
+    references = tuple(claim for claim in claims if claim.mechanism.needs_reference)
+    return Needs(scores=any(claim.mechanism.needs_scores for claim in claims) or bool(references),
+                 facts=tuple(facts), probes=any(claim.mechanism.needs_probes for claim in claims),
+                 references=references)
+
+
+def reference_function(claims: Sequence[ClaimToCheck], facts: dict[str, Any]) -> Any:
+    """The recorder's hook: each claim's formula on a ``score()`` call's inputs (None when no claim has one).
+
+    The formula reads the paper's parameters, overridden by the press's own ``facts`` (its window,
+    its kernel: the rule is checked on the press as configured). A formula that fails is left out for
+    that call (its check then says the formula could not be recomputed), never raised into the
+    press's forward.
+    """
+    if not claims:
+        return None
+
+    def recompute(inputs: Any) -> dict[str, Any]:
+        found = {}
+        for claim in claims:
+            try:
+                value = claim.mechanism.reference_scores(inputs, {**claim.params, **facts})
+            except Exception:  # noqa: BLE001 - a formula that does not fit this model: no reference
+                value = None
+            if value is not None:
+                found[claim.mechanism.id] = value
+        return found
+
+    return recompute

@@ -19,7 +19,7 @@ The hooks only copy tensors and read clocks; index matching happens after the ti
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,8 +28,12 @@ import torch
 from torch import nn
 
 from .build import reachable_presses, scoring_presses
+from .inputs import ScoreInputs
 
 PREFILL, DECODE = "prefill", "decode"
+# Papers' formulas are recomputed (float64, attention over every query) on prefills up to this long:
+# the grid's short prompts. The long prompt would cost seconds per layer and says nothing more.
+REFERENCE_MAX_LENGTH = 1024
 
 
 @dataclass
@@ -44,6 +48,8 @@ class LayerRecord:
     original_keys: torch.Tensor | None = None  # the cache before the press, in the last forward
     original_values: torch.Tensor | None = None
     scores: torch.Tensor | None = None  # the last outermost score() output of the prefill
+    # Mechanism id -> its formula recomputed from the same call's inputs (float64), when a claim asks.
+    references: dict[str, torch.Tensor] = field(default_factory=dict)
     step_score_calls: int = 0  # the current decoding step
     step_compress_calls: int = 0
 
@@ -54,6 +60,8 @@ class RunRecorder:
 
     layers: list[LayerRecord]
     capture_scores: bool = False
+    # Recomputes the claimed papers' formulas from a score() call's inputs (kvaudit.tracer.child.inputs).
+    reference: Callable[[ScoreInputs], dict[str, torch.Tensor]] | None = None
     phase: str = PREFILL
     depth: int = 0  # >0 while inside a score() call: nested calls are not counted again
     compress_depth: int = 0
@@ -66,7 +74,7 @@ class RunRecorder:
             return self.layers[layer_idx]
         return None
 
-    def record_score(self, module: Any, seconds: float, output: Any) -> None:
+    def record_score(self, module: Any, seconds: float, output: Any, call: tuple[tuple, dict] | None = None) -> None:
         record = self._record(module)
         if record is None:
             self.stray_score_calls += 1
@@ -76,6 +84,10 @@ class RunRecorder:
             record.score_time_s += seconds
             if self.capture_scores and isinstance(output, torch.Tensor) and output.dim() == 3:
                 record.scores = output.detach().to(torch.float64, copy=True).cpu()  # presses edit scores in place
+            if self.reference is not None and call is not None:
+                inputs = ScoreInputs.of_call(*call)
+                if inputs is not None and inputs.length <= REFERENCE_MAX_LENGTH:
+                    record.references = {key: value.detach().cpu() for key, value in self.reference(inputs).items()}
         else:
             record.step_score_calls += 1
 
@@ -128,16 +140,19 @@ class Instrumentation:
             model(input_ids, past_key_values=cache)
     """
 
-    def __init__(self, model: nn.Module, press: Any, capture_scores: bool = False) -> None:
+    def __init__(self, model: nn.Module, press: Any, capture_scores: bool = False,
+                 reference: Callable[[ScoreInputs], dict[str, torch.Tensor]] | None = None) -> None:
         self.modules = attention_modules(model)
         self.scorers = scoring_presses(press)
         self.compressors = [p for p in reachable_presses(press) if callable(getattr(p, "compress", None))]
         self.capture_scores = capture_scores
+        self.reference = reference
 
     @contextmanager
     def before_press(self) -> Iterator[RunRecorder]:
         """Wrap score() and compress() and register the hooks that must run before the press's hook."""
-        recorder = RunRecorder(layers=[LayerRecord() for _ in self.modules], capture_scores=self.capture_scores)
+        recorder = RunRecorder(layers=[LayerRecord() for _ in self.modules], capture_scores=self.capture_scores,
+                               reference=self.reference)
         saved = [(p, m, m in p.__dict__, p.__dict__.get(m))
                  for m, presses in (("score", self.scorers), ("compress", self.compressors)) for p in presses]
 
@@ -153,7 +168,8 @@ class Instrumentation:
                 return output
             finally:
                 recorder.depth -= 1
-                recorder.record_score(module, time.perf_counter() - started, output)
+                # The papers' formulas are recomputed after the clock stops: they cost the press nothing.
+                recorder.record_score(module, time.perf_counter() - started, output, (args, kwargs))
 
         def on_compress(original, args, kwargs):
             if recorder.compress_depth:

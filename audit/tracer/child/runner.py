@@ -26,7 +26,7 @@ from ...model import Defect, Failure, PressTrace, RunTimings, TraceRun
 from ...tinymodel import make_input_ids
 from .. import errors, verdicts
 from .build import BuildError, one_line, reachable_presses
-from .claimcheck import ClaimToCheck, check_claims, needs, not_run
+from .claimcheck import ClaimToCheck, check_claims, needs, not_run, reference_function
 from .instrument import Instrumentation, RunRecorder, attention_modules
 from .keptindices import map_rows
 from ..observations import LayerObservation, RunObservation, StepObservation
@@ -45,6 +45,7 @@ class RunSetup:
     facts: tuple[str, ...] = ()
     decode_steps: int = 0
     attention: str = "sdpa"
+    references: tuple[ClaimToCheck, ...] = ()  # claims whose formula is recomputed from score()'s inputs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,6 +133,8 @@ def _prefill_layers(recorder: RunRecorder, cache: DynamicCache, modules: list[nn
             kept_lengths=row_map.lengths(),
             compress_calls=record.compress_calls,
             scores=_scores(record.scores, record.original_keys.shape),
+            references={key: found for key, value in record.references.items()
+                        if (found := _scores(value, record.original_keys.shape)) is not None},
             memory=(record.original_keys.numel() + record.original_values.numel(), layer.keys.numel() + layer.values.numel()),
             ambiguous=row_map.ambiguous,
         ))
@@ -210,7 +213,8 @@ def observe_run(model: nn.Module, press: Any, spec: RunSpec, setup: RunSetup, ra
     # Presses that draw random numbers (RandomPress) repeat themselves; a probe may ask for other draws.
     torch.manual_seed(spec.seed if spec.rng_seed is None else spec.rng_seed)
     cache = DynamicCache()
-    instrumentation = Instrumentation(model, press, capture_scores=setup.capture_scores)
+    reference = reference_function(setup.references, read_facts(press, setup.facts)) if setup.references else None
+    instrumentation = Instrumentation(model, press, capture_scores=setup.capture_scores, reference=reference)
     modules = instrumentation.modules
     try:
         with torch.no_grad(), instrumentation.before_press() as recorder:
@@ -327,7 +331,8 @@ def trace_press(
 
     wanted = needs(claims)
     original_attention = model.config._attn_implementation
-    setup = RunSetup(settings, wanted.scores, wanted.facts, options.decode_steps, settings.attention or original_attention)
+    setup = RunSetup(settings, wanted.scores, wanted.facts, options.decode_steps, settings.attention or original_attention,
+                     wanted.references)
     plan = [spec for spec in run_plan(options) if settings.batch is None or spec.batch <= settings.batch]
     probes = probe_plan(plan) if wanted.probes else []
     completed: list[RunObservation] = []
