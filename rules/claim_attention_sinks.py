@@ -32,7 +32,9 @@ class AttentionSinks(Mechanism):
     Invariant, on every compressed layer, batch row and KV head: the kept positions are exactly
     ``0 … S − 1`` and ``L − R … L − 1``, where ``S`` is the press's ``n_sink`` (StreamingLLM) or
     ``n_initial`` (SimLayerKV) and ``R`` is the press's ``n_recent`` when it states one, else
-    everything the budget leaves after the sinks. Layers left whole are not judged (SimLayerKV's
+    everything the budget leaves after the sinks. SimLayerKV's authors trim a lazy layer at the first
+    decoding step, when the new token is already in the cache and counts among the recent ones: at the
+    prefill, ``R = n_recent − n_last`` of the prompt (``n_last``: the press's, 1 in the authors' code). Layers left whole are not judged (SimLayerKV's
     non-lazy layers). Tolerance: none, the counts are the press's own.
     """
 
@@ -42,9 +44,13 @@ class AttentionSinks(Mechanism):
     order = 40
     papers = {
         "streamingllm": Claimant("Section 3.2 (rolling KV cache with 4 initial tokens as attention sinks)", {"n_sink": 4}),
-        "simlayerkv": Claimant("lazy layers keep only the initial and the recent tokens"),
+        # The authors' code trims a lazy layer at the first decoding step, the new token already in the
+        # cache: of the prompt, the last n_recent − n_last stay (n_last = 1 in their decoding).
+        "simlayerkv": Claimant("lazy layers keep only the initial and the recent tokens; the authors' code trims "
+                               "at the first decoding step, with the new token among the recent ones",
+                               {"new_tokens": "n_last", "n_last": 1}),
     }
-    facts = ("n_sink", "n_initial", "n_recent")
+    facts = ("n_sink", "n_initial", "n_recent", "n_last")
 
     VALID = [
         '''
@@ -90,6 +96,8 @@ class SinklessWindowPress(ScorerPress):
         if not isinstance(sinks, int) or isinstance(sinks, bool):
             return not_applicable("the press states no number of sink tokens (n_sink, n_initial)")
         recent = setting(run, ctx.params, "n_recent")
+        if isinstance(recent, int) and ctx.params.get("new_tokens"):  # the recent window counts new tokens
+            recent -= int(setting(run, ctx.params, ctx.params["new_tokens"], default=0))
         judged = 0
         for index, layer in enumerate(run.layers):
             if not layer.compressed or not layer.exact:

@@ -153,9 +153,10 @@ def test_kvpress_presses_that_meet_a_claim_hold(catalogue) -> None:
 
 def test_kvpress_departures_from_their_papers_with_numbers(catalogue) -> None:
     kv = catalogue["kvpress"]
+    # SimLayerKV keeps 4 sinks and the last n_recent − n_last = 127 prompt tokens: the authors' code trims at
+    # the first decoding step with the new token among the recent ones (was a false violation, issue 16).
     sinks = kv["SimLayerKVPress"].trace.claim("attention-sinks")
-    assert sinks.verdict == VIOLATED and (sinks.expected, sinks.measured) == ([4, 128], [4, 127])
-    assert sinks.where["length"] in (160, 240) and sinks.where["batch"] == 1 and sinks.where["layer"] == 0
+    assert sinks.verdict == HOLDS and "the last 127" in sinks.message, sinks.message
     for name in ("TOVAPress", "StreamingLLMPress", "ObservedAttentionPress"):
         decode = kv[name].trace.claim("decode-compression")
         assert decode.verdict == VIOLATED and decode.measured == decode.expected + 8, (name, decode.message)

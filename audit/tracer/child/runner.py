@@ -295,6 +295,26 @@ def _fresh(model: nn.Module, factory: PressFactory, spec: RunSpec, setup: RunSet
         return RunObservation(tokens=spec.tokens, batch=spec.batch, seed=spec.seed, ratio=ratio, error=str(error))
 
 
+def _other_attention(model: nn.Module, factory: PressFactory, spec: RunSpec, setup: RunSetup, ratio: float | None,
+                     attention: str) -> Defect | None:
+    """The first prompt, prefill and decoding, under another attention implementation on a fresh press:
+    a crash there (a defect that only this implementation shows) names it beside the grid's."""
+    other = replace(setup, attention=attention)
+    try:
+        observation = observe_run(model, _build(factory, setup.settings.ratio, ratio), spec, other, ratio)
+    except BuildError:
+        return None
+    label = _label(1, spec, ratio, attention)
+    if not observation.ok:
+        message = f"{label} raised: {observation.error} (the grid, under {setup.attention} attention, ran)"
+    elif observation.decode_error is not None:
+        message = (f"{label}, decoding step {observation.decode_steps + 1} raised: {observation.decode_error} "
+                   f"(under {setup.attention} attention it decodes)")
+    else:
+        return None
+    return Defect(verdicts.CRASH, message)
+
+
 def _label(number: int, spec: RunSpec, ratio: float | None, attention: str) -> str:
     """How a message names a prefill: its number, shape, ratio and the attention it ran under."""
     return f"prefill {number} ({spec.label}" + (f", ratio {ratio:g}" if ratio is not None else "") + f", {attention} attention)"
@@ -387,6 +407,10 @@ def trace_press(
                 probe = _fresh(model, factory, spec, setup, ratio)
                 probe.probe, probe.rows = kind, spec.rows
                 probed.append(probe)
+            if settings.also_attention and ratio == ratio_axis(press, settings.ratio, options.ratios)[0]:
+                crash = _other_attention(model, factory, plan[0], setup, ratio, settings.also_attention)
+                if crash is not None:
+                    defects.setdefault(f"{verdicts.CRASH}:{settings.also_attention}", crash)
     finally:
         prepare_model(model, original_attention)
 

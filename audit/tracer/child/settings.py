@@ -15,7 +15,7 @@ from importlib.resources import files
 from typing import Any
 
 SETTINGS = "presses.toml"  # a data file of kvaudit.rules
-KEYS = ("press", "attention", "ratio", "batch", "delimiter", "decode", "why")
+KEYS = ("press", "attention", "also-attention", "ratio", "batch", "delimiter", "decode", "why")
 DEFAULT_RATIO_ATTRIBUTE = "compression_ratio"
 
 
@@ -26,6 +26,7 @@ class PressSettings:
     name: str
     press: str | None = None
     attention: str | None = None
+    also_attention: str | None = None  # run the first prompt under this implementation too
     ratio: str | None = DEFAULT_RATIO_ATTRIBUTE  # None: no ratio to set
     batch: int | None = None
     delimiter: dict[str, Any] | None = None
@@ -47,6 +48,7 @@ def load_settings() -> dict[str, PressSettings]:
             name=name,
             press=entry.get("press"),
             attention=entry.get("attention"),
+            also_attention=entry.get("also-attention"),
             ratio=None if ratio is False else str(ratio),
             batch=entry.get("batch"),
             delimiter=entry.get("delimiter"),
