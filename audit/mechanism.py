@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 
 MODULE_PREFIX = "claim_"  # rules/claim_*.py hold the mechanisms
 
+# Probes: prefills on fresh presses beside the grid, that the contracts of every press read
+# (kvaudit.tracer.options.probe_plan runs them; CheckContext.probes holds them).
+REPEAT = "repeat"  # the first prompt again, with another global random seed: is the selection deterministic?
+ALONE = "alone"  # each row of the batch prompt on its own: does a row keep what it keeps in the batch?
+
 
 @dataclass(frozen=True)
 class Claimant:

@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ..mechanism import (
+    ALONE,
     CheckContext,
     Claimant,
     Mechanism,
@@ -16,7 +17,6 @@ from ..mechanism import (
     violated,
 )
 from ..model import NOT_APPLICABLE, ClaimCheck
-from ..tracer.options import ALONE
 
 if TYPE_CHECKING:
     from ..tracer.observations import RunObservation

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from ..mechanism import CheckContext, Claimant, Mechanism, RunResult, holds, not_applicable, set_jaccard, violated
+from ..mechanism import REPEAT, CheckContext, Claimant, Mechanism, RunResult, holds, not_applicable, set_jaccard, violated
 from ..model import NOT_APPLICABLE, ClaimCheck
-from ..tracer.options import REPEAT
 
 if TYPE_CHECKING:
     from ..tracer.observations import RunObservation

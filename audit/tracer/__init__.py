@@ -29,8 +29,9 @@ open_session(options)
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -45,6 +46,10 @@ if TYPE_CHECKING:
     from ..config import ClaimOverride
 
 __all__ = ["TraceOptions", "TraceStage", "open_session", "trace_presses"]
+
+# Presses are traced by this many worker processes at most, side by side (each imports torch and holds
+# the model: about a gigabyte).
+MAX_WORKERS = 2
 
 
 @contextmanager
@@ -152,11 +157,13 @@ class _Run:
         self.tracebacks: list[str] = []
         self.expression_used = False
         self._reference_claims: list[ClaimRequest] | None = None
+        self.lock = threading.Lock()
 
     def error(self, path: str, message: str, traceback: str | None = None) -> None:
-        if all(f.message != message for f in self.errors):  # a run-level reason is said once
-            self.errors.append(FileStatus(path, "error", message))
-        self.tracebacks.extend([traceback] if traceback else [])
+        with self.lock:  # the workers' threads report here
+            if all(f.message != message for f in self.errors):  # a run-level reason is said once
+                self.errors.append(FileStatus(path, "error", message))
+            self.tracebacks.extend([traceback] if traceback else [])
 
     # -- claims, decided here (kvaudit.claims), sent to the worker -------------------------------
     def paper_claims(self, path: Path, name: str, line: int) -> list[Claim]:
@@ -186,6 +193,10 @@ class _Run:
     @property
     def reference_claims(self) -> list[ClaimRequest]:
         """The claims of the reference press (``kvaudit.reference.ChunkKVReusePress``), decided once."""
+        with self.lock:  # asked by the workers' threads
+            return self._decide_reference_claims()
+
+    def _decide_reference_claims(self) -> list[ClaimRequest]:
         if self._reference_claims is None:
             from ..analysis.index import ProjectIndex
             from ..claims import contract_claims, press_claims
@@ -308,47 +319,108 @@ def trace_presses(result: AuditResult, stage: TraceStage) -> list[str]:
     return _finish(run)
 
 
+def worker_count() -> int:
+    """Trace workers: one per core this process may use, two at most (each holds torch and a model)."""
+    from ..workers import available_cores
+
+    return max(1, min(MAX_WORKERS, available_cores()))
+
+
+@contextmanager
+def open_sessions(options: TraceOptions, count: int) -> Iterator[list[Any]]:
+    """``count`` sessions (fewer when :func:`open_session` hands out the same one, as the tests' shared worker)."""
+    with ExitStack() as stack:
+        sessions = [stack.enter_context(open_session(options)) for _ in range(count)]
+        yield list({id(session): session for session in sessions}.values())
+
+
+def _parallel(sessions: list[Any], items: list[Any], work: Callable[[Any, Any], None]) -> None:
+    """``work(session, item)`` for every item, each session taking the next item when it is free (one thread each)."""
+    queue = list(reversed(items))
+    lock = threading.Lock()
+    failures: list[BaseException] = []
+
+    def drain(session: Any) -> None:
+        while True:
+            with lock:
+                if not queue or failures:
+                    return
+                item = queue.pop()
+            try:
+                work(session, item)
+            except BaseException as error:  # noqa: BLE001 - re-raised in the calling thread
+                with lock:
+                    failures.append(error)
+                return
+
+    threads = [threading.Thread(target=drain, args=(session,), daemon=True) for session in sessions[1:]]
+    for thread in threads:
+        thread.start()
+    drain(sessions[0])
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+
+
 def _trace_files(run: _Run, files: dict[Path, str]) -> None:
     from .parent.client import WorkerError
 
     options = run.stage.options
     show = run.stage.progress and sys.stderr.isatty()
-    with open_session(options) as session:
-        session.use(options)
-        try:
-            with _status("starting the trace worker (torch, transformers, kvpress, model)…", show):
-                model = session.model_info()
-        except WorkerError as error:
-            run.error(run.stage.label, f"the trace worker failed to start: {error}")
+    with open_sessions(options, worker_count()) as sessions:
+        started: dict[int, Any] = {}
+        failed: list[WorkerError] = []
+
+        def start(session: Any, _: object) -> None:
+            session.use(options)
+            try:
+                started[id(session)] = session.model_info()
+            except WorkerError as error:
+                failed.append(error)
+
+        with _status("starting the trace workers (torch, transformers, kvpress, model)…", show):
+            _parallel(sessions, [None] * len(sessions), start)
+        sessions = [session for session in sessions if id(session) in started]
+        if not sessions:
+            run.error(run.stage.label, f"the trace worker failed to start: {failed[0]}")
             return
         assert run.result.traced is not None
-        run.result.traced.model = model
-        run.result.traced.timings = dict(session.worker_timings)
+        run.result.traced.model = started[id(sessions[0])]
+        run.result.traced.timings = dict(sessions[0].worker_timings)
+        listed: dict[Path, ListReply] = {}
+        _parallel(sessions, list(files.items()),
+                  lambda session, item: listed.__setitem__(item[0], session.list_classes(str(item[0]), item[1], None)))
         jobs: list[_Job] = []
         first: tuple[Path, ListReply] | None = None
         for path, display in files.items():
-            listed = session.list_classes(str(path), display, None)
-            if listed.failure is not None:
+            reply = listed[path]
+            if reply.failure is not None:
                 pressed = any(Path(p.path).resolve() == path for p in run.result.presses)
-                if listed.failure is Failure.INTERNAL:
-                    run.error(display, f"{display}: internal error in the tracer: {listed.error}", listed.traceback)
+                if reply.failure is Failure.INTERNAL:
+                    run.error(display, f"{display}: internal error in the tracer: {reply.error}", reply.traceback)
                 elif pressed or path in run.stage.named or path in run.stage.selectors:
-                    run.error(display, listed.error or f"cannot import {display}")
+                    run.error(display, reply.error or f"cannot import {display}")
                 else:  # a helper module of the folder that does not import: no press was expected there
-                    run.notes.append(f"{display}: not imported to look for presses at run time: {listed.error}")
+                    run.notes.append(f"{display}: not imported to look for presses at run time: {reply.error}")
                 continue
-            first = first or (path, listed)
-            jobs.extend(_jobs_of(run, path, display, listed))
+            first = first or (path, reply)
+            jobs.extend(_jobs_of(run, path, display, reply))
         extra = _expression_job(run, first)
         jobs.extend([extra] if extra is not None else [])
-        stopped: PressTrace | None = None  # the model cannot be built here: no press can run
+        stopped: list[PressTrace] = []  # the model cannot be built here: no press can run
+
         with _progress(len(jobs), show) as step:
-            for job in jobs:
+            def trace(session: Any, job: _Job) -> None:
                 step(job.report.name)
-                if stopped is not None:
-                    _untraced(run, job, stopped.message or "", stopped.failure or Failure.SETUP)
-                else:
-                    stopped = _trace_job(run, session, job)
+                if stopped:
+                    _untraced(run, job, stopped[0].message or "", stopped[0].failure or Failure.SETUP)
+                    return
+                setup = _trace_job(run, session, job)
+                if setup is not None:
+                    stopped.append(setup)
+
+            _parallel(sessions, jobs, trace)
 
 
 def _untraced(run: _Run, job: _Job, message: str, failure: Failure) -> PressTrace:
@@ -410,7 +482,7 @@ def _finish(run: _Run) -> list[str]:
                                                       and f.message.endswith(": no press classes found")
                                                       and any(t.startswith(f.path.rstrip("/") + "/")
                                                               for t in traced_paths))]
-    result.files.extend(run.errors)
+    result.files.extend(sorted(run.errors, key=lambda f: (f.path, f.message or "")))  # whichever worker said it first
     result.notes.extend(run.notes)
     result.sort()
     return run.tracebacks

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # The defaults `--help` shows live in kvaudit.defaults, which imports nothing; explained there.
+from ..mechanism import ALONE, REPEAT  # the probes' kinds, which the checks read
 from ..defaults import (
     DEFAULT_DECODE_STEPS,
     DEFAULT_MEMORY_SHARE,
@@ -219,9 +220,6 @@ class RunSpec:
         return f"{self.tokens}×{self.batch}"
 
 
-# Probes: prefills on fresh presses, beside the grid, that the contracts of every press read.
-REPEAT = "repeat"  # the first prompt again, with another global random seed: is the selection deterministic?
-ALONE = "alone"  # each row of the batch prompt on its own: does a row keep what it keeps in the batch?
 
 
 def probe_plan(plan: list[RunSpec]) -> list[tuple[str, RunSpec]]:
