@@ -1,0 +1,99 @@
+"""The paper registry (rules/papers.toml) against the papers kvpress 0.5.5's presses cite.
+
+* Every arXiv id, DOI and OpenReview id written in kvpress's press files has an entry.
+* Each press cites the paper docs/papers.md records for it, and no other: a name of the registry
+  that matched a word of another press's docstring would show up here as a wrong citation.
+* The defaults of an entry are fields some citing press has (KVA202 compares them by name), or
+  parameters the paper's mechanisms read (ChunkKV's `n_reuse`, which kvpress's press lacks: KVA101).
+
+Static only: nothing here imports torch, transformers or kvpress.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from kvaudit.analysis.index import ProjectIndex
+from kvaudit.analysis.reuse import constructor_fields
+from kvaudit.claims import find_paper_in_hierarchy, load_registry
+from kvaudit.mechanism import mechanism_by_id
+from kvaudit.source import load_source
+
+# The paper each press cites (registry key), as read by hand in docs/papers.md; None: it cites none.
+CITED = {
+    "AdaKVPress": "adakv", "BlockPress": "keydiff", "CAMPress": "cam", "CapPress": "capkv",
+    "ChunkKVPress": "chunkkv", "ChunkPress": "finch", "CompactorPress": "compactor", "ComposedPress": None,
+    "CompressionRatioDecodingPress": None, "CriticalAdaKVPress": "criticaladakv", "CriticalKVPress": "criticalkv",
+    "CURPress": "curdkv", "DecodingPress": None, "DMSPress": "dms", "DuoAttentionPress": "duoattention",
+    "EntropyGatedChunkKVPress": "chunkkv", "ExpectedAttentionPress": None, "ExpectedAttentionStatsPress": None,
+    "FastKVzipPress": "fastkvzip", "FinchPress": "finch", "KeyDiffPress": "keydiff", "KnormPress": "knorm",
+    "KVComposePress": "kvcompose", "KVgradPress": "kvgrad", "KVzapPress": "kvzap", "KVzipPress": "kvzip",
+    "LagKVPress": "lagkv", "LeverageScorePress": "compactor", "LUKVPress": "lukv", "NonCausalAttnPress": "compactor",
+    "PerLayerCompressionPress": None, "PrefillDecodingPress": None, "PyramidKVPress": "pyramidkv",
+    "QFilterPress": "qfilters", "RandomPress": None, "RestoreKVPress": "restorekv", "ScorerPress": None,
+    "SimLayerKVPress": "simlayerkv", "SnapKVPress": "snapkv", "StreamingLLMPress": "streamingllm",
+    "ThinKPress": "think", "TOVAPress": "tova",
+    # Cited only as a relation ("Related to", "such as", "Inspired by"): the registry has no field for
+    # relations yet, so the matcher finds them as citations (docs/papers.md, "Relations").
+    "ObservedAttentionPress": "h2o", "KeyRerotationPress": "finch", "MergingPress": "tome",
+}
+# No kvpress press cites these as its method. (H2O is cited only as a relation too, by
+# ObservedAttentionPress, but the paper has mechanisms of its own: it keeps its claims.)
+RELATION_ONLY = {"tome", "d2o"}
+
+ARXIV = re.compile(r"arxiv\.org/(?:abs|pdf)/(\d{4}\.\d{4,5})")
+OTHER_IDS = re.compile(r"doi/(10\.\d+/[\w.]+)|(openreview\.net/forum\?id=\w+)")
+
+
+@pytest.fixture(scope="module")
+def index(kvpress_presses_dir: Path) -> ProjectIndex:
+    return ProjectIndex([load_source(path) for path in sorted(kvpress_presses_dir.glob("*.py"))])
+
+
+def presses(index: ProjectIndex) -> dict:
+    return {cls.name: cls for module in index.modules for cls in module.classes.values() if index.is_press(cls)}
+
+
+def test_every_identifier_kvpress_cites_is_registered(kvpress_presses_dir: Path) -> None:
+    text = "\n".join(path.read_text(encoding="utf-8") for path in sorted(kvpress_presses_dir.glob("*.py")))
+    arxiv = set(ARXIV.findall(text))
+    others = {doi or forum for doi, forum in OTHER_IDS.findall(text)}
+    registry = load_registry()
+    assert len(arxiv) == 27 and len(others) == 3, (sorted(arxiv), sorted(others))  # kvpress 0.5.5
+    assert arxiv <= {paper.arxiv for paper in registry}
+    assert all(any(link in other or other in link for paper in registry for link in paper.links) for other in others)
+
+
+def test_each_press_cites_its_own_paper(index: ProjectIndex) -> None:
+    found = presses(index)
+    assert set(found) == set(CITED)
+    cited = {name: (hit[0].key if (hit := find_paper_in_hierarchy(cls, index)) else None) for name, cls in found.items()}
+    assert cited == CITED
+
+
+def test_registry_keys_and_names_are_unique() -> None:
+    registry = load_registry()
+    assert len({paper.key for paper in registry}) == len(registry)
+    # one arXiv id per paper, except CriticalKV's two registrations (per layer, and on AdaKV's budget)
+    ids = [paper.arxiv for paper in registry if paper.arxiv]
+    assert sorted({i for i in ids if ids.count(i) > 1}) == ["2502.03805"]
+    names = [name for paper in registry for name in paper.names]
+    assert len(set(names)) == len(names)
+
+
+def test_relations_carry_no_claims() -> None:
+    papers = {paper.key: paper for paper in load_registry()}
+    for key in RELATION_ONLY:
+        assert papers[key].claims == {} and papers[key].defaults == {}, key
+
+
+def test_defaults_name_fields_of_a_citing_press(index: ProjectIndex) -> None:
+    found = presses(index)
+    for paper in load_registry():
+        citing = [found[name] for name, key in CITED.items() if key == paper.key]
+        fields = {decl.name for cls in citing for decl in constructor_fields(index, cls)}
+        fields |= {fact for claim in paper.claims for fact in mechanism_by_id(claim).facts}
+        assert set(paper.defaults) <= fields, (paper.key, sorted(set(paper.defaults) - fields))
