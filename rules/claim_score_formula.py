@@ -59,9 +59,110 @@ def last_query_attention(inputs: ScoreInputs, params: dict[str, Any]) -> Any:
     return scores.to(torch.float64)
 
 
+def key_norm(inputs: ScoreInputs, params: dict[str, Any]) -> Any:
+    """Knorm: keys with a low L2 norm draw attention, so the positions with the lowest key norms are kept."""
+    return -inputs.k.norm(dim=-1)
+
+
+def key_diversity(inputs: ScoreInputs, params: dict[str, Any]) -> Any:
+    """KeyDiff: the anchor is the mean of the normalised keys; a key's score is minus its cosine similarity to
+    the anchor, so the most distinctive keys are kept."""
+    import torch
+
+    unit = inputs.k / inputs.k.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    anchor = unit.mean(dim=2, keepdim=True)
+    return -torch.nn.functional.cosine_similarity(inputs.k, anchor, dim=-1)
+
+
+def leverage(inputs: ScoreInputs, params: dict[str, Any]) -> Any:
+    """Compactor: the ridge leverage score of each pre-rotary key, ``[X (XᵀX + λI)⁻¹ Xᵀ]_ii`` with ``X`` the keys
+    centred over the sequence. The paper sketches ``X`` with a Gaussian matrix first; a sketch of at least the
+    head dimension spans the same space, so the exact scores are its target."""
+    import torch
+
+    keys = inputs.keys_pre_rope
+    centred = keys - keys.mean(dim=2, keepdim=True)
+    gram = centred.transpose(-1, -2) @ centred
+    ridge = float(params.get("regularizer", 5e-3)) * torch.eye(gram.shape[-1], dtype=gram.dtype)
+    solved = torch.linalg.solve(gram + ridge, centred.transpose(-1, -2))  # (XᵀX + λI)⁻¹ Xᵀ
+    return (centred * solved.transpose(-1, -2)).sum(dim=-1)
+
+
+def lag_relative(inputs: ScoreInputs, params: dict[str, Any]) -> Any:
+    """LagKV: after ``n_sink`` sink tokens the prompt is cut into partitions of ``lag_size``; each partition's keys
+    and values are min-max scaled per channel by the *next* partition (the lag reference), a token's score is the
+    standard deviation of its scaled channels, softmax-normalised within the partition, keys plus values; each
+    partition keeps its best tokens (the rank within the partition), the sinks and the last partitions stay."""
+    import torch
+
+    sink = int(params.get("n_sink", 4))
+    lag = int(params.get("lag_size", 128))
+    length = inputs.length
+    scores = torch.full((inputs.batch, inputs.kv_heads, length), math.inf, dtype=torch.float64)
+    if length < sink + 2 * lag:
+        return scores
+    end = sink + (length - sink) // lag * lag
+
+    def spread(states: Any) -> Any:
+        parts = states[:, :, sink:end].reshape(inputs.batch, inputs.kv_heads, -1, lag, states.shape[-1])
+        reference = parts[:, :, 1:]
+        low, high = reference.amin(dim=3, keepdim=True), reference.amax(dim=3, keepdim=True)
+        scaled = (parts[:, :, :-1] - low) / (high - low)
+        return scaled.std(dim=-1).softmax(dim=-1)  # (batch, kv_heads, partitions - 1, lag)
+
+    combined = spread(inputs.k) + spread(inputs.v)
+    ranks = combined.argsort(dim=-1).argsort(dim=-1).to(torch.float64) / lag
+    scores[:, :, sink:end - lag] = ranks.flatten(2)
+    return scores
+
+
+def non_causal_attention(inputs: ScoreInputs, params: dict[str, Any]) -> Any:
+    """Compactor's attention half (the authors' code, ``non_causal_attn_scores`` as ``post_rope_scoring`` calls it):
+    within each chunk of ``chunk_size`` tokens, every query attends to every key of its chunk (no causal mask,
+    unscaled logits, ``sm_scale=1``); a key's score is the probability it receives, summed over the chunk's
+    queries and the query heads of its KV head."""
+    import torch
+
+    chunk = int(params.get("chunk_size", 128))
+    groups = inputs.heads // inputs.kv_heads
+    keys = inputs.k.repeat_interleave(groups, dim=1)
+    total = torch.zeros(inputs.batch, inputs.heads, inputs.length, dtype=torch.float64)
+    for start in range(0, inputs.length, chunk):
+        stop = min(start + chunk, inputs.length)
+        logits = inputs.queries[:, :, start:stop] @ keys[:, :, start:stop].transpose(-1, -2)
+        total[:, :, start:stop] = logits.softmax(dim=-1).sum(dim=2)
+    return inputs.per_kv_head(total) * groups  # summed over the group, as the authors' kernel does
+
+
+def _z_scores(scores: Any) -> Any:
+    """Per batch row, over every head and token together (the authors' ``_zscore_per_batch_epilogue``)."""
+    flat = scores.flatten(1)
+    mean, std = flat.mean(dim=1), flat.std(dim=1, unbiased=False).clamp_min(1e-12)
+    return (scores - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
+
+
+def compactor_blend(inputs: ScoreInputs, params: dict[str, Any]) -> Any:
+    """Compactor (the authors' ``CompactorCompression``): z-scored non-causal attention plus ``blending`` times
+    z-scored leverage scores; the first ``sink_size_start`` and last ``sink_size_end`` tokens are always kept."""
+    blending = params.get("blending")
+    blending = float(blending if isinstance(blending, (int, float)) else params.get("paper_blending", 0.5))
+    scores = _z_scores(non_causal_attention(inputs, params)) + blending * _z_scores(leverage(inputs, params))
+    first, last = int(params.get("sink_size_start", 16)), int(params.get("sink_size_end", 64))
+    scores[..., :first] = math.inf
+    if last:
+        scores[..., max(first, inputs.length - last):] = math.inf
+    return scores
+
+
 FORMULAS: dict[str, Formula] = {
     "window-attention": window_attention,
     "last-query-attention": last_query_attention,
+    "key-norm": key_norm,
+    "key-diversity": key_diversity,
+    "leverage": leverage,
+    "lag-relative": lag_relative,
+    "non-causal-attention": non_causal_attention,
+    "compactor-blend": compactor_blend,
 }
 
 
@@ -94,8 +195,26 @@ class ScoreFormula(Mechanism):
                            "window kept", {"formula": "window-attention", "window_size": 32, "kernel_size": 5}),
         "tova": Claimant("Section 3: keep the tokens with the highest attention from the last query, averaged "
                          "over heads", {"formula": "last-query-attention"}),
+        "knorm": Claimant("abstract and the authors' code (alessiodevoto/l2compress cache.py): keep the keys "
+                          "with the lowest L2 norm", {"formula": "key-norm"}),
+        "keydiff": Claimant("Section 3: evict the keys most similar (cosine) to the anchor, the mean of the "
+                            "normalised keys", {"formula": "key-diversity"}),
+        # kvpress implements each half of Compactor as a press of its own, and the blend as CompactorPress.
+        "compactor": Claimant("the authors' code (vnchari/compactor-vllm compression/compactor.py): "
+                              "CompactorCompression blends z-scored non-causal chunked attention with 0.5 x z-scored "
+                              "ridge leverage scores of the centred pre-RoPE keys (regularizer 5e-3), first and last "
+                              "tokens protected (compression_config.py: 16, 64)",
+                              {"formula": "compactor-blend", "regularizer": 5e-3, "chunk_size": 128,
+                               "paper_blending": 0.5, "sink_size_start": 16, "sink_size_end": 64,
+                               "formula_of_press": {"LeverageScorePress": "leverage",
+                                                    "NonCausalAttnPress": "non-causal-attention"}}),
+        "lagkv": Claimant("the authors' code (AI-Lab-China-Merchants-Bank/LagKV lag_kv.py): lag-relative min-max "
+                          "scaling by the next partition, channel standard deviation, softmax per partition, keys "
+                          "plus values; sinks and the tail kept", {"formula": "lag-relative", "n_sink": 16,
+                                                                   "lag_size": 1024}),
     }
-    facts = ("window_size", "kernel_size")
+    facts = ("window_size", "kernel_size", "n_sink", "lag_size", "chunk_size", "blending", "sink_size_start",
+             "sink_size_end", "press_class")
     needs_scores = True
     needs_reference = True
 
@@ -157,11 +276,11 @@ class NormInsteadPress(ScorerPress):
     ]
 
     def reference_scores(self, inputs: ScoreInputs, params: dict[str, Any]) -> Any | None:
-        formula = FORMULAS.get(str(params.get("formula", "")))
+        formula = FORMULAS.get(formula_name(params, params.get("press_class")))
         return formula(inputs, params) if formula is not None else None
 
     def check_run(self, run: RunObservation, ctx: CheckContext) -> RunResult:
-        formula = ctx.params.get("formula")
+        formula = formula_name(ctx.params, run.facts.get("press_class"))
         if formula not in FORMULAS:
             return not_applicable(f"the paper gives no formula kvaudit recomputes ({formula or 'none'})")
         judged = 0
@@ -189,6 +308,12 @@ class NormInsteadPress(ScorerPress):
                             1.0, round(agreement, 4), gap=1.0 - agreement, **where)
         return holds(f"score() ranks the kept positions as the paper's {formula} formula does: at least "
                      f"{agreement:.0%} agreement on each of {judged} heads", 1.0, round(agreement, 4))
+
+
+def formula_name(params: dict[str, Any], press_class: object) -> str:
+    """The paper's formula, or the part of it a press implements on its own (``formula_of_press``)."""
+    parts = params.get("formula_of_press") or {}
+    return str(parts.get(press_class) or params.get("formula") or "")
 
 
 def top_agreement(scores: Sequence[float], reference: Sequence[float], n: int) -> float:

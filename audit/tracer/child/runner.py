@@ -78,13 +78,17 @@ def prompt_ids(spec: RunSpec, vocab_size: int, setup: RunSetup, press: Any) -> t
 
 
 def read_facts(press: Any, names: Sequence[str]) -> dict[str, Any]:
-    """The press's own settings by attribute name (nested presses searched outermost first).
+    """The press's own settings by attribute name (nested presses searched outermost first), and its class.
 
     ``compression_ratio`` is read on the press itself only: it is the ratio the press reports.
+    ``press_class`` is the press's class name (a paper's formula may have parts that presses implement
+    on their own).
     """
-    facts: dict[str, Any] = {}
+    facts: dict[str, Any] = {"press_class": type(press).__name__}
     presses = reachable_presses(press)
     for name in names:
+        if name == "press_class":
+            continue
         for holder in presses[:1] if name == "compression_ratio" else presses:
             try:
                 value = getattr(holder, name)
