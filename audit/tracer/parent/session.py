@@ -11,6 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ...defaults import wall_ceiling
 from ...model import Defect, PressTrace
 from ...source import display_path
 from ..options import TraceOptions
@@ -116,7 +117,7 @@ class TraceSession:
         request = {"op": "list", "path": str(target.path), "display": display_path(target.path), "module": target.module,
                    "timeout": self.options.timeout, "memory_limit": self.options.memory_limit}
         try:
-            reply = client.request(request, self.options.timeout + REPLY_SLACK_S)
+            reply = client.request(request, wall_ceiling(self.options.timeout) + REPLY_SLACK_S)
         except WorkerError as error:
             self._restart()
             raise TraceInputError(f"{target.text}: {error}") from None
@@ -168,8 +169,8 @@ class TraceSession:
             "claims": claims or [],
             "plan": self.options.plan_wire(),
         }
-        # The worker enforces the timeout per child; the reference run is a second child.
-        reply_timeout = self.options.timeout * (2 if self.options.compare_reference else 1) + REPLY_SLACK_S
+        # The worker enforces the timeout per child (at most its wall-clock ceiling); the reference run is a second child.
+        reply_timeout = wall_ceiling(self.options.timeout) * (2 if self.options.compare_reference else 1) + REPLY_SLACK_S
         name, shown = class_name or "press", display_path(target.path)
         label = press_label(target, class_name)
         try:
