@@ -265,7 +265,17 @@ def summary_line(result: AuditResult) -> Text:
     text.append(f", {counts[Severity.WARNING]} warning(s), {counts[Severity.INFO]} info")
     if bad_files:
         text.append(f"; {bad_files} target(s) could not be audited", style="bold red")
+    if result.unanalysed:
+        text.append(unanalysed_summary(result), style="yellow")
     return text
+
+
+def unanalysed_summary(result: AuditResult) -> str:
+    """``; 1 class not analysed: its base X is not in the run, nor in kvpress`` (or their count)."""
+    if len(result.unanalysed) == 1:
+        return f"; 1 class not analysed: {printable(result.unanalysed[0].why)}"
+    classes = {(u.path, u.name) for u in result.unanalysed}
+    return f"; {len(classes)} classes not analysed: their bases cannot be read (see the warnings)"
 
 
 def print_problems(result: AuditResult, errors: Console) -> None:
@@ -294,4 +304,4 @@ def render_terminal(result: AuditResult, console: Console, errors: Console | Non
 
         render_trace_panel(console, result)
     if not quiet:
-        console.print(summary_line(result))
+        console.print(summary_line(result), soft_wrap=True)  # one line, however long, as the finding lines
