@@ -73,11 +73,11 @@ class PressClock:
         self.cpu = max(self.cpu, tree_cpu_seconds(self.root))  # a process's times vanish while it is reaped
         wall = now - self.started
         if self.cpu >= self.limit:
-            return f"used {self.cpu:.1f} s of CPU (limit {self.limit:g} s) in {wall:.1f} s of wall time; killed"
+            return f"used {_tenths(self.cpu)} s of CPU (limit {self.limit:g} s) in {wall:.1f} s of wall time; killed"
         if self.cpu - self._progress_cpu >= self._idle_step:
             self._progress_at, self._progress_cpu = now, self.cpu
         elif now - self._progress_at >= self.limit:
-            return (f"idle for {now - self._progress_at:.1f} s, a hang (CPU used {self.cpu:.1f} s of the "
+            return (f"idle for {now - self._progress_at:.1f} s, a hang (CPU used {_tenths(self.cpu)} s of the "
                     f"{self.limit:g} s limit in {wall:.1f} s of wall time); killed")
         if now >= self.deadline:
             return self.ceiling_reached(now)
@@ -85,4 +85,9 @@ class PressClock:
 
     def ceiling_reached(self, now: float) -> str:
         return (f"wall-clock ceiling of {self.ceiling:g} s ({WALL_CEILING_FACTOR:g} x --timeout) reached "
-                f"(CPU used {self.cpu:.1f} s of the {self.limit:g} s limit); killed")
+                f"(CPU used {_tenths(self.cpu)} s of the {self.limit:g} s limit); killed")
+
+
+def _tenths(seconds: float) -> str:
+    """``seconds`` cut (not rounded) to tenths: 0.97 s short of a 1 s limit must not read "1.0 s of the 1 s"."""
+    return f"{int(seconds * 10 + 1e-9) / 10:.1f}"
