@@ -23,6 +23,18 @@ DEFAULT_TOKENS = 512
 LONG_FACTOR = 8
 DEFAULT_RATIOS = (0.5, 0.8, 0.9)
 DEFAULT_DECODE_STEPS = 8
+# --timeout: CPU seconds a press's processes may use together (kvaudit.tracer.worker.clock); an idle
+# press (a hang) is stopped after as many seconds of wall time, and any press at the wall-clock
+# ceiling, WALL_CEILING_FACTOR times as many: a press that needs the whole limit on a quiet machine
+# still finishes when the machine is three times as busy.
 DEFAULT_TIMEOUT_S = 120.0
+WALL_CEILING_FACTOR = 3.0
+
+
+def wall_ceiling(timeout: float) -> float:
+    """The wall-clock seconds kvaudit waits for a press traced under ``--timeout timeout``, whatever it does."""
+    return WALL_CEILING_FACTOR * timeout
+
+
 # A traced press may allocate at most this share of the machine's RAM (on top of the worker's model).
 DEFAULT_MEMORY_SHARE = 0.5

@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .analysis.index import ClassInfo, PressBase, ProjectIndex, module_name_of, source_root
-from .analysis.prefilter import TextScan, press_candidates, scan_text
-from .claims import press_claims
+from .analysis.prefilter import PRESS_SUFFIX, TextScan, press_candidates, scan_text
+from .claims import find_paper, press_claims
 from .config import ClaimOverride, ignored_for_path
 from .inherited import unread_base_warning
 from .mechanism import mechanism_by_id
-from .model import AuditResult, FileStatus, PressReport
+from .model import BASE_NOT_IN_KVPRESS, BASE_NOT_IN_RUN, AuditResult, FileStatus, PressReport, UnanalysedClass
 from .rule import PressContext, Rule, all_rules, rule_by_id
-from .source import DEFAULT_MAX_FILE_BYTES, SourceError, display_path, error_line, load_source, read_text
+from .source import DEFAULT_MAX_FILE_BYTES, SourceError, SourceFile, display_path, error_line, load_source, read_text
 from .suppression import MARKER, apply_suppressions
 from .targets import WalkSettings, cut_target, expand_targets, looks_like_module, resolve_module
 from .workers import Runner, available_cores
@@ -220,8 +220,9 @@ class AuditOutcome:
     aux_paths: set[str] = field(default_factory=set)  # files read outside the run (kvpress's source)
     notes: list[str] = field(default_factory=list)  # e.g. why --claim left a press alone
     warnings: list[str] = field(default_factory=list)  # an incomplete audit (kvpress's source unread)
-    # display -> (class, base) of classes deriving from a kvpress name the installed kvpress lacks.
-    unknown_bases: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    # Press-like classes deriving from a base kvaudit cannot read (a kvpress name the installed
+    # kvpress lacks, a module not in the run), in file then source order.
+    unanalysed: list[UnanalysedClass] = field(default_factory=list)
     # Modules looked up on disk: (name, folders searched or None for sys.path, file found or None).
     lookups: list[tuple[str, list[str] | None, str | None]] = field(default_factory=list)
 
@@ -271,17 +272,14 @@ def audit_files(files: list[tuple[Path, str]], owners: dict[str, list[Path]], ro
             failed(display, f"{display}: {press.name}: {err}")
         except Exception as err:  # noqa: BLE001
             failed(display, internal_error(display, f"auditing {press.name}", err), True)
-    unknown: dict[str, list[tuple[str, str]]] = {}
-    pressed = {press.source.display for press in presses}
+    unanalysed: list[UnanalysedClass] = []
     for info in index.modules:
-        if info.source.display not in pressed:
-            try:
-                unknown[info.source.display] = index.unknown_bases(info.source)
-            except Exception as err:  # noqa: BLE001
-                audits[info.source.display].errors.append(
-                    internal_error(info.source.display, "resolving its bases", err))
+        try:
+            unanalysed.extend(_unanalysed(index, info.source))
+        except Exception as err:  # noqa: BLE001
+            audits[info.source.display].errors.append(internal_error(info.source.display, "resolving its bases", err))
     return AuditOutcome(
-        notes=notes, warnings=warnings, unknown_bases=unknown,
+        notes=notes, warnings=warnings, unanalysed=unanalysed,
         files=list(audits.values()),
         load_errors={display_path(path): f"{display_path(path)}: {message}"
                      for path, message in index.load_errors.items()},
@@ -322,7 +320,7 @@ class AuditTask:
             merged.aux_paths |= part.aux_paths
             merged.notes.extend(part.notes)
             merged.warnings.extend(part.warnings)
-            merged.unknown_bases.update(part.unknown_bases)
+            merged.unanalysed.extend(part.unanalysed)
             merged.lookups.extend(part.lookups)
         return merged
 
@@ -439,12 +437,18 @@ def _run(targets: list[str], options: CheckOptions, progress: _Progress) -> Audi
             result.files.append(FileStatus(display, "error", message))
             failed.add(display)
     pressed = {p.path for p in result.presses}
+    unanalysed: dict[str, list[UnanalysedClass]] = {}
+    for item in outcome.unanalysed:
+        unanalysed.setdefault(item.path, []).append(item)
     for scan in readable:
         if scan.display not in failed:
             message = None if scan.display in pressed else f"{scan.display}: no press classes" + "".join(
-                f"; {cls} derives from {base}, which the installed kvpress does not have, so it is not audited"
-                for cls, base in outcome.unknown_bases.get(scan.display, ()))
+                f"; {item.name} derives from {item.base}, which "
+                + ("the installed kvpress does not have" if item.reason == BASE_NOT_IN_KVPRESS else
+                   "is neither in the run nor in kvpress") + ", so it is not audited"
+                for item in unanalysed.get(scan.display, ()))
             result.files.append(FileStatus(path=scan.display, status="ok", message=message))
+    _say_unanalysed(outcome.unanalysed, failed, result)
     _flag_directories_without_presses(walked, show, result)
     # Inline `# kvaudit: ignore[...]` comments, once every rule has run (KVA001, KVA002).
     texts = {s.display: s.suppression_text for s in readable if s.suppression_text and s.display not in failed}
@@ -458,6 +462,35 @@ def _run(targets: list[str], options: CheckOptions, progress: _Progress) -> Audi
     if cache:
         cache.store(key, result, scans, outcome.aux_paths, outcome.lookups)
     return result
+
+
+def _unanalysed(index: ProjectIndex, source: SourceFile) -> list[UnanalysedClass]:
+    """The classes of ``source`` that look like presses but derive from a base kvaudit cannot read.
+
+    A class deriving from a kvpress name the installed kvpress lacks is meant as a press. A class whose
+    base lies in a module that is nowhere to be read could be anything: it counts when it looks like a
+    press, by kvpress's naming (its name, or its base's, ends in ``Press``, as the prefilter's seeds)
+    or by citing a paper of the registry.
+    """
+    found: list[UnanalysedClass] = []
+    for cls, base, in_kvpress in index.unreadable_bases(source):
+        if not in_kvpress and not (cls.name.endswith(PRESS_SUFFIX) or base.endswith(PRESS_SUFFIX)
+                                   or find_paper(cls) is not None):
+            continue
+        found.append(UnanalysedClass(source.display, cls.name, cls.line, base,
+                                     BASE_NOT_IN_KVPRESS if in_kvpress else BASE_NOT_IN_RUN))
+    return found
+
+
+def _say_unanalysed(unanalysed: list[UnanalysedClass], failed: set[str], result: AuditResult) -> None:
+    """Each unanalysed class of a file that could be read: in the result, and as a warning line of the run."""
+    kept = sorted((u for u in unanalysed if u.path not in failed), key=lambda u: (u.path, u.line, u.name, u.base))
+    result.unanalysed.extend(kept)
+    hint = {BASE_NOT_IN_RUN: "name the base's file or package among the targets, or declare it under "
+                             "[[press-bases]] in the configuration",
+            BASE_NOT_IN_KVPRESS: "it may come from another kvpress release"}
+    result.warnings.extend(dict.fromkeys(f"{u.path}:{u.line}: {u.name} is not analysed: {u.why} ({hint[u.reason]})"
+                                         for u in kept))
 
 
 def _to_parse(readable: list[FileScan], options: CheckOptions) -> list[FileScan]:
@@ -525,11 +558,15 @@ def _report_tracebacks(options: CheckOptions, tracebacks: list[str]) -> None:
 
 def _flag_directories_without_presses(walked: dict[str, list[Path]], show, result: AuditResult) -> None:
     """A folder handed to ``check`` is expected to hold presses: say so when none of the files found
-    in it (through symbolic links too) holds one. Decided from the walk, never from path prefixes."""
+    in it (through symbolic links too) holds one, and how many press-like classes in it could not be
+    analysed (their bases cannot be read). Decided from the walk, never from path prefixes."""
     pressed = {press.path for press in result.presses}
     for target, files in walked.items():
         if any(show(path) in pressed for path in files):
             continue
         if not any(f.path == target for f in result.files):
+            shown = {show(path) for path in files}
+            unread = len({(u.path, u.name) for u in result.unanalysed if u.path in shown})
+            why = f" ({unread} class(es) not analysed: see the warnings)" if unread else ""
             result.files.append(FileStatus(path=target, status="error",
-                                           message=f"{cut_target(target)}: no press classes found"))
+                                           message=f"{cut_target(target)}: no press classes found{why}"))

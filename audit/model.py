@@ -320,6 +320,28 @@ class FileStatus:
     message: str | None = None
 
 
+# Why a press-like class was not analysed (UnanalysedClass.reason).
+BASE_NOT_IN_RUN = "not-in-run"  # its base is in a module that is neither in the run nor in kvpress
+BASE_NOT_IN_KVPRESS = "not-in-kvpress"  # its base is a kvpress name that the installed kvpress lacks
+
+
+@dataclass
+class UnanalysedClass:
+    """A class that looks like a press but derives from a base kvaudit cannot read: it is not audited."""
+
+    path: str
+    name: str
+    line: int
+    base: str  # the base's dotted name, as imported
+    reason: str  # BASE_NOT_IN_RUN | BASE_NOT_IN_KVPRESS
+
+    @property
+    def why(self) -> str:
+        """``its base X is not in ...``: what keeps the class from being analysed."""
+        where = "the run, nor in kvpress" if self.reason == BASE_NOT_IN_RUN else "the installed kvpress"
+        return f"its base {self.base} is not in {where}"
+
+
 @dataclass
 class ModelInfo:
     """The model the tracer ran presses on."""
@@ -357,6 +379,8 @@ class AuditResult:
     # Warnings about the run as a whole, each said once: the audit is incomplete (kvpress's source unreadable).
     warnings: list[str] = field(default_factory=list)
     traced: TraceSummary | None = None
+    # Press-like classes whose base cannot be read (each has its line in `warnings` too).
+    unanalysed: list[UnanalysedClass] = field(default_factory=list)
 
     @property
     def findings(self) -> list[Finding]:
@@ -375,3 +399,4 @@ class AuditResult:
             press.findings.sort(key=lambda f: (f.line, f.rule, f.message))
             press.evidence.sort(key=lambda e: (e.path or "", e.line, e.kind, e.detail))
         self.extra_findings.sort(key=lambda f: (f.path, f.line, f.rule, f.message))
+        self.unanalysed.sort(key=lambda u: (u.path, u.line, u.name, u.base))

@@ -14,6 +14,7 @@ not installed at all are names imported from it trusted.
 from __future__ import annotations
 
 import ast
+import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ ROOT_MODULE_SUFFIX = ("kvpress", "presses", "base_press.py")
 KVPRESS = "kvpress"
 _MAX_REEXPORT_HOPS = 4
 _THIRD_PARTY = frozenset({"site-packages", "dist-packages"})
+# Libraries whose classes are bases of models and helpers, never of a press (nor is the standard library).
+_NO_PRESS_BASES = frozenset({"torch", "transformers", "numpy", "typing_extensions"})
 # kvpress's own model of a press: one object hooked on every layer, entered through these methods.
 KVPRESS_ENTRY_METHODS = ("forward_hook", "compress")
 KVPRESS_LAYER_INDEX = ("layer_idx",)
@@ -525,14 +528,47 @@ class ProjectIndex:
             memo[id(node)] = False
         return False
 
-    def unknown_bases(self, source: SourceFile) -> list[tuple[str, str]]:
-        """(class, base) for classes of ``source`` that derive from a kvpress name the installed
-        kvpress does not have: kvaudit cannot read what they inherit, so they are not audited."""
+    def unreadable_bases(self, source: SourceFile) -> list[tuple[ClassInfo, str, bool]]:
+        """(class, base, in kvpress) for each class of ``source`` that is not a press and derives, itself or
+        through a base in the run, from a base kvaudit cannot read, so that it cannot tell whether the class
+        is a press: a kvpress name the installed kvpress does not have (in kvpress: True), or a class of a
+        module found neither in the run nor beside its files (False; never the standard library's, torch's
+        or transformers', which hold no press base). Whether such a class looks like a press is the caller's
+        question."""
         info = self.module_of(source)
-        if info is None or not self._kvpress_installed:
+        if info is None:
             return []
-        return [(cls.name, base) for cls in info.classes.values() if not self.is_press(cls)
-                for base in cls.resolved_bases if isinstance(base, str) and base.split(".")[0] == KVPRESS]
+        found: list[tuple[ClassInfo, str, bool]] = []
+        unreadable: set[str] | None = None
+        for cls in info.classes.values():
+            if self.is_press(cls):  # (resolves the bases: every lookup below has been made)
+                continue
+            if unreadable is None:
+                unreadable = self._unreadable_modules()
+                kvpress_unread = any(name.split(".")[0] == KVPRESS for name in unreadable)
+            seen: set[str] = set()
+            for node in self.mro(cls):
+                for base in node.resolved_bases:
+                    if not isinstance(base, str) or base in seen:
+                        continue
+                    seen.add(base)
+                    module, _, _ = base.rpartition(".")
+                    top = base.split(".")[0]
+                    if top == KVPRESS:
+                        # Not when a file of kvpress was found but could not be read: the name may be
+                        # in it (a warning of the run says so, kvaudit.inherited).
+                        if self._kvpress_installed and not kvpress_unread:
+                            found.append((cls, base, True))
+                    elif (module in self._aux_failed and module not in unreadable
+                          and top not in _NO_PRESS_BASES and top not in sys.stdlib_module_names):
+                        found.append((cls, base, False))
+        return found
+
+    def _unreadable_modules(self) -> set[str]:
+        """Modules that could not be read although their file is there (a file of the run, or one a lookup
+        found); the other modules that failed were not found at all."""
+        there = {name for (name, _), path in self.module_lookups.items() if path is not None}
+        return self._aux_failed & (there | set(self._owners))
 
     def presses(self) -> list[ClassInfo]:
         """Press classes defined in the target files, in file then source order."""

@@ -64,8 +64,9 @@ ModelPath = Annotated[Optional[str], typer.Option(
     "--model", help="Tracing: local Hugging Face model folder (never downloads).", rich_help_panel=PANEL)]
 Device = Annotated[str, typer.Option("--device", help="Tracing: torch device.", rich_help_panel=PANEL)]
 Dtype = Annotated[str, typer.Option("--dtype", help="Tracing: float32, bfloat16 or float16.", rich_help_panel=PANEL)]
-Timeout = Annotated[float, typer.Option("--timeout", help="Tracing: seconds allowed per press before it is killed.",
-                                        rich_help_panel=PANEL)]
+Timeout = Annotated[float, typer.Option(
+    "--timeout", help="Tracing: CPU seconds a press may use before it is killed (idle that long, or 3x that in "
+    "wall time: killed too).", rich_help_panel=PANEL)]
 CompareReference = Annotated[bool, typer.Option(
     "--compare-reference",
     help="Tracing: also run the reference ChunkKVReusePress with the same scorer, ratio and chunk length.",

@@ -12,6 +12,8 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from pygments.lexer import Lexer
+from pygments.lexers import get_lexer_by_name
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.syntax import Syntax
@@ -28,6 +30,7 @@ VERDICT_STYLES = {
 }
 SEVERITY_STYLES = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 CONTEXT_LINES = 2
+EXCERPT_TAB_SIZE = 4  # rich's default for Syntax
 
 
 def _claim_text(claim) -> Text:
@@ -102,7 +105,15 @@ def _file_lines(path: str, stamp: tuple[int, int]) -> tuple[str, ...] | None:
         return None
 
 
-def _source_excerpt(finding: Finding) -> Syntax | None:
+@lru_cache(maxsize=1)
+def _python_lexer() -> Lexer:
+    # Built once, as rich builds it for each Syntax given the name "python" (a lookup that cost
+    # a quarter of the time of a finding's excerpt).
+    return get_lexer_by_name("python", stripnl=False, ensurenl=True, tabsize=EXCERPT_TAB_SIZE)
+
+
+def _excerpt_code(finding: Finding) -> tuple[int, str] | None:
+    """The first line number and the code of a finding's excerpt; None when its file cannot be read."""
     try:
         status = os.stat(finding.path)
     except OSError:
@@ -113,9 +124,16 @@ def _source_excerpt(finding: Finding) -> Syntax | None:
     # Only the excerpt is highlighted: highlighting the whole file for each finding made a file with
     # hundreds of findings cost a minute.
     start = max(1, finding.line - CONTEXT_LINES)
-    code = "\n".join(lines[start - 1 : finding.line + CONTEXT_LINES])
-    return Syntax(code, "python", line_numbers=True, start_line=start, highlight_lines={finding.line},
-                  theme="ansi_dark", word_wrap=True)
+    return start, "\n".join(lines[start - 1 : finding.line + CONTEXT_LINES])
+
+
+def _source_excerpt(finding: Finding) -> Syntax | None:
+    excerpt = _excerpt_code(finding)
+    if excerpt is None:
+        return None
+    start, code = excerpt
+    return Syntax(code, _python_lexer(), line_numbers=True, start_line=start, highlight_lines={finding.line},
+                  theme="ansi_dark", word_wrap=True, tab_size=EXCERPT_TAB_SIZE)
 
 
 def location(finding: Finding) -> str:
@@ -141,22 +159,123 @@ def print_finding(finding: Finding, console: Console) -> None:
         console.print(finding_panel(finding))
         return
     # Piped: the message on one line, as the location line (a log is read and grepped, not a window).
-    console.print(Text("  " + " ".join(printable(finding.message).split())), soft_wrap=True)
+    console.print(Text(_piped_message(finding)), soft_wrap=True)
     excerpt = _source_excerpt(finding)
     if excerpt is not None:
         console.print(excerpt)
     console.print()
 
 
+def _piped_message(finding: Finding) -> str:
+    return "  " + " ".join(printable(finding.message).split())
+
+
+# -- piped without colour: the same lines, written without rich's layout per line --------------
+# rich lays out every line of every finding (about 1 ms a finding: 20,000 unused suppressions took
+# 15 s). Piped without colour, what it writes for a finding is plain text whose layout is known:
+# the two soft-wrapped lines as they are, and each excerpt line behind its number column, untouched
+# when it fits the width. :func:`plain_finding` writes exactly that, and leaves to rich every
+# excerpt it would wrap, expand or strip (tests/test_terminal_plain.py compares the two).
+PLAIN_BLOCK = 500  # findings written per write() (and flush)
+
+
+def plain_width(console: Console) -> int | None:
+    """The width ``console`` lays piped lines out at when it writes them without any markup; else None.
+
+    None in a terminal, with colour (``FORCE_COLOR``), or when rich must see every line: a console that
+    records, captures, is quiet, soft-wraps everything or runs on a legacy Windows console.
+    """
+    if (console.is_terminal or console.color_system is not None or console.record or console.quiet
+            or console.soft_wrap or console.legacy_windows or console.is_jupyter
+            or getattr(console, "_buffer_index", 0)):  # inside a capture or a `with console:` block
+        return None
+    return console.width
+
+
+def plain_excerpt(start: int, code: str, highlight: int, width: int) -> str | None:
+    """The lines rich writes for ``Syntax(code, line_numbers=True, start_line=start, word_wrap=True,
+    highlight_lines={highlight})`` without colour at ``width``; None when rich would change a line
+    (wider than the code column, a tab, a control or non-ASCII character)."""
+    lines = code.split("\n")
+    numbers = len(str(start + len(lines) - 1)) + 2  # rich's number column, its 2-cell marker included
+    room = width - numbers - 1
+    if room < 1:
+        return None
+    out = []
+    for number, line in enumerate(lines, start):
+        if len(line) > room or not (line.isascii() and line.isprintable()):
+            return None
+        out.append(f"{'❱ ' if number == highlight else '  '}{str(number).rjust(numbers - 2)} {line}\n")
+    return "".join(out)
+
+
+def plain_finding(finding: Finding, width: int) -> str | None:
+    """What :func:`print_finding` writes for ``finding`` on a console of :func:`plain_width` ``width``; None
+    when only rich can lay out its excerpt."""
+    # printable() escaped every control character (tabs too) and the message's blanks are single
+    # spaces: rich writes both lines unchanged (soft_wrap: never cut or wrapped).
+    head = f"{location(finding)} {finding.rule} {finding.severity.value}\n{_piped_message(finding)}\n"
+    excerpt = _excerpt_code(finding)
+    if excerpt is None:
+        return head + "\n"
+    code = plain_excerpt(excerpt[0], excerpt[1], finding.line, width)
+    return None if code is None else head + code + "\n"
+
+
+def _write(console: Console, text: str) -> None:
+    """Write ``text`` to the console's file as rich does (a broken pipe goes to ``on_broken_pipe``)."""
+    try:
+        console.file.write(text)
+        console.file.flush()
+    except BrokenPipeError:
+        console.on_broken_pipe()
+
+
+def print_findings(findings: list[Finding], console: Console) -> None:
+    """:func:`print_finding` for each finding; piped without colour, the same bytes in blocks."""
+    width = plain_width(console)
+    if width is None:
+        for finding in findings:
+            print_finding(finding, console)
+        return
+    block: list[str] = []
+    for finding in findings:
+        text = plain_finding(finding, width)
+        if text is None:  # rich lays this one out, after what came before it
+            if block:
+                _write(console, "".join(block))
+                block = []
+            print_finding(finding, console)
+            continue
+        block.append(text)
+        if len(block) >= PLAIN_BLOCK:
+            _write(console, "".join(block))
+            block = []
+    if block:
+        _write(console, "".join(block))
+
+
 def summary_line(result: AuditResult) -> Text:
-    counts = {s: sum(1 for f in result.findings if f.severity is s) for s in Severity}
+    counts = dict.fromkeys(Severity, 0)
+    for finding in result.findings:  # (a property that sorts every finding: read once)
+        counts[finding.severity] += 1
     bad_files = sum(1 for f in result.files if f.status == "error")
     text = Text(f"{len(result.presses)} press(es) audited: ")
     text.append(f"{counts[Severity.ERROR]} error(s)", style=SEVERITY_STYLES[Severity.ERROR] if counts[Severity.ERROR] else "")
     text.append(f", {counts[Severity.WARNING]} warning(s), {counts[Severity.INFO]} info")
     if bad_files:
         text.append(f"; {bad_files} target(s) could not be audited", style="bold red")
+    if result.unanalysed:
+        text.append(unanalysed_summary(result), style="yellow")
     return text
+
+
+def unanalysed_summary(result: AuditResult) -> str:
+    """``; 1 class not analysed: its base X is not in the run, nor in kvpress`` (or their count)."""
+    if len(result.unanalysed) == 1:
+        return f"; 1 class not analysed: {printable(result.unanalysed[0].why)}"
+    classes = {(u.path, u.name) for u in result.unanalysed}
+    return f"; {len(classes)} classes not analysed: their bases cannot be read (see the warnings)"
 
 
 def print_problems(result: AuditResult, errors: Console) -> None:
@@ -179,11 +298,10 @@ def render_terminal(result: AuditResult, console: Console, errors: Console | Non
             console.print(press_table(result))
         else:
             print_press_lines(result, console)
-    for finding in result.findings:
-        print_finding(finding, console)
+    print_findings(result.findings, console)
     if any(press.trace is not None for press in result.presses):
         from .trace_terminal import render_trace_panel  # the tracer's modules load only when it ran
 
         render_trace_panel(console, result)
     if not quiet:
-        console.print(summary_line(result))
+        console.print(summary_line(result), soft_wrap=True)  # one line, however long, as the finding lines

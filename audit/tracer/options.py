@@ -28,7 +28,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_SEED = 0
 
 # What tracing needs beyond the static audit (the `trace` extra), and how to get it.
-TRACE_PACKAGES = ("torch", "transformers", "kvpress")
+TRACE_PACKAGES = ("torch", "transformers", "kvpress", "psutil")  # psutil: the press's process tree and CPU time
 INSTALL_TRACE = "pip install 'kvaudit[trace]'"
 # The environment variable that tells the worker which process is its parent (kvaudit).
 PARENT_ENV = "KVAUDIT_WORKER_PARENT"
@@ -121,7 +121,9 @@ class TraceOptions:
     dtype : str
         float32, bfloat16 or float16.
     timeout : float
-        Seconds one press may take (build, prefills and checks) before it is killed.
+        CPU seconds one press may use (build, prefills and checks; its processes together) before it is
+        killed; an idle press is killed after as many seconds of wall time, any press at the wall-clock
+        ceiling (:func:`kvaudit.defaults.wall_ceiling`).
     press_expr : str | None
         An expression that builds the press, evaluated with kvpress's and the module's names.
     compare_reference : bool

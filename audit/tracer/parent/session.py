@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from types import TracebackType
 
+from ...defaults import wall_ceiling
 from ...model import Defect, Failure, ModelInfo, PressTrace
 from ..options import TraceOptions
 from ..wire import ClaimRequest, InitReply, InitRequest, ListReply, ListRequest, Plan, TraceReply, TraceRequest
@@ -87,7 +88,7 @@ class TraceSession:
         request = ListRequest(path, display, module, self.options.timeout, self.options.memory_limit,
                               self.options.press_expr)
         try:
-            return client.request(request, ListReply, self.options.timeout + REPLY_SLACK_S)
+            return client.request(request, ListReply, wall_ceiling(self.options.timeout) + REPLY_SLACK_S)
         except WorkerError as error:
             self._restart()
             return ListReply(failure=Failure.INPUT, error=f"cannot import {module or display}: {error}")
@@ -102,8 +103,9 @@ class TraceSession:
         options = self.options
         request = TraceRequest(path, display, module, class_name, press_expr, options.compare_reference,
                                options.timeout, options.memory_limit, Plan.of(options), claims, reference_claims)
-        # The worker enforces the timeout per child; the reference run is a second child.
-        reply_timeout = options.timeout * (2 if options.compare_reference else 1) + REPLY_SLACK_S
+        # The worker enforces the timeout per child (at most its wall-clock ceiling); the reference run is a
+        # second child.
+        reply_timeout = wall_ceiling(options.timeout) * (2 if options.compare_reference else 1) + REPLY_SLACK_S
         name = class_name or "press"
         label = f"{display}::{class_name}" if class_name else display
         try:

@@ -27,7 +27,7 @@ import os
 from collections.abc import Callable
 
 from ..options import format_bytes
-from .process import descendants
+from .process import below
 
 
 def _fields(path: str, names: tuple[bytes, ...]) -> dict[bytes, int] | None:
@@ -59,31 +59,6 @@ def proportional(pid: int) -> int:
     return sum(found.values()) if found else 0
 
 
-def children_of(pid: int) -> list[int]:
-    """Every process below ``pid``: through ``/proc/PID/task/*/children`` where the kernel has it (cheap)."""
-    if not os.path.isdir(f"/proc/{pid}/task"):
-        return descendants(pid)
-    found: list[int] = []
-    pending = [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            tasks = os.listdir(f"/proc/{current}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                with open(f"/proc/{current}/task/{task}/children", "rb") as handle:
-                    kids = [int(k) for k in handle.read().split()]
-            except FileNotFoundError:  # a kernel without CONFIG_PROC_CHILDREN: read the whole table
-                return descendants(pid)
-            except (OSError, ValueError):
-                continue
-            found.extend(kids)
-            pending.extend(kids)
-    return found
-
-
 def watch(limit: int) -> Callable[[], str | None]:
     """A check for the worker to call while a press runs: a one-line reason once the tree is past ``limit``.
 
@@ -93,7 +68,7 @@ def watch(limit: int) -> Callable[[], str | None]:
     baseline = proportional(worker)
 
     def over() -> str | None:
-        tree = children_of(worker)
+        tree = below(worker)
         if not tree or sum(resident_bound(pid) for pid in tree) <= limit:
             return None
         used = proportional(worker) + sum(proportional(pid) for pid in tree) - baseline

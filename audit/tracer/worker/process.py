@@ -18,6 +18,10 @@ What a hostile press can do, and what stops it:
   ``memory_limit`` bytes: past it, a single allocation fails in the child at once (a crash of the
   press), not the machine. The cap is per process, so the worker also polls the memory of the whole
   tree below it (:mod:`kvaudit.tracer.worker.memory`) and kills the child's group past the limit.
+* **It runs too long, or hangs.** The worker measures the CPU time of the press's processes against
+  ``--timeout``, stops a press that makes no progress (a sleep, a deadlock) after as long in wall
+  time, and any press at a wall-clock ceiling (:mod:`kvaudit.tracer.worker.clock`): a busy machine
+  slows a press down without making it time out.
 
 Why fork is safe here: the worker runs torch with one intra-op thread and never enters a
 parallel region before forking (GNU OpenMP is not fork-safe once its pool exists).
@@ -36,17 +40,20 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import MESSAGE_WIDTH, ReportedError
+
+if TYPE_CHECKING:
+    from .clock import PressClock
 
 OK, FAILED, TIMEOUT, DIED, MEMORY = "ok", "failed", "timeout", "died", "memory"
 
 _FRAME = struct.Struct(">Q")  # the length of the JSON result that follows
 _MAX_RESULT_BYTES = 1 << 30  # a longer "frame" is garbage written by the press, not a result
 _MAX_TRACEBACK = 20_000  # what --debug may print of a traceback (its end: the raising frame)
-PARENT_POLL_S = 0.5  # how often a waiting worker checks that its parent is still there
-MEMORY_POLL_S = 0.1  # how often it measures the press's processes, under --memory-limit 
+PARENT_POLL_S = 0.5  # how often a waiting worker checks its parent and the press's time (clock.py)
+MEMORY_POLL_S = 0.1  # how often it measures the press's processes, under --memory-limit
 
 # Descriptors of the worker that a child must not hold (the worker's reply stream): closed after the fork,
 # so that press code can neither write into the protocol nor keep it open after the worker died.
@@ -97,47 +104,57 @@ def die_with_parent(sig: int, parent: int) -> bool:
     return armed
 
 
-def _process_table() -> dict[int, tuple[int, int]]:
-    """``pid -> (parent pid, session id)`` for every process we can see (empty without /proc)."""
-    table: dict[int, tuple[int, int]] = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return table
-    for name in entries:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as handle:
-                stat = handle.read()
-        except OSError:  # it exited meanwhile
-            continue
-        # Fields after the command name, which may itself hold spaces and parentheses.
-        fields = stat.rpartition(b")")[2].split()
-        try:
-            table[int(name)] = (int(fields[1]), int(fields[3]))
-        except (IndexError, ValueError):
-            continue
-    return table
-
-
 def descendants(root: int) -> list[int]:
-    """Every process below ``root`` (children first), from one snapshot of the process table."""
-    children: dict[int, list[int]] = {}
-    for pid, (parent, _) in _process_table().items():
-        children.setdefault(parent, []).append(pid)
+    """Every process below ``root`` (zombies too), from one snapshot of the process table."""
+    import psutil
+
+    try:
+        return [child.pid for child in psutil.Process(root).children(recursive=True)]
+    except psutil.Error:  # root itself is gone
+        return []
+
+
+def below(root: int) -> list[int]:
+    """Every process below ``root``: through ``/proc/PID/task/*/children`` where the kernel has it.
+
+    Cheap enough to call ten times a second while a press runs (it reads the tree, not the whole
+    process table); :func:`descendants` where the kernel lacks those files.
+    """
+    if not os.path.isdir(f"/proc/{root}/task"):
+        return descendants(root)
     found: list[int] = []
-    pending = list(children.get(root, []))
+    pending = [root]
     while pending:
-        pid = pending.pop(0)
-        found.append(pid)
-        pending.extend(children.get(pid, []))
+        current = pending.pop()
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{current}/task/{task}/children", "rb") as handle:
+                    kids = [int(k) for k in handle.read().split()]
+            except FileNotFoundError:  # a kernel without CONFIG_PROC_CHILDREN: read the whole table
+                return descendants(root)
+            except (OSError, ValueError):
+                continue
+            found.extend(kids)
+            pending.extend(kids)
     return found
 
 
 def session_members(session: int) -> list[int]:
     """Every process of session ``session``."""
-    return [pid for pid, (_, sid) in _process_table().items() if sid == session]
+    import psutil
+
+    members = []
+    for pid in psutil.pids():
+        try:
+            if os.getsid(pid) == session:
+                members.append(pid)
+        except OSError:  # it exited meanwhile
+            continue
+    return members
 
 
 def kill_all(pids: list[int]) -> None:
@@ -154,15 +171,20 @@ def kill_descendants(rounds: int = 200) -> None:
     Killing a process re-parents its own children to this process (a subreaper), so the table is
     read again until nothing is left; each round also reaps the processes that are our children.
     """
-    me = os.getpid()
+    import psutil
+
+    me = psutil.Process()
     for _ in range(rounds):
-        found = descendants(me)
+        found = descendants(me.pid)
         if not found:
             break
         kill_all(found)
-        table = _process_table()
+        try:
+            ours = {child.pid for child in me.children()}
+        except psutil.Error:
+            ours = set()
         for pid in found:
-            if table.get(pid, (None,))[0] == me:
+            if pid in ours:  # killed above: waiting for it cannot block
                 _reap(pid)
     reap_orphans()
 
@@ -284,21 +306,23 @@ def _exited(pid: int) -> bool:
         return True
 
 
-def _read_frame(read_fd: int, pid: int, deadline: float,
-                over_limit: Callable[[], str | None] | None = None) -> tuple[bytes | None, str | None]:
+def _read_frame(read_fd: int, pid: int, clock: PressClock,
+                over_limit: Callable[[], str | None] | None = None) -> tuple[bytes | None, tuple[str, str] | None]:
     """Read the child's framed result; returns (the JSON bytes, or None if it ended without one; why it was stopped).
 
-    Why it was stopped: ``"timeout"``, or ``over_limit``'s reason (polled while waiting), else None.
-    Never waits for end-of-file: a grandchild may hold the pipe open long after the child is done.
+    Why it was stopped: (``TIMEOUT``, the clock's reason) or (``MEMORY``, ``over_limit``'s reason), both
+    polled while waiting; None when it was not. Never waits for end-of-file: a grandchild may hold the
+    pipe open long after the child is done.
     """
     buffer = bytearray()
     needed: int | None = None
     child_done = False
     poll = min(PARENT_POLL_S, MEMORY_POLL_S) if over_limit is not None else PARENT_POLL_S
     while True:
-        remaining = deadline - time.perf_counter()
+        now = time.perf_counter()
+        remaining = clock.deadline - now
         if remaining <= 0:
-            return None, TIMEOUT
+            return None, (TIMEOUT, clock.check(now) or clock.ceiling_reached(now))
         ready, _, _ = select.select([read_fd], [], [], 0 if child_done else min(remaining, poll))
         if not ready:
             if child_done:  # it exited, the pipe is drained, and the frame is incomplete
@@ -307,7 +331,10 @@ def _read_frame(read_fd: int, pid: int, deadline: float,
                 _stop_now()
             reason = over_limit() if over_limit is not None else None
             if reason is not None:
-                return None, reason
+                return None, (MEMORY, reason)
+            reason = clock.check(time.perf_counter())
+            if reason is not None:
+                return None, (TIMEOUT, reason)
             child_done = _exited(pid)
             continue
         chunk = os.read(read_fd, 1 << 16)
@@ -323,12 +350,16 @@ def _read_frame(read_fd: int, pid: int, deadline: float,
 
 
 def run_in_child(function: Callable[[], Any], timeout: float, memory_limit: int | None = None) -> ChildOutcome:
-    """Fork, run ``function`` in the child, return its JSON-safe result within ``timeout`` seconds.
+    """Fork, run ``function`` in the child, return its JSON-safe result.
 
-    Whatever happens, the child's process group and every process left below this one are killed
-    and reaped before this returns. ``memory_limit`` (bytes) caps what the child, and every process it
-    starts, may hold together (``RLIMIT_AS`` per process, and the worker's polls of the whole tree).
+    ``timeout`` is CPU seconds of the child and every process it starts, together; an idle child
+    (a hang) is stopped after ``timeout`` seconds of wall time, and any child at the wall-clock ceiling
+    (:mod:`kvaudit.tracer.worker.clock`). Whatever happens, the child's process group and every
+    process left below this one are killed and reaped before this returns. ``memory_limit`` (bytes)
+    caps what the child, and every process it starts, may hold together (``RLIMIT_AS`` per process,
+    and the worker's polls of the whole tree).
     """
+    from .clock import PressClock
     from .memory import watch
 
     over_limit = watch(memory_limit) if memory_limit else None  # the worker's own memory, before the fork
@@ -351,19 +382,17 @@ def run_in_child(function: Callable[[], Any], timeout: float, memory_limit: int 
     except OSError:
         pass
     data: bytes | None = None
-    stopped: str | None = None
+    stopped: tuple[str, str] | None = None
     try:
-        data, stopped = _read_frame(read_fd, pid, started + timeout, over_limit)
+        data, stopped = _read_frame(read_fd, pid, PressClock(timeout, worker, started), over_limit)
     finally:
         os.close(read_fd)
         _kill_group(pid)  # before reaping: an unreaped child keeps its group id from being reused
         _, status = os.waitpid(pid, 0)
         kill_descendants()  # whatever left the group: orphans re-parented to this subreaper
     seconds = time.perf_counter() - started
-    if stopped == TIMEOUT:
-        return ChildOutcome(TIMEOUT, detail=f"no result after {timeout:g} s; killed", seconds=seconds)
     if stopped is not None:
-        return ChildOutcome(MEMORY, detail=stopped, seconds=seconds)
+        return ChildOutcome(stopped[0], detail=stopped[1], seconds=seconds)
     try:
         message = json.loads(data.decode()) if data is not None else None
     except ValueError:
