@@ -44,10 +44,15 @@ ALONE = "alone"  # each row of the batch prompt on its own: does a row keep what
 
 @dataclass(frozen=True)
 class Claimant:
-    """Who claims a mechanism and how: where in the paper (or contract), and its parameters."""
+    """Who claims a mechanism and how: where in the paper (or contract), and its parameters.
+
+    ``not_checkable`` says why a tiny model cannot show the claim (trained weights, a real tokenizer,
+    a paper kvaudit could not read): the claim is then reported ``not-checkable`` with that reason.
+    """
 
     where: str
     params: dict[str, Any] = field(default_factory=dict)
+    not_checkable: str = ""
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,10 @@ LAYER_INDEX_REUSE = "layer-index-reuse"
 
 # Dynamic verdicts of a claim (kvaudit.mechanism): what the tracer measured against the paper's rule.
 HOLDS, VIOLATED, NOT_APPLICABLE, NOT_RUN = "holds", "violated", "not-applicable", "not-run"
-CLAIM_VERDICTS = (HOLDS, VIOLATED, NOT_APPLICABLE, NOT_RUN)
+# A claim a tiny model cannot show (it needs trained weights, a real tokenizer, a paper kvaudit could not
+# read): said with the reason, never silently absent, never a verdict from an absent structure.
+NOT_CHECKABLE = "not-checkable"
+CLAIM_VERDICTS = (HOLDS, VIOLATED, NOT_APPLICABLE, NOT_RUN, NOT_CHECKABLE)
 
 # Static verdicts for layer-index-reuse.
 IMPLEMENTED, PARTIAL, MISSING = "implemented", "partial", "missing"
@@ -164,7 +167,7 @@ class ClaimCheck:
 
     id: str
     paper: str  # who claims it: "SnapKV (arXiv 2404.14469)", or a kvpress contract
-    verdict: str  # holds | violated | not-applicable | not-run
+    verdict: str  # holds | violated | not-applicable | not-run | not-checkable
     expected: Any = field(default=None, kw_only=True)
     measured: Any = field(default=None, kw_only=True)
     where: dict[str, Any] = field(default_factory=dict, kw_only=True)

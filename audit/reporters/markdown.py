@@ -25,6 +25,7 @@ from ..model import (
     IMPLEMENTED,
     MISSING,
     NOT_APPLICABLE,
+    NOT_CHECKABLE,
     NOT_RUN,
     PARTIAL,
     VIOLATED,
@@ -141,7 +142,7 @@ def untraced_lines(result: AuditResult) -> list[str]:
 # The conformance matrix, and one section per violation
 # ---------------------------------------------------------------------------------------------
 
-MARKS = {HOLDS: "✓", VIOLATED: "✗", NOT_APPLICABLE: "–", NOT_RUN: "not-run"}
+MARKS = {HOLDS: "✓", VIOLATED: "✗", NOT_APPLICABLE: "–", NOT_RUN: "not-run", NOT_CHECKABLE: "not-checkable"}
 
 
 def _mark(check: ClaimCheck) -> str:
@@ -180,9 +181,11 @@ def matrix_legend(result: AuditResult) -> list[str]:
         for check in press.trace.claims if press.trace is not None else []:
             key = "accepted" if check.accepted is not None else check.verdict
             counts[key] = counts.get(key, 0) + 1
-    told = ", ".join(f"{counts[k]} {k}" for k in (HOLDS, VIOLATED, "accepted", NOT_APPLICABLE, NOT_RUN) if counts.get(k))
+    told = ", ".join(f"{counts[k]} {k}" for k in (HOLDS, VIOLATED, "accepted", NOT_APPLICABLE, NOT_RUN, NOT_CHECKABLE)
+                     if counts.get(k))
     return [f"✓ holds · ✗ violated · – not applicable (the grid does not exercise it) · not-run (with the reason "
-            f"below) · blank: not claimed. Claims checked: {told or 'none'}."]
+            f"below) · not-checkable (a tiny model cannot show it: trained weights, a real tokenizer; the reason is "
+            f"in the press's section) · blank: not claimed. Claims checked: {told or 'none'}."]
 
 
 def _value(value: object) -> str:
@@ -312,7 +315,7 @@ def overview(result: AuditResult) -> str:
     defects = sum(len(p.trace.defects) for p in traced)
     told = (f" {defects} defect(s) were seen on the tiny model (listed below)." if defects else "")
     checks = [c for p in traced for c in p.trace.claims]
-    count = {key: 0 for key in (HOLDS, VIOLATED, "accepted", NOT_APPLICABLE, NOT_RUN)}
+    count = {key: 0 for key in (HOLDS, VIOLATED, "accepted", NOT_APPLICABLE, NOT_RUN, NOT_CHECKABLE)}
     for check in checks:
         key = "accepted" if check.accepted is not None else check.verdict
         count[key] = count.get(key, 0) + 1
@@ -326,7 +329,8 @@ def overview(result: AuditResult) -> str:
     said = (f"{head}. Of the {checked} claim(s) checked, {count[HOLDS]} hold, {count[VIOLATED]} are not met and "
             f"{count['accepted']} are accepted deviations")
     unjudged = [f"{n} {label}" for n, label in ((count[NOT_APPLICABLE], "more are not applicable on the grid"),
-                                                (count[NOT_RUN], "could not run (the reasons are below)")) if n]
+                                                (count[NOT_RUN], "could not run (the reasons are below)"),
+                                                (count[NOT_CHECKABLE], "cannot be checked on a tiny model")) if n]
     said += f"; {' and '.join(unjudged)}." if unjudged else "."
     if not count[VIOLATED]:
         said += (" Every checked claim holds." if not count["accepted"]

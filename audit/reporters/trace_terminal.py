@@ -15,6 +15,7 @@ from ..model import (
     HOLDS,
     NOT_APPLICABLE,
     NOT_OBSERVED,
+    NOT_CHECKABLE,
     NOT_RUN,
     OBSERVED,
     PARTIAL,
@@ -29,7 +30,8 @@ from ..tracer.compare import verdict_pairs
 from .console import print_unwrapped
 
 VERDICT_STYLE = {OBSERVED: "bold green", PARTIAL: "bold yellow", NOT_OBSERVED: "bold red",
-                 HOLDS: "bold green", VIOLATED: "bold red", NOT_APPLICABLE: "dim", NOT_RUN: "yellow"}
+                 HOLDS: "bold green", VIOLATED: "bold red", NOT_APPLICABLE: "dim", NOT_RUN: "yellow",
+                 NOT_CHECKABLE: "dim"}
 
 
 def _ms(seconds: float) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...mechanism import CheckContext, Mechanism, all_mechanisms, mechanism_by_id
-from ...model import NOT_RUN, ClaimCheck
+from ...model import NOT_CHECKABLE, NOT_RUN, ClaimCheck
 from ..observations import RunObservation
 from ..wire import ClaimRequest
 
@@ -25,6 +25,7 @@ class ClaimToCheck:
     mechanism: Mechanism
     params: dict[str, Any] = field(default_factory=dict)
     label: str = ""
+    not_checkable: str = ""  # why a tiny model cannot show it (the claimant says so)
 
 
 def claims_to_check(requested: Sequence[ClaimRequest]) -> list[ClaimToCheck]:
@@ -36,7 +37,8 @@ def claims_to_check(requested: Sequence[ClaimRequest]) -> list[ClaimToCheck]:
             continue
         claimant = mechanism.contracts.get(item.contract) if item.contract else mechanism.papers.get(item.paper)
         found[mechanism.id] = ClaimToCheck(mechanism, dict(claimant.params) if claimant else {},
-                                           item.label or item.paper or "forced")
+                                           item.label or item.paper or "forced",
+                                           claimant.not_checkable if claimant else "")
     order = {m.id: number for number, m in enumerate(all_mechanisms())}
     return sorted(found.values(), key=lambda c: order.get(c.mechanism.id, len(order)))
 
@@ -46,6 +48,10 @@ def check_claims(claims: Sequence[ClaimToCheck], runs: Sequence[RunObservation],
     """Every claim's check on the completed runs (and the probes); a check that fails is reported, never raised."""
     checks = []
     for claim in claims:
+        if claim.not_checkable:  # said with its reason, never judged from what a tiny model cannot show
+            checks.append(ClaimCheck(claim.mechanism.id, claim.label, NOT_CHECKABLE,
+                                     f"not checkable on a tiny model: {claim.not_checkable}"))
+            continue
         context = CheckContext(runs=[run for run in runs if run.ok], params=claim.params, failures=list(failures),
                                probes=list(probes))
         try:
@@ -79,7 +85,7 @@ class Needs:
 def needs(claims: Sequence[ClaimToCheck]) -> Needs:
     """What the checks of ``claims`` read (facts: every mechanism's, so that reports can show them)."""
     facts = sorted({name for mechanism in all_mechanisms() for name in mechanism.facts} | {"compression_ratio"})
-    references = tuple(claim for claim in claims if claim.mechanism.needs_reference)
+    references = tuple(claim for claim in claims if claim.mechanism.needs_reference and not claim.not_checkable)
     return Needs(scores=any(claim.mechanism.needs_scores for claim in claims) or bool(references),
                  facts=tuple(facts), probes=any(claim.mechanism.needs_probes for claim in claims),
                  references=references)
