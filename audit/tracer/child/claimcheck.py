@@ -63,8 +63,11 @@ def check_claims(claims: Sequence[ClaimToCheck], runs: Sequence[RunObservation],
 
 
 def not_run(claims: Sequence[ClaimToCheck], reason: str) -> list[ClaimCheck]:
-    """Every claim marked ``not-run`` with one reason (the press could not be built or traced)."""
-    return [ClaimCheck(claim.mechanism.id, claim.label, NOT_RUN, f"not run: {reason}") for claim in claims]
+    """Every claim marked ``not-run`` with one reason (the press could not be built or traced); a claim a tiny
+    model cannot show stays ``not-checkable``, with its own reason."""
+    return [ClaimCheck(claim.mechanism.id, claim.label, NOT_CHECKABLE,
+                       f"not checkable on a tiny model: {claim.not_checkable}") if claim.not_checkable
+            else ClaimCheck(claim.mechanism.id, claim.label, NOT_RUN, f"not run: {reason}") for claim in claims]
 
 
 def requested_not_run(requested: Sequence[ClaimRequest], reason: str) -> list[ClaimCheck]:

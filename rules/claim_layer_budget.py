@@ -1,0 +1,108 @@
+"""Mechanism ``layer-budget``: one budget shared across layers, allocated where the scores are."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..mechanism import CheckContext, Claimant, Mechanism, RunResult, holds, not_applicable, ratio_of, violated
+
+if TYPE_CHECKING:
+    from ..tracer.observations import RunObservation
+
+
+class LayerBudget(Mechanism):
+    """
+    Some papers rank every (layer, head, position) of the cache at once against one threshold, so
+    that layers (and heads) whose scores are high keep more than others, within one global budget:
+    KVCompose composes per-layer scores and allocates globally, KVzip and Fast KVzip keep the pairs
+    above one threshold over the whole cache.
+
+    Invariant, per prefill, with ``ρ`` the ratio the press reports and ``L`` the prompt length:
+
+    * the cache keeps ``(1 − ρ)`` of all its (layer, head, position) entries, over every layer and
+      head together (masked entries are dropped ones);
+    * the budget is not split evenly: some two layers keep different numbers of positions (a
+      uniform split is no global allocation).
+
+    Tolerance: one position per layer and head for rounding.
+    """
+
+    id = "layer-budget"
+    name = "a global budget across layers"
+    title = "one budget over all layers and heads, not split evenly"
+    order = 65
+    papers = {
+        "kvcompose": Claimant("abstract: composite tokens allocated with a global budget across layers (kvpress's "
+                              "kvcompose_press.py: one top-k over every layer's composite scores)"),
+        "kvzip": Claimant("the authors' code (snu-mllab/KVzip attention/score.py, 'pair' ratio): one threshold "
+                          "over every (layer, head, position) score"),
+        "fastkvzip": Claimant("the authors' code (Janghyun1230/FastKVzip method/compression/fastkvzip.py): one "
+                              "threshold over every (layer, head, position) gate score"),
+    }
+
+    VALID = [
+        '''
+"""KVzip (arXiv 2505.23416) style: one threshold over every layer's key norms."""
+from dataclasses import dataclass, field
+import torch
+from kvpress import BasePress
+
+
+@dataclass
+class GlobalNormPress(BasePress):
+    """Masks the positions below one norm threshold shared by every layer: the budget is global."""
+
+    compression_ratio: float = 0.0
+    threshold: float = field(default=None, init=False)
+
+    def compress(self, module, hidden_states, keys, values, attentions, kwargs):
+        norms = keys.norm(dim=-1)
+        if module.layer_idx == 0:  # the tiny model's layers scale alike: layer 0 sets the threshold
+            self.threshold = torch.quantile(norms.flatten().float(), self.compression_ratio).item()
+        kept = norms >= self.threshold
+        count = kept.sum(dim=-1).min().clamp(min=1)
+        index = norms.topk(int(count), dim=-1).indices.sort(dim=-1).values
+        gather = index.unsqueeze(-1).expand(-1, -1, -1, keys.shape[-1])
+        return keys.gather(2, gather).contiguous(), values.gather(2, gather).contiguous()
+''',
+    ]
+    INVALID = [
+        '''
+"""KVzip (arXiv 2505.23416) in name only: every layer keeps the same share."""
+from dataclasses import dataclass
+from kvpress import ScorerPress
+
+
+@dataclass
+class EvenSplitPress(ScorerPress):
+    """Keeps 1 - compression_ratio of every layer: a uniform split, no global allocation."""
+
+    def score(self, module, hidden_states, keys, values, attentions, kwargs):
+        return keys.norm(dim=-1)
+''',
+    ]
+
+    def check_run(self, run: RunObservation, ctx: CheckContext) -> RunResult:
+        ratio = ratio_of(run)
+        layers = [layer for layer in run.layers if layer.original_length]
+        if ratio is None or not layers:
+            return not_applicable("the press reports no compression_ratio" if ratio is None else "no layer observed")
+        seen = [[n for row in layer.lengths for n in row] for layer in layers]
+        heads = max((len(row) for layer in layers for row in layer.lengths), default=0)
+        # Every row of the batch counts: a row the press dropped kept nothing.
+        entries = sum(layer.original_length * run.batch * heads for layer in layers)
+        kept = sum(sum(counts) for counts in seen)
+        expected = entries * (1 - ratio)
+        tolerance = len(layers) * run.batch * heads  # one per layer, row and head
+        per_layer = [sum(counts) / len(counts) for counts in seen if counts]
+        shares = f"layers keep {min(per_layer):.0f}–{max(per_layer):.0f} positions" if per_layer else ""
+        if abs(kept - expected) > tolerance:
+            return violated(f"the cache keeps {kept} of its {entries} (layer, head, position) entries "
+                            f"({kept / entries:.1%}); one budget for compression_ratio {ratio:g} keeps {expected:.0f} "
+                            f"({1 - ratio:.1%}); {shares}", round(1 - ratio, 4), round(kept / entries, 4),
+                            gap=abs(kept - expected) / entries)
+        if max(per_layer) - min(per_layer) < 1:
+            return violated(f"every layer keeps {per_layer[0]:.0f} positions: the budget is split evenly, not "
+                            f"allocated across layers", "layers differ", "uniform", gap=0.5)
+        return holds(f"one budget over all layers ({kept / entries:.1%} of the entries kept, compression_ratio "
+                     f"{ratio:g}); {shares}", round(1 - ratio, 4), round(kept / entries, 4))
