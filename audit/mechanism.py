@@ -146,6 +146,9 @@ class Mechanism:
     needs_probes: ClassVar[bool] = False  # the check reads the probes (CheckContext.probes)
     # The check reads a formula recomputed from each score() call's inputs (reference_scores, below).
     needs_reference: ClassVar[bool] = False
+    # The check reads which key channels each kept position lost (LayerObservation.pruned_channels) and a
+    # per-channel criterion recomputed from the layer's inputs (reference_channels, below).
+    needs_channels: ClassVar[bool] = False
     VALID: ClassVar[list[str]] = []  # press modules that meet the claim (their first press class is traced)
     INVALID: ClassVar[list[str]] = []  # press modules that break it
 
@@ -198,6 +201,14 @@ class Mechanism:
         queries, attention); returns a (batch, kv_heads, length) tensor, kept per layer as
         ``LayerObservation.references[self.id]``, or None when the claimant has no formula. Only
         mechanisms with ``needs_reference`` are asked; they import torch inside this method.
+        """
+        return None
+
+    def reference_channels(self, inputs: Any, params: dict[str, Any]) -> Any | None:
+        """The paper's per-channel criterion recomputed from a layer's inputs before the press ran (worker child).
+
+        Returns a (batch, kv_heads, head_dim) tensor, kept as ``LayerObservation.channel_reference``, or None.
+        Only mechanisms with ``needs_channels`` are asked.
         """
         return None
 

@@ -98,6 +98,10 @@ class LayerObservation:
     references : dict[str, Scores]
         Mechanism id -> the claimed paper's formula recomputed (float64) from the inputs of the same
         ``score()`` call as ``scores``, on the short prefills (``Mechanism.reference_scores``).
+    pruned_channels, whole, channel_reference
+        Key-channel pruning (only when a check asks): the channels a kept row's key lost against the
+        same position before the press (zeroed where they were not), the positions whose key lost none,
+        and the paper's per-channel criterion recomputed from the layer's inputs.
     """
 
     score_calls: int
@@ -113,6 +117,9 @@ class LayerObservation:
     ambiguous: int = 0
     decode: tuple[StepObservation, ...] = ()
     references: dict[str, Scores] = field(default_factory=dict)
+    pruned_channels: tuple[tuple[tuple[int, ...], ...], ...] = ()  # [row][head]: key channels zeroed on kept rows
+    whole: KeptIndices = ()  # [row][head]: kept positions whose key lost no channel
+    channel_reference: tuple[tuple[tuple[float, ...], ...], ...] = ()  # [row][head][channel], the paper's criterion
 
     @property
     def lengths(self) -> PerHead:

@@ -83,15 +83,32 @@ class Needs:
     facts: tuple[str, ...]  # press attributes, by name
     probes: bool  # the probes (a repeated prompt, batch rows alone)
     references: tuple[ClaimToCheck, ...] = ()  # claims whose formula is recomputed from score()'s inputs
+    channels: tuple[ClaimToCheck, ...] = ()  # claims that read key-channel pruning
 
 
 def needs(claims: Sequence[ClaimToCheck]) -> Needs:
     """What the checks of ``claims`` read (facts: every mechanism's, so that reports can show them)."""
     facts = sorted({name for mechanism in all_mechanisms() for name in mechanism.facts} | {"compression_ratio"})
     references = tuple(claim for claim in claims if claim.mechanism.needs_reference and not claim.not_checkable)
+    channels = tuple(claim for claim in claims if claim.mechanism.needs_channels and not claim.not_checkable)
     return Needs(scores=any(claim.mechanism.needs_scores for claim in claims) or bool(references),
                  facts=tuple(facts), probes=any(claim.mechanism.needs_probes for claim in claims),
-                 references=references)
+                 references=references, channels=channels)
+
+
+def channel_function(claims: Sequence[ClaimToCheck], facts: dict[str, Any]) -> Any:
+    """The recorder's hook for key-channel criteria (one claim's: a press prunes by one rule), or None."""
+    if not claims:
+        return None
+    claim = claims[0]
+
+    def recompute(inputs: Any) -> Any:
+        try:
+            return claim.mechanism.reference_channels(inputs, {**claim.params, **facts})
+        except Exception:  # noqa: BLE001 - a criterion that does not fit this model: none
+            return None
+
+    return recompute
 
 
 def reference_function(claims: Sequence[ClaimToCheck], facts: dict[str, Any]) -> Any:

@@ -50,6 +50,7 @@ class LayerRecord:
     scores: torch.Tensor | None = None  # the last outermost score() output of the prefill
     # Mechanism id -> its formula recomputed from the same call's inputs (float64), when a claim asks.
     references: dict[str, torch.Tensor] = field(default_factory=dict)
+    channel_reference: torch.Tensor | None = None  # (batch, kv_heads, head_dim), the paper's channel criterion
     step_score_calls: int = 0  # the current decoding step
     step_compress_calls: int = 0
 
@@ -62,6 +63,8 @@ class RunRecorder:
     capture_scores: bool = False
     # Recomputes the claimed papers' formulas from a score() call's inputs (kvaudit.tracer.child.inputs).
     reference: Callable[[ScoreInputs], dict[str, torch.Tensor]] | None = None
+    # Recomputes a paper's per-channel criterion from a layer's inputs, before the press runs on it.
+    channels: Callable[[ScoreInputs], torch.Tensor | None] | None = None
     phase: str = PREFILL
     depth: int = 0  # >0 while inside a score() call: nested calls are not counted again
     compress_depth: int = 0
@@ -141,18 +144,20 @@ class Instrumentation:
     """
 
     def __init__(self, model: nn.Module, press: Any, capture_scores: bool = False,
-                 reference: Callable[[ScoreInputs], dict[str, torch.Tensor]] | None = None) -> None:
+                 reference: Callable[[ScoreInputs], dict[str, torch.Tensor]] | None = None,
+                 channels: Callable[[ScoreInputs], torch.Tensor | None] | None = None) -> None:
         self.modules = attention_modules(model)
         self.scorers = scoring_presses(press)
         self.compressors = [p for p in reachable_presses(press) if callable(getattr(p, "compress", None))]
         self.capture_scores = capture_scores
         self.reference = reference
+        self.channels = channels
 
     @contextmanager
     def before_press(self) -> Iterator[RunRecorder]:
         """Wrap score() and compress() and register the hooks that must run before the press's hook."""
         recorder = RunRecorder(layers=[LayerRecord() for _ in self.modules], capture_scores=self.capture_scores,
-                               reference=self.reference)
+                               reference=self.reference, channels=self.channels)
         saved = [(p, m, m in p.__dict__, p.__dict__.get(m))
                  for m, presses in (("score", self.scorers), ("compress", self.compressors)) for p in presses]
 
@@ -196,6 +201,10 @@ class Instrumentation:
                 # A copy: a press may edit the cache tensors in place.
                 record.original_keys = layer.keys.detach().clone()
                 record.original_values = layer.values.detach().clone()
+                if recorder.channels is not None and recorder.phase == PREFILL and "hidden_states" in kwargs:
+                    inputs = ScoreInputs(module, kwargs["hidden_states"], layer.keys, layer.values, None, kwargs)
+                    found = recorder.channels(inputs)
+                    record.channel_reference = found.detach().cpu() if found is not None else None
             record.hook_started = time.perf_counter()
 
         handles = [m.register_forward_hook(snapshot, with_kwargs=True, prepend=True) for m in self.modules]

@@ -26,7 +26,7 @@ from ...model import Defect, Failure, PressTrace, RunTimings, TraceRun
 from ...tinymodel import make_input_ids
 from .. import errors, verdicts
 from .build import BuildError, one_line, reachable_presses
-from .claimcheck import ClaimToCheck, check_claims, needs, not_run, reference_function
+from .claimcheck import ClaimToCheck, channel_function, check_claims, needs, not_run, reference_function
 from .instrument import Instrumentation, RunRecorder, attention_modules
 from .keptindices import map_rows
 from ..observations import LayerObservation, RunObservation, StepObservation
@@ -46,6 +46,7 @@ class RunSetup:
     decode_steps: int = 0
     attention: str = "sdpa"
     references: tuple[ClaimToCheck, ...] = ()  # claims whose formula is recomputed from score()'s inputs
+    channels: tuple[ClaimToCheck, ...] = ()  # claims that read key-channel pruning
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,7 +111,23 @@ def _scores(record_scores: torch.Tensor | None, shape: torch.Size) -> tuple | No
     return tuple(tuple(tuple(head) for head in row) for row in record_scores.tolist())
 
 
-def _prefill_layers(recorder: RunRecorder, cache: DynamicCache, modules: list[nn.Module]
+def pruned_channels(original_keys: torch.Tensor, keys: torch.Tensor, positions: torch.Tensor) -> tuple[tuple, tuple]:
+    """Per [row][head]: the key channels kept rows lost (zeroed where the key at that position was not), and the
+    positions whose key lost none."""
+    if keys.shape[:2] != original_keys.shape[:2] or keys.shape[-1] != original_keys.shape[-1]:
+        return (), ()
+    valid = positions >= 0
+    before = original_keys.gather(2, positions.clamp(min=0).unsqueeze(-1).expand(-1, -1, -1, keys.shape[-1]))
+    zeroed = (keys == 0) & (before != 0) & valid.unsqueeze(-1)
+    channels = tuple(tuple(tuple(int(c) for c in torch.nonzero(head).flatten().tolist()) for head in row)
+                     for row in zeroed.any(dim=2))
+    whole = tuple(tuple(tuple(sorted(int(p) for p, lost, ok in zip(pos, head_lost, head_ok) if ok and not lost))
+                        for pos, head_lost, head_ok in zip(row_pos, row_lost, row_ok))
+                  for row_pos, row_lost, row_ok in zip(positions.tolist(), zeroed.any(-1).tolist(), valid.tolist()))
+    return channels, whole
+
+
+def _prefill_layers(recorder: RunRecorder, cache: DynamicCache, modules: list[nn.Module], channels: bool = False
                     ) -> tuple[list[LayerObservation], list[torch.Tensor | None]]:
     """Every layer after the prefill, and the position of each of its cache rows (for decoding)."""
     layers: list[LayerObservation] = []
@@ -127,6 +144,8 @@ def _prefill_layers(recorder: RunRecorder, cache: DynamicCache, modules: list[nn
         row_map = map_rows(record.original_keys, record.original_values, torch.arange(length).expand(batch, heads, length),
                            layer.keys, layer.values, masked)
         maps.append(row_map.positions)
+        lost, whole = pruned_channels(record.original_keys, layer.keys, row_map.positions) if channels else ((), ())
+        reference = record.channel_reference
         layers.append(LayerObservation(
             score_calls=record.score_calls,
             kept=row_map.kept(),
@@ -139,6 +158,10 @@ def _prefill_layers(recorder: RunRecorder, cache: DynamicCache, modules: list[nn
             scores=_scores(record.scores, record.original_keys.shape),
             references={key: found for key, value in record.references.items()
                         if (found := _scores(value, record.original_keys.shape)) is not None},
+            pruned_channels=lost,
+            whole=whole,
+            channel_reference=tuple(tuple(tuple(head) for head in row) for row in reference.tolist())
+            if reference is not None and channels else (),
             memory=(record.original_keys.numel() + record.original_values.numel(), layer.keys.numel() + layer.values.numel()),
             ambiguous=row_map.ambiguous,
         ))
@@ -217,8 +240,10 @@ def observe_run(model: nn.Module, press: Any, spec: RunSpec, setup: RunSetup, ra
     # Presses that draw random numbers (RandomPress) repeat themselves; a probe may ask for other draws.
     torch.manual_seed(spec.seed if spec.rng_seed is None else spec.rng_seed)
     cache = DynamicCache()
-    reference = reference_function(setup.references, read_facts(press, setup.facts)) if setup.references else None
-    instrumentation = Instrumentation(model, press, capture_scores=setup.capture_scores, reference=reference)
+    facts = read_facts(press, setup.facts) if setup.references or setup.channels else {}
+    instrumentation = Instrumentation(model, press, capture_scores=setup.capture_scores,
+                                      reference=reference_function(setup.references, facts),
+                                      channels=channel_function(setup.channels, facts))
     modules = instrumentation.modules
     try:
         with torch.no_grad(), instrumentation.before_press() as recorder:
@@ -226,7 +251,7 @@ def observe_run(model: nn.Module, press: Any, spec: RunSpec, setup: RunSetup, ra
                 started = time.perf_counter()
                 out = model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
                 observation.prefill_time_s = time.perf_counter() - started
-            observation.layers, maps = _prefill_layers(recorder, cache, modules)
+            observation.layers, maps = _prefill_layers(recorder, cache, modules, bool(setup.channels))
             observation.facts = read_facts(press, setup.facts)
             _decode(model, press, cache, out.logits, recorder, modules, maps, observation,
                     setup.decode_steps if decode else 0, instrumentation, setup.settings.decode_inside)
@@ -356,7 +381,7 @@ def trace_press(
     wanted = needs(claims)
     original_attention = model.config._attn_implementation
     setup = RunSetup(settings, wanted.scores, wanted.facts, options.decode_steps, settings.attention or original_attention,
-                     wanted.references)
+                     wanted.references, wanted.channels)
     plan = [spec for spec in run_plan(options) if settings.batch is None or spec.batch <= settings.batch]
     probes = probe_plan(plan) if wanted.probes else []
     completed: list[RunObservation] = []
