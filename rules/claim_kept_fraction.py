@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
-from ..mechanism import CheckContext, Claimant, Mechanism, RunResult, holds, not_applicable, setting, violated
+from ..mechanism import CheckContext, Claimant, Mechanism, RunResult, holds, not_applicable, row_name, setting, violated
 
 if TYPE_CHECKING:
     from ..tracer.observations import RunObservation
@@ -25,9 +26,13 @@ class KeptFraction(Mechanism):
     * memory: the cache's keys and values hold ``1 − ρ`` of the elements they held before the press
       ran (a masked entry, a zeroed channel still take memory).
 
-    Tolerance: one position per layer for the rounding of ``int(L(1 − ρ))``, plus ``2c`` for a
-    press that keeps whole chunks of ``c = chunk_length`` tokens (ChunkKV rounds the budget to
-    ``K·c`` or ``K·c − (c − r)``).
+    Tolerance: one position for the rounding of ``int(L(1 − ρ))``. A press that keeps whole chunks of
+    ``c = chunk_length`` tokens keeps a whole number of chunks: with ``B = L(1 − ρ)``, ``K`` chunks
+    for ``K`` = ``⌊B/c⌋`` (Algorithm 1 of ChunkKV) or ``⌈B/c⌉``, the prompt's last chunk holding
+    ``r = L mod c`` tokens. So every layer, row and head keeps ``K·c`` positions, or ``(K − 1)·c + r``
+    when the short last chunk is among them; a press that also keeps its observe window of ``w``
+    positions (Algorithm 1 keeps it beside the chunks) may keep up to ``w`` more. Any other count is
+    not explained by the chunking and is a violation.
     """
 
     id = "kept-fraction"
@@ -87,7 +92,13 @@ class OverKeepingPress(ScorerPress):
             return violated(f"layer {lost[0]} holds {rows} of the {run.batch} batch rows after the prefill: whole rows "
                             "of the batch were dropped", run.batch, rows, gap=1.0, layer=lost[0])
         chunk = setting(run, {}, "chunk_length")
-        tolerance = 1 + (2 * chunk if isinstance(chunk, int) and 0 < chunk < layers[0].original_length else 0)
+        chunked = isinstance(chunk, int) and not isinstance(chunk, bool) and 0 < chunk < layers[0].original_length
+        if chunked:
+            window = setting(run, {}, "window_size")
+            window = window if isinstance(window, int) and not isinstance(window, bool) and window > 0 else 0
+            return self._whole_chunks(run, layers, ratio, chunk, window,
+                                      "reports" if reported is not None else "was given")
+        tolerance = 1
         seen = [n for layer in layers for row in layer.lengths for n in row]
         measured = sum(seen) / len(seen)
         length = sum(layer.original_length for layer in layers) / len(layers)
@@ -110,3 +121,37 @@ class OverKeepingPress(ScorerPress):
                     gap=abs(kept - (1 - ratio)))
         return holds(f"the layers keep {measured:.1f} of {length:.0f} positions ({measured / length:.1%}) and as much "
                      f"memory, as compression_ratio {ratio:g} gives", round(1 - ratio, 4), round(measured / length, 4))
+
+    @staticmethod
+    def _whole_chunks(run: RunObservation, layers: list, ratio: float, chunk: int, window: int,
+                      source: str) -> RunResult:
+        """Each layer, row and head keeps a whole number of chunks of the budget (see the class docstring)."""
+        measured_all: list[int] = []
+        for index, layer in enumerate(run.layers):
+            if not layer.original_length:
+                continue
+            length = layer.original_length
+            budget = length * (1 - ratio)
+            tail = length % chunk or chunk
+            allowed = {count for k in {math.floor(budget / chunk), math.ceil(budget / chunk)} if k > 0
+                       for count in (k * chunk, (k - 1) * chunk + tail)}
+            for row, heads in enumerate(layer.lengths):
+                for head, kept in enumerate(heads):
+                    measured_all.append(kept)
+                    with_window = window and min(allowed) <= kept <= max(allowed) + window
+                    if kept not in allowed and not with_window and kept < length:
+                        beside = f", plus up to {window} of its observe window" if window else ""
+                        return violated(
+                            f"layer {index}{row_name(row, run.batch)} head {head} keeps {kept} of {length} positions; "
+                            f"the press {source} compression_ratio {ratio:g} (budget {budget:.1f}) and keeps whole "
+                            f"chunks of {chunk}, which gives {' or '.join(str(n) for n in sorted(allowed))}{beside}: "
+                            "the count is not explained by the chunking", sorted(allowed), kept,
+                            gap=min(abs(kept - n) for n in allowed) / length, layer=index, head=head)
+        if not measured_all:
+            return not_applicable("no layer was observed")
+        length = layers[0].original_length
+        mean = sum(measured_all) / len(measured_all)
+        beside = f" and its observe window of {window}" if window else ""
+        return holds(f"every layer keeps whole chunks of {chunk} of the budget of compression_ratio {ratio:g}{beside} "
+                     f"({mean:.1f} of {length} positions on average, {mean / length:.1%}: explained by the chunking)",
+                     round(1 - ratio, 4), round(mean / length, 4))
