@@ -57,8 +57,12 @@ from kvpress import BasePress
 class RecentSafeChannelPress(BasePress):
     """Zeroes the int(d * ratio) key channels with the least energy, except in the last 32 keys."""
 
-    key_channel_compression_ratio: float = 0.0
+    compression_ratio: float = 0.0  # the grid's ratio, used as the share of key channels pruned
     window_size: int = 32
+
+    @property
+    def key_channel_compression_ratio(self) -> float:
+        return self.compression_ratio
 
     def compress(self, module, hidden_states, keys, values, attentions, kwargs):
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
@@ -90,8 +94,12 @@ from kvpress import BasePress
 class EveryKeyChannelPress(BasePress):
     """Zeroes the int(d * ratio) key channels with the least key energy on every key, recent ones included."""
 
-    key_channel_compression_ratio: float = 0.0
+    compression_ratio: float = 0.0  # the grid's ratio, used as the share of key channels pruned
     window_size: int = 32
+
+    @property
+    def key_channel_compression_ratio(self) -> float:
+        return self.compression_ratio
 
     def compress(self, module, hidden_states, keys, values, attentions, kwargs):
         dim = keys.shape[-1]

@@ -42,28 +42,24 @@ class LayerBudget(Mechanism):
 
     VALID = [
         '''
-"""KVzip (arXiv 2505.23416) style: one threshold over every layer's key norms."""
-from dataclasses import dataclass, field
-import torch
-from kvpress import BasePress
+"""KVzip (arXiv 2505.23416) style: one budget shared by the layers, unevenly."""
+from dataclasses import dataclass
+from kvpress import ScorerPress
 
 
 @dataclass
-class GlobalNormPress(BasePress):
-    """Masks the positions below one norm threshold shared by every layer: the budget is global."""
-
-    compression_ratio: float = 0.0
-    threshold: float = field(default=None, init=False)
+class SharedBudgetNormPress(ScorerPress):
+    """Even layers keep a quarter more than their share, odd layers a quarter less: one budget over the layers."""
 
     def compress(self, module, hidden_states, keys, values, attentions, kwargs):
-        norms = keys.norm(dim=-1)
-        if module.layer_idx == 0:  # the tiny model's layers scale alike: layer 0 sets the threshold
-            self.threshold = torch.quantile(norms.flatten().float(), self.compression_ratio).item()
-        kept = norms >= self.threshold
-        count = kept.sum(dim=-1).min().clamp(min=1)
-        index = norms.topk(int(count), dim=-1).indices.sort(dim=-1).values
+        share = (1 - self.compression_ratio) * (1.25 if module.layer_idx % 2 == 0 else 0.75)
+        n_kept = max(1, min(keys.shape[2], round(keys.shape[2] * share)))
+        index = keys.norm(dim=-1).topk(n_kept, dim=-1).indices.sort(dim=-1).values
         gather = index.unsqueeze(-1).expand(-1, -1, -1, keys.shape[-1])
         return keys.gather(2, gather).contiguous(), values.gather(2, gather).contiguous()
+
+    def score(self, module, hidden_states, keys, values, attentions, kwargs):
+        return keys.norm(dim=-1)
 ''',
     ]
     INVALID = [
