@@ -260,3 +260,136 @@ def test_a_flat_budget_in_kvpress_fallback_range_says_so_and_is_still_violated()
     assert plain.verdict == VIOLATED and "fallback" not in plain.message
     unknown = check("pyramid-budget", [budgets_run([8, 8, 8, 8])], {"beta": 2})  # no window_size: nothing said
     assert unknown.verdict == VIOLATED and "fallback" not in unknown.message
+
+
+# -- kept-fraction: the press's granularity ----------------------------------------------------
+
+
+def test_kept_fraction_of_a_chunked_press_is_judged_by_whole_chunks() -> None:
+    # L = 16, ratio 0.5: budget 8; chunks of 3 (the last one holds 1): K = 2 or 3 -> 6, 9, 4 (2 + short) or 7.
+    facts = {"chunk_length": 3}
+    for kept in (range(6), range(9), [0, 1, 2, 15], range(7)):
+        assert check("kept-fraction", [run([layer(kept)], facts=facts)]).verdict == HOLDS, list(kept)
+    odd = check("kept-fraction", [run([layer(range(5))], facts=facts)])
+    assert odd.verdict == VIOLATED and "not explained by the chunking" in odd.message and odd.measured == 5
+    # its observe window of 2 may come on top of the chunks
+    assert check("kept-fraction", [run([layer(range(11))], facts={**facts, "window_size": 2})]).verdict == HOLDS
+
+
+# -- batch-independence and deterministic (contracts read the probes) --------------------------
+
+
+def probe(kind: str, layers, rows=None, ratio=0.5) -> RunObservation:
+    observation = run(layers, ratio=ratio)
+    observation.probe, observation.rows = kind, rows
+    return observation
+
+
+def test_batch_independence_compares_each_row_with_the_row_alone() -> None:
+    together = run([layer([[0, 1, 2, 3], [4, 5, 6, 7]], rows=2)], batch=2)
+    together.layers[0] = LayerObservation(score_calls=1, original_length=L,
+                                          kept=(((0, 1, 2, 3), (4, 5, 6, 7)), ((8, 9, 10, 11), (12, 13, 14, 15))))
+    alone = [probe("alone", [layer([[0, 1, 2, 3], [4, 5, 6, 7]])], rows=(0,)),
+             probe("alone", [layer([[8, 9, 10, 11], [12, 13, 14, 15]])], rows=(1,))]
+    mechanism = mechanism_by_id("batch-independence")
+    assert mechanism.check(CheckContext(runs=[together], probes=alone), "P").verdict == HOLDS
+    # row 1 keeps what row 0 chose: a different selection from the one it makes alone
+    copied = run([layer([[0, 1, 2, 3], [4, 5, 6, 7]], rows=2)], batch=2)
+    result = mechanism.check(CheckContext(runs=[copied], probes=alone), "P")
+    assert result.verdict == VIOLATED and result.measured == 0.0 and result.where["row"] == 1
+    assert "1 of 2 (layer, row) pairs" in result.message and "batch-row-0" in result.message
+    no_batch = mechanism.check(CheckContext(runs=[run([layer(range(8))])], probes=alone), "P")
+    assert no_batch.verdict == NOT_APPLICABLE
+
+
+def test_deterministic_compares_the_first_prompt_run_again() -> None:
+    first = run([layer(range(8))])
+    mechanism = mechanism_by_id("deterministic")
+    same = mechanism.check(CheckContext(runs=[first], probes=[probe("repeat", [layer(range(8))])]), "P")
+    assert same.verdict == HOLDS
+    other = mechanism.check(CheckContext(runs=[first], probes=[probe("repeat", [layer(range(4, 12))])]), "P")
+    assert other.verdict == VIOLATED and other.measured == round(4 / 12, 4) and "take a seed" in other.message
+
+
+# -- score-formula ------------------------------------------------------------------------------
+
+
+def test_score_formula_compares_top_k_with_the_recomputed_formula() -> None:
+    press_scores = tuple(float(p) for p in range(L))
+    same = tuple(2.0 * p for p in range(L))  # another scale, the same ranking
+    reversed_ = tuple(float(-p) for p in range(L))
+    params = {"formula": "key-norm"}
+
+    def with_reference(reference) -> RunObservation:
+        observed = run([layer(range(8, 16), scores=((press_scores,) * 2,))])
+        observed.layers[0].references["score-formula"] = ((reference,) * 2,)
+        return observed
+
+    assert check("score-formula", [with_reference(same)], params).verdict == HOLDS
+    broken = check("score-formula", [with_reference(reversed_)], params)
+    assert broken.verdict == VIOLATED and broken.measured == 0.0 and "key-norm formula" in broken.message
+    unknown = check("score-formula", [with_reference(same)], {"formula": "no-such"})
+    assert unknown.verdict == NOT_APPLICABLE
+
+
+def test_top_agreement_counts_ties_with_the_cut_either_way() -> None:
+    from kvaudit.rules.claim_score_formula import top_agreement
+
+    assert top_agreement([3.0, 2.0, 1.0, 0.0], [3.0, 1.0, 1.0, 0.0], 2) == 1.0  # position 1 ties with 2
+    assert top_agreement([3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0], 2) == 0.0
+
+
+# -- protected-positions and layer-budget -------------------------------------------------------
+
+
+def test_protected_positions() -> None:
+    params = {"first": ("n_sink",), "last": ("window_size",)}
+    facts = {"n_sink": 2, "window_size": 3}
+    assert check("protected-positions", [run([layer([0, 1, 5, 9, 13, 14, 15])], facts=facts)], params).verdict == HOLDS
+    lost = check("protected-positions", [run([layer([0, 5, 6, 9, 13, 14, 15])], facts=facts)], params)
+    assert lost.verdict == VIOLATED and (lost.expected, lost.measured) == ([2, 3], [1, 3]) and "1" in lost.message
+
+
+def test_layer_budget() -> None:
+    uneven = run([layer(range(10)), layer(range(6))])  # 16 of 32 entries per head: one budget, split unevenly
+    assert check("layer-budget", [uneven]).verdict == HOLDS
+    even = check("layer-budget", [run([layer(range(8)), layer(range(8))])])
+    assert even.verdict == VIOLATED and "split evenly" in even.message
+    over = check("layer-budget", [run([layer(range(12)), layer(range(10))])])
+    assert over.verdict == VIOLATED and over.measured == round(22 / 32, 4)
+
+
+# -- channel-pruning --------------------------------------------------------------------------
+
+
+def test_channel_pruning() -> None:
+    criterion = (0.1, 0.5, 0.2, 0.9)  # channels 0 and 2 have the least energy
+    params = {"recent": 2}
+
+    def pruned(lost, whole) -> RunObservation:
+        observed = run([layer(range(L))], facts={"key_channel_compression_ratio": 0.5})
+        observed.layers[0] = LayerObservation(score_calls=0, kept=((tuple(range(L)),),), original_length=L,
+                                              pruned_channels=((tuple(lost),),), whole=((tuple(whole),),),
+                                              channel_reference=((criterion,),))
+        return observed
+
+    assert check("channel-pruning", [pruned([0, 2], [14, 15])], params).verdict == HOLDS
+    wrong = check("channel-pruning", [pruned([0, 1], [14, 15])], params)
+    assert wrong.verdict == VIOLATED and "channels 1" in wrong.message
+    recent = check("channel-pruning", [pruned([0, 2], [])], params)
+    assert recent.verdict == VIOLATED and "of the last 2 positions" in recent.message
+    count = check("channel-pruning", [pruned([0], [14, 15])], params)
+    assert count.verdict == VIOLATED and (count.expected, count.measured) == (2, 1)
+
+
+def test_a_claim_the_tiny_model_cannot_show_is_not_checkable_with_the_reason() -> None:
+    from kvaudit.mechanism import Claimant
+    from kvaudit.model import NOT_CHECKABLE
+    from kvaudit.tracer.child.claimcheck import ClaimToCheck, check_claims, not_run
+
+    claim = ClaimToCheck(mechanism_by_id("kept-fraction"), {}, "Paper", "the scores come from trained filters")
+    (checked,) = check_claims([claim], [run([layer(range(8))])], [])
+    assert checked.verdict == NOT_CHECKABLE and "trained filters" in checked.message
+    (stopped,) = not_run([claim], "the press could not run")
+    assert stopped.verdict == NOT_CHECKABLE  # never turned into not-run
+    assert Claimant("somewhere", not_checkable="why").not_checkable == "why"

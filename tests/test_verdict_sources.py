@@ -89,11 +89,14 @@ def test_docstring_example_code_is_not_a_citation(kvpress_presses_dir: Path) -> 
     assert stripped.count("\n") == text.count("\n")  # line numbers survive
     assert stripped.count("SnapKV") == 1 and "Based on SnapKV (https://arxiv.org/abs/2404.14469)." in stripped
     # kvpress's ComposedPress and ThinKPress name SnapKVPress only in usage examples: ComposedPress cites
-    # nothing (so --claim reaches it); ThinKPress cites its own paper, ThinK, which claims no reuse.
+    # nothing (so --claim reaches it); ThinKPress cites its own paper, ThinK, whose claims (no reuse) it gets.
+    from kvaudit.claims import paper_by_key
+
     result = run_check([str(kvpress_presses_dir / "composed_press.py"), str(kvpress_presses_dir / "think_press.py")],
                        CheckOptions(forced_claims=[LAYER_INDEX_REUSE]))
-    assert {p.name: [c.origin.kind for c in p.claims] for p in result.presses} == {
-        "ComposedPress": ["option"], "ThinKPress": []}
+    assert {p.name: [(c.id, c.origin.kind) for c in p.claims] for p in result.presses} == {
+        "ComposedPress": [(LAYER_INDEX_REUSE, "option")],
+        "ThinKPress": [(claim, "citation") for claim in sorted(paper_by_key("think").claims)]}
     [note] = result.notes
     assert "not applied to ThinKPress: it cites ThinK (arXiv 2407.21018)" in note and "SnapKV" not in note
 
