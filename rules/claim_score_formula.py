@@ -154,6 +154,49 @@ def compactor_blend(inputs: ScoreInputs, params: dict[str, Any]) -> Any:
     return scores
 
 
+def _future_rotation(inputs: ScoreInputs, start: int, count: int) -> Any:
+    """The rotary embedding's rotation averaged over positions ``start … start + count − 1``, (head_dim, head_dim)."""
+    import torch
+
+    config = inputs.module.config
+    rope = getattr(config, "rope_parameters", None) or {}
+    theta = float(rope.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
+    dim = inputs.head_dim
+    inverse = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+    angles = torch.arange(start, start + count, dtype=torch.float64).unsqueeze(1) * inverse
+    cos, sin = torch.cat([angles.cos(), angles.cos()], dim=1), torch.cat([angles.sin(), angles.sin()], dim=1)
+    half = dim // 2
+    turn = torch.zeros(dim, dim, dtype=torch.float64)  # rotate_half as a matrix: (x1, x2) -> (-x2, x1)
+    turn[half:, :half] = torch.eye(half, dtype=torch.float64)
+    turn[:half, half:] = -torch.eye(half, dtype=torch.float64)
+    return (cos.unsqueeze(2) * torch.eye(dim, dtype=torch.float64) + sin.unsqueeze(2) * turn).mean(dim=0)
+
+
+def capacity(inputs: ScoreInputs, params: dict[str, Any]) -> Any:
+    """CapKV, as the paper's formula with the variants CapPress states (its docstring): ``s_i = w_i u_iᵀ A⁻¹ u_i``,
+    ``A = I + Σ_j w_j u_j u_jᵀ``, ``u_i = v_i``, ``w_i = exp(τ(cos(k_i, μ_q) − max))``, ``μ_q`` the mean of the
+    non-sink queries before the rotary embedding, rotated by its average over the next ``n_future_positions``
+    positions; per query head, averaged over each KV head's; the first ``n_sink`` positions are kept."""
+    import torch
+
+    sink = int(params.get("n_sink", 4))
+    tau = float(params.get("tau", 5.0))
+    future = int(params.get("n_future_positions", 512))
+    groups = inputs.heads // inputs.kv_heads
+    queries = inputs.queries_pre_rope[:, :, sink:]
+    anchor = queries.mean(dim=2) @ _future_rotation(inputs, inputs.length, future).T  # (batch, heads, dim)
+    keys = inputs.k[:, :, sink:].repeat_interleave(groups, dim=1)
+    values = inputs.v[:, :, sink:].repeat_interleave(groups, dim=1)
+    alignment = torch.nn.functional.cosine_similarity(keys, anchor.unsqueeze(2), dim=-1)
+    logits = tau * alignment
+    weights = torch.exp(logits - logits.amax(dim=-1, keepdim=True))
+    matrix = torch.eye(inputs.head_dim, dtype=torch.float64) + torch.einsum("bht,bhtd,bhte->bhde", weights, values,
+                                                                           values)
+    leverage = (values * torch.linalg.solve(matrix, values.transpose(-1, -2)).transpose(-1, -2)).sum(dim=-1)
+    scores = inputs.per_kv_head(weights * leverage)
+    return torch.cat([torch.full((*scores.shape[:2], sink), math.inf, dtype=scores.dtype), scores], dim=-1)
+
+
 FORMULAS: dict[str, Formula] = {
     "window-attention": window_attention,
     "last-query-attention": last_query_attention,
@@ -163,6 +206,7 @@ FORMULAS: dict[str, Formula] = {
     "lag-relative": lag_relative,
     "non-causal-attention": non_causal_attention,
     "compactor-blend": compactor_blend,
+    "capacity": capacity,
 }
 
 
@@ -208,13 +252,26 @@ class ScoreFormula(Mechanism):
                                "paper_blending": 0.5, "sink_size_start": 16, "sink_size_end": 64,
                                "formula_of_press": {"LeverageScorePress": "leverage",
                                                     "NonCausalAttnPress": "non-causal-attention"}}),
+        "capkv": Claimant("abstract (a log-determinant objective approximated with statistical leverage scores) and "
+                          "the formula with its variants as kvpress's CapPress states them (cap_press.py docstring); "
+                          "the paper's equation itself was not read",
+                          {"formula": "capacity", "tau": 5.0, "n_future_positions": 512, "n_sink": 4}),
+        "curdkv": Claimant("abstract: leverage scores from an approximate CUR decomposition of keys and values",
+                           not_checkable="the paper's algorithm (which leverage scores, of which matrices) was not "
+                                         "read: kvpress's CURPress ranks by squared key and value norms, and kvaudit "
+                                         "cannot say whether the paper does"),
+        "restorekv": Claimant("kvpress's RestoreKVPress docstring (restore tokens appended before KVzip's eviction)",
+                              not_checkable="the paper could not be found: its rule cannot be taken from it"),
+        "kvgrad": Claimant("kvpress's KVgradPress docstring (attention times value-output norm times the gradient of "
+                           "the output norm)", not_checkable="the paper could not be found: its rule cannot be taken "
+                                                             "from it"),
         "lagkv": Claimant("the authors' code (AI-Lab-China-Merchants-Bank/LagKV lag_kv.py): lag-relative min-max "
                           "scaling by the next partition, channel standard deviation, softmax per partition, keys "
                           "plus values; sinks and the tail kept", {"formula": "lag-relative", "n_sink": 16,
                                                                    "lag_size": 1024}),
     }
     facts = ("window_size", "kernel_size", "n_sink", "lag_size", "chunk_size", "blending", "sink_size_start",
-             "sink_size_end", "press_class")
+             "sink_size_end", "tau", "n_future_positions", "press_class")
     needs_scores = True
     needs_reference = True
 
