@@ -32,7 +32,9 @@ LAYER_INDEX_REUSE = "layer-index-reuse"
 
 # Dynamic verdicts of a claim (kvaudit.mechanism): what the tracer measured against the paper's rule.
 HOLDS, VIOLATED, NOT_APPLICABLE, NOT_RUN = "holds", "violated", "not-applicable", "not-run"
-CLAIM_VERDICTS = (HOLDS, VIOLATED, NOT_APPLICABLE, NOT_RUN)
+# A claim the tiny model cannot show (trained weights, a real tokenizer, learned files replaced by a stand-in).
+NOT_CHECKABLE = "not-checkable"
+CLAIM_VERDICTS = (HOLDS, VIOLATED, NOT_APPLICABLE, NOT_RUN, NOT_CHECKABLE)
 
 # Static verdicts for layer-index-reuse.
 IMPLEMENTED, PARTIAL, MISSING = "implemented", "partial", "missing"
@@ -164,11 +166,13 @@ class ClaimCheck:
 
     id: str
     paper: str  # who claims it: "SnapKV (arXiv 2404.14469)", or a kvpress contract
-    verdict: str  # holds | violated | not-applicable | not-run
+    verdict: str  # holds | violated | not-applicable | not-run | not-checkable
     expected: Any = field(default=None, kw_only=True)
     measured: Any = field(default=None, kw_only=True)
     where: dict[str, Any] = field(default_factory=dict, kw_only=True)
     accepted: str | None = field(default=None, kw_only=True)  # the reason of the acceptance that covers it
+    # True when checked on a press that ran with stand-ins for its Hub files (PressTrace.stand_in); left out otherwise.
+    stand_in: bool | UnsetType = field(default=UNSET, kw_only=True)
     message: str = ""
     runs: dict[str, int] = field(default_factory=dict, kw_only=True)
     figures: list[dict[str, Any]] | UnsetType = field(default=UNSET, kw_only=True)  # left out when none
@@ -275,6 +279,8 @@ class PressTrace:
     failure: Failure | UnsetType = UNSET
     config: str | None = None  # the built press (its repr)
     settings: str | None = None  # why the catalogue built or ran it as it did (rules/presses.toml), if it did
+    # The seeded stand-ins that replaced its Hub files (kvaudit.tracer.child.standins); left out when none.
+    stand_in: str | UnsetType = UNSET
     claims: list[ClaimCheck] = field(default_factory=list)
     runs: list[TraceRun] = field(default_factory=list)
     defects: list[Defect] = field(default_factory=list)
