@@ -25,6 +25,7 @@ from ..model import (
     IMPLEMENTED,
     MISSING,
     NOT_APPLICABLE,
+    NOT_CHECKABLE,
     NOT_RUN,
     PARTIAL,
     VIOLATED,
@@ -141,12 +142,13 @@ def untraced_lines(result: AuditResult) -> list[str]:
 # The conformance matrix, and one section per violation
 # ---------------------------------------------------------------------------------------------
 
-MARKS = {HOLDS: "✓", VIOLATED: "✗", NOT_APPLICABLE: "–", NOT_RUN: "not-run"}
+MARKS = {HOLDS: "✓", VIOLATED: "✗", NOT_APPLICABLE: "–", NOT_RUN: "not-run", NOT_CHECKABLE: "not-checkable"}
 
 
 def _mark(check: ClaimCheck) -> str:
     mark = MARKS.get(check.verdict, check.verdict)
-    return f"{mark} (accepted)" if check.accepted is not None else mark
+    mark = f"{mark} (accepted)" if check.accepted is not None else mark
+    return f"{mark} stand-in" if check.stand_in else mark
 
 
 def _claimed_mechanisms(result: AuditResult) -> list[str]:
@@ -180,9 +182,16 @@ def matrix_legend(result: AuditResult) -> list[str]:
         for check in press.trace.claims if press.trace is not None else []:
             key = "accepted" if check.accepted is not None else check.verdict
             counts[key] = counts.get(key, 0) + 1
-    told = ", ".join(f"{counts[k]} {k}" for k in (HOLDS, VIOLATED, "accepted", NOT_APPLICABLE, NOT_RUN) if counts.get(k))
-    return [f"✓ holds · ✗ violated · – not applicable (the grid does not exercise it) · not-run (with the reason "
-            f"below) · blank: not claimed. Claims checked: {told or 'none'}."]
+    told = ", ".join(f"{counts[k]} {k}" for k in (HOLDS, VIOLATED, "accepted", NOT_APPLICABLE, NOT_RUN, NOT_CHECKABLE)
+                     if counts.get(k))
+    legend = [f"✓ holds · ✗ violated · – not applicable (the grid does not exercise it) · not-run (with the reason "
+              f"below) · blank: not claimed. Claims checked: {told or 'none'}."]
+    stood_in = sum(1 for p in result.presses if p.trace is not None and p.trace.stand_in)
+    if stood_in:  # only when some press ran so: the legend of a run without stand-ins stays as it was
+        legend += ["", f"`stand-in`: checked on a press that ran with seeded stand-ins for the learned files it loads "
+                      f"from the Hugging Face Hub ({stood_in} press(es); the stand-ins are named in each press's "
+                      f"section); not-checkable: the claim would judge those learned values."]
+    return legend
 
 
 def _value(value: object) -> str:
@@ -326,8 +335,10 @@ def overview(result: AuditResult) -> str:
     said = (f"{head}. Of the {checked} claim(s) checked, {count[HOLDS]} hold, {count[VIOLATED]} are not met and "
             f"{count['accepted']} are accepted deviations")
     unjudged = [f"{n} {label}" for n, label in ((count[NOT_APPLICABLE], "more are not applicable on the grid"),
-                                                (count[NOT_RUN], "could not run (the reasons are below)")) if n]
-    said += f"; {' and '.join(unjudged)}." if unjudged else "."
+                                                (count[NOT_RUN], "could not run (the reasons are below)"),
+                                                (count.get(NOT_CHECKABLE, 0), "are not checkable on a tiny model"))
+                if n]
+    said += f"; {', '.join(unjudged[:-1]) + ' and ' if len(unjudged) > 1 else ''}{unjudged[-1]}." if unjudged else "."
     if not count[VIOLATED]:
         said += (" Every checked claim holds." if not count["accepted"]
                  else " Every checked claim holds, apart from the accepted deviations.")
@@ -505,6 +516,9 @@ def _dynamic_section(press: PressReport, ctx: ReportContext) -> list[str]:
     out: list[str] = []
     if trace.settings:
         out += [f"*Traced as configured in `rules/presses.toml`:* {trace.settings}", ""]
+    if trace.stand_in:
+        out += [f"*Ran with stand-ins for its Hub files:* {_cell(trace.stand_in)}. The claims marked `stand-in` were "
+                "checked on them; the learned values themselves are not checkable on the tiny model.", ""]
     if trace.status != "ok":
         out += [f"**Trace.** {'Stopped' if trace.runs else 'The press could not be traced'}: {_cell(trace.message or '')}", ""]
     compared = compared_with_reference(press)
@@ -516,6 +530,7 @@ def _dynamic_section(press: PressReport, ctx: ReportContext) -> list[str]:
         out.append("**Claims checked.**")
         for check in trace.claims:
             accepted = f" (accepted: {check.accepted})" if check.accepted is not None else ""
+            accepted += " (stand-in)" if check.stand_in else ""
             out.append(f"- `{check.id}` ({check.paper}): **{check.verdict}**{accepted}. {_cell(check.message)}")
         out.append("")
     for pair in (verdict_pair(press, claim) for claim in sorted(press.verdicts)):
