@@ -32,7 +32,8 @@ LAYER_INDEX_REUSE = "layer-index-reuse"
 
 # Dynamic verdicts of a claim (kvaudit.mechanism): what the tracer measured against the paper's rule.
 HOLDS, VIOLATED, NOT_APPLICABLE, NOT_RUN = "holds", "violated", "not-applicable", "not-run"
-# A claim the tiny model cannot show (trained weights, a real tokenizer, learned files replaced by a stand-in).
+# A claim a tiny model cannot show (it needs trained weights, a real tokenizer, a paper kvaudit could not
+# read): said with the reason, never silently absent, never a verdict from an absent structure.
 NOT_CHECKABLE = "not-checkable"
 CLAIM_VERDICTS = (HOLDS, VIOLATED, NOT_APPLICABLE, NOT_RUN, NOT_CHECKABLE)
 

@@ -184,14 +184,19 @@ def matrix_legend(result: AuditResult) -> list[str]:
             counts[key] = counts.get(key, 0) + 1
     told = ", ".join(f"{counts[k]} {k}" for k in (HOLDS, VIOLATED, "accepted", NOT_APPLICABLE, NOT_RUN, NOT_CHECKABLE)
                      if counts.get(k))
-    legend = [f"✓ holds · ✗ violated · – not applicable (the grid does not exercise it) · not-run (with the reason "
-              f"below) · blank: not claimed. Claims checked: {told or 'none'}."]
+    return [f"✓ holds · ✗ violated · – not applicable (the grid does not exercise it) · not-run (with the reason "
+            f"below) · not-checkable (a tiny model cannot show it: trained weights, a real tokenizer; the reason is "
+            f"in the press's section) · blank: not claimed. Claims checked: {told or 'none'}."]
+
+
+def stand_in_legend(result: AuditResult) -> list[str]:
+    """What ``stand-in`` beside a verdict means; nothing when no press ran on stand-ins (the report stays as it was)."""
     stood_in = sum(1 for p in result.presses if p.trace is not None and p.trace.stand_in)
-    if stood_in:  # only when some press ran so: the legend of a run without stand-ins stays as it was
-        legend += ["", f"`stand-in`: checked on a press that ran with seeded stand-ins for the learned files it loads "
-                      f"from the Hugging Face Hub ({stood_in} press(es); the stand-ins are named in each press's "
-                      f"section); not-checkable: the claim would judge those learned values."]
-    return legend
+    if not stood_in:
+        return []
+    return [f"`stand-in`: checked on a press that ran with seeded stand-ins for the learned files it loads from "
+            f"the Hugging Face Hub ({stood_in} press(es); each press's section names them). The learned values "
+            f"themselves are not checkable on a tiny model.", ""]
 
 
 def _value(value: object) -> str:
@@ -321,7 +326,7 @@ def overview(result: AuditResult) -> str:
     defects = sum(len(p.trace.defects) for p in traced)
     told = (f" {defects} defect(s) were seen on the tiny model (listed below)." if defects else "")
     checks = [c for p in traced for c in p.trace.claims]
-    count = {key: 0 for key in (HOLDS, VIOLATED, "accepted", NOT_APPLICABLE, NOT_RUN)}
+    count = {key: 0 for key in (HOLDS, VIOLATED, "accepted", NOT_APPLICABLE, NOT_RUN, NOT_CHECKABLE)}
     for check in checks:
         key = "accepted" if check.accepted is not None else check.verdict
         count[key] = count.get(key, 0) + 1
@@ -336,9 +341,8 @@ def overview(result: AuditResult) -> str:
             f"{count['accepted']} are accepted deviations")
     unjudged = [f"{n} {label}" for n, label in ((count[NOT_APPLICABLE], "more are not applicable on the grid"),
                                                 (count[NOT_RUN], "could not run (the reasons are below)"),
-                                                (count.get(NOT_CHECKABLE, 0), "are not checkable on a tiny model"))
-                if n]
-    said += f"; {', '.join(unjudged[:-1]) + ' and ' if len(unjudged) > 1 else ''}{unjudged[-1]}." if unjudged else "."
+                                                (count[NOT_CHECKABLE], "cannot be checked on a tiny model")) if n]
+    said += f"; {' and '.join(unjudged)}." if unjudged else "."
     if not count[VIOLATED]:
         said += (" Every checked claim holds." if not count["accepted"]
                  else " Every checked claim holds, apart from the accepted deviations.")
@@ -590,7 +594,7 @@ def render_markdown(result: AuditResult, ctx: ReportContext) -> str:
     out += ["## Summary", "", *summary_lines(result)]
     matrix = conformance_matrix(result)
     if matrix:
-        out += ["## Conformance matrix", "", *matrix, "", *matrix_legend(result), ""]
+        out += ["## Conformance matrix", "", *matrix, "", *matrix_legend(result), "", *stand_in_legend(result)]
     untraced = untraced_lines(result)
     if untraced:
         out += ["Presses that were not traced:", "", *untraced, ""]
