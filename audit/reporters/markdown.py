@@ -189,16 +189,6 @@ def matrix_legend(result: AuditResult) -> list[str]:
             f"in the press's section) · blank: not claimed. Claims checked: {told or 'none'}."]
 
 
-def stand_in_legend(result: AuditResult) -> list[str]:
-    """What ``stand-in`` beside a verdict means; nothing when no press ran on stand-ins (the report stays as it was)."""
-    stood_in = sum(1 for p in result.presses if p.trace is not None and p.trace.stand_in)
-    if not stood_in:
-        return []
-    return [f"`stand-in`: checked on a press that ran with seeded stand-ins for the learned files it loads from "
-            f"the Hugging Face Hub ({stood_in} press(es); each press's section names them). The learned values "
-            f"themselves are not checkable on a tiny model.", ""]
-
-
 def _value(value: object) -> str:
     if value is None:
         return "—"
@@ -582,6 +572,16 @@ def _share(part: float, whole: float) -> str:
         return "n/a"
     share = 100 * part / whole
     return "<1%" if 0 < share < 0.5 else f"{share:.0f}%"
+
+
+def stand_in_legend(result: AuditResult) -> list[str]:
+    """What ``stand-in`` beside a verdict means; nothing when no press ran on stand-ins (the report stays as it was)."""
+    stood_in = sum(1 for p in result.presses if p.trace is not None and p.trace.stand_in)
+    if not stood_in:
+        return []
+    return [f"`stand-in`: checked on a press that ran with seeded stand-ins for the learned files it loads from "
+            f"the Hugging Face Hub ({stood_in} press(es); each press's section names them). The learned values "
+            f"themselves are not checkable on a tiny model.", ""]
 
 
 def render_markdown(result: AuditResult, ctx: ReportContext) -> str:
