@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from ...model import NOT_CHECKABLE, NOT_RUN, ClaimCheck, PressTrace
+from ...model import HOLDS, NOT_APPLICABLE, NOT_CHECKABLE, VIOLATED, ClaimCheck, PressTrace
 from .settings import stand_in_for
 
 SEED = 0  # every stand-in is drawn from this seed: the same press sees the same learned part every time
@@ -397,7 +397,7 @@ def mark(trace: PressTrace, applied: list[Applied]) -> PressTrace:
             check = ClaimCheck(check.id, check.paper, NOT_CHECKABLE,
                                f"not checkable: its rule judges {item.learned}, which kvaudit replaced with a stand-in "
                                f"({item.description})")
-        elif check.verdict != NOT_RUN:
+        elif check.verdict in (HOLDS, VIOLATED, NOT_APPLICABLE):  # judged on the runs, so on the stand-ins
             check.stand_in = True
         claims.append(check)
     trace.claims = claims
