@@ -172,6 +172,8 @@ class ClaimCheck:
     measured: Any = field(default=None, kw_only=True)
     where: dict[str, Any] = field(default_factory=dict, kw_only=True)
     accepted: str | None = field(default=None, kw_only=True)  # the reason of the acceptance that covers it
+    # True when checked on a press that ran with stand-ins for its Hub files (PressTrace.stand_in); left out otherwise.
+    stand_in: bool | UnsetType = field(default=UNSET, kw_only=True)
     message: str = ""
     runs: dict[str, int] = field(default_factory=dict, kw_only=True)
     figures: list[dict[str, Any]] | UnsetType = field(default=UNSET, kw_only=True)  # left out when none
@@ -278,6 +280,8 @@ class PressTrace:
     failure: Failure | UnsetType = UNSET
     config: str | None = None  # the built press (its repr)
     settings: str | None = None  # why the catalogue built or ran it as it did (rules/presses.toml), if it did
+    # The seeded stand-ins that replaced its Hub files (kvaudit.tracer.child.standins); left out when none.
+    stand_in: str | UnsetType = UNSET
     claims: list[ClaimCheck] = field(default_factory=list)
     runs: list[TraceRun] = field(default_factory=list)
     defects: list[Defect] = field(default_factory=list)

@@ -147,7 +147,8 @@ MARKS = {HOLDS: "✓", VIOLATED: "✗", NOT_APPLICABLE: "–", NOT_RUN: "not-run
 
 def _mark(check: ClaimCheck) -> str:
     mark = MARKS.get(check.verdict, check.verdict)
-    return f"{mark} (accepted)" if check.accepted is not None else mark
+    mark = f"{mark} (accepted)" if check.accepted is not None else mark
+    return f"{mark} stand-in" if check.stand_in else mark
 
 
 def _claimed_mechanisms(result: AuditResult) -> list[str]:
@@ -509,6 +510,9 @@ def _dynamic_section(press: PressReport, ctx: ReportContext) -> list[str]:
     out: list[str] = []
     if trace.settings:
         out += [f"*Traced as configured in `rules/presses.toml`:* {trace.settings}", ""]
+    if trace.stand_in:
+        out += [f"*Ran with stand-ins for its Hub files:* {_cell(trace.stand_in)}. The claims marked `stand-in` were "
+                "checked on them; the learned values themselves are not checkable on the tiny model.", ""]
     if trace.status != "ok":
         out += [f"**Trace.** {'Stopped' if trace.runs else 'The press could not be traced'}: {_cell(trace.message or '')}", ""]
     compared = compared_with_reference(press)
@@ -520,6 +524,7 @@ def _dynamic_section(press: PressReport, ctx: ReportContext) -> list[str]:
         out.append("**Claims checked.**")
         for check in trace.claims:
             accepted = f" (accepted: {check.accepted})" if check.accepted is not None else ""
+            accepted += " (stand-in)" if check.stand_in else ""
             out.append(f"- `{check.id}` ({check.paper}): **{check.verdict}**{accepted}. {_cell(check.message)}")
         out.append("")
     for pair in (verdict_pair(press, claim) for claim in sorted(press.verdicts)):
@@ -569,6 +574,16 @@ def _share(part: float, whole: float) -> str:
     return "<1%" if 0 < share < 0.5 else f"{share:.0f}%"
 
 
+def stand_in_legend(result: AuditResult) -> list[str]:
+    """What ``stand-in`` beside a verdict means; nothing when no press ran on stand-ins (the report stays as it was)."""
+    stood_in = sum(1 for p in result.presses if p.trace is not None and p.trace.stand_in)
+    if not stood_in:
+        return []
+    return [f"`stand-in`: checked on a press that ran with seeded stand-ins for the learned files it loads from "
+            f"the Hugging Face Hub ({stood_in} press(es); each press's section names them). The learned values "
+            f"themselves are not checkable on a tiny model.", ""]
+
+
 def render_markdown(result: AuditResult, ctx: ReportContext) -> str:
     """The whole report as Markdown text."""
     out = [f"# {ctx.title}", ""]
@@ -579,7 +594,7 @@ def render_markdown(result: AuditResult, ctx: ReportContext) -> str:
     out += ["## Summary", "", *summary_lines(result)]
     matrix = conformance_matrix(result)
     if matrix:
-        out += ["## Conformance matrix", "", *matrix, "", *matrix_legend(result), ""]
+        out += ["## Conformance matrix", "", *matrix, "", *matrix_legend(result), "", *stand_in_legend(result)]
     untraced = untraced_lines(result)
     if untraced:
         out += ["Presses that were not traced:", "", *untraced, ""]

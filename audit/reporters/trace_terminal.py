@@ -14,6 +14,7 @@ from rich.text import Text
 from ..model import (
     HOLDS,
     NOT_APPLICABLE,
+    NOT_CHECKABLE,
     NOT_OBSERVED,
     NOT_CHECKABLE,
     NOT_RUN,
@@ -95,6 +96,8 @@ def claim_line(check: ClaimCheck, indent: str = "  ") -> Text:
     line.append_text(_verdict_text(check.verdict))
     if check.accepted is not None:
         line.append(" (accepted)", style="bold cyan")
+    if check.stand_in:  # checked on a press that ran with stand-ins for its Hub files
+        line.append(" (stand-in)", style="magenta")
     line.append(f" — {check.message}")
     if check.accepted is not None:
         line.append(f" [accepted: {check.accepted}]", style="cyan")
@@ -112,6 +115,8 @@ def press_section(trace: PressTrace, show_path: bool = True) -> RenderableType:
         parts.append(Text(f"  built: {trace.config}", style="dim"))
     if trace.settings:
         parts.append(Text(f"  settings: {trace.settings}", style="dim"))
+    if trace.stand_in:
+        parts.append(Text(f"  stand-in: {trace.stand_in}", style="magenta"))
     if trace.status != "ok" and trace.message:
         parts.append(Text(printable(f"  error: {trace.message}"), style="red"))
     for check in trace.claims:

@@ -22,6 +22,7 @@ from . import build
 from .claimcheck import claims_to_check
 from .loader import class_entry, import_target, list_classes
 from .settings import PressSettings, settings_for
+from .standins import StandIns, mark
 
 REFERENCE_NAME = "ChunkKVReusePress"
 
@@ -77,11 +78,18 @@ def press_build(module: Any, request: TraceRequest) -> PressBuild:
 
 def trace_job(model: Any, options: TraceOptions, request: TraceRequest, reference: bool) -> dict[str, Any]:
     """Trace the requested press, or with ``reference`` the reference press built from it."""
+    module = import_or_explain(request)
+    with StandIns(model) as stand_ins:  # seeded stand-ins for Hub files, in every press built here
+        press = press_build(module, request)
+        press.factory = stand_ins.equip(press.factory)
+        trace = _trace(model, options, request, reference, press)
+        return to_data(TraceReply(mark(trace, stand_ins.applied)))
+
+
+def _trace(model: Any, options: TraceOptions, request: TraceRequest, reference: bool, press: PressBuild) -> Any:
     from .runner import trace_press  # torch: only where a press runs (``list`` stays light)
     from .timing import add_repeat_timings
 
-    module = import_or_explain(request)
-    press = press_build(module, request)
     plan = request.plan
     options = options.with_plan(plan.tokens, plan.long_tokens, plan.ratios, plan.decode_steps, plan.seed)
     if not reference:
@@ -90,7 +98,7 @@ def trace_job(model: Any, options: TraceOptions, request: TraceRequest, referenc
         if request.reference and trace.runs:  # compared with the reference: time it again
             add_repeat_timings(model, _at_ratio(press.factory, press.settings, trace.runs[0].ratio),
                                run_plan(options)[0], trace.runs[0], settings=press.settings)
-        return to_data(TraceReply(trace))
+        return trace
 
     def reference_factory() -> Any:
         return build.reference_press(press.factory())
@@ -105,7 +113,7 @@ def trace_job(model: Any, options: TraceOptions, request: TraceRequest, referenc
     if trace.runs:
         add_repeat_timings(model, _at_ratio(reference_factory, PressSettings(name), trace.runs[0].ratio),
                            run_plan(options)[0], trace.runs[0])
-    return to_data(TraceReply(trace))
+    return trace
 
 
 def _at_ratio(factory: Callable[[], Any], settings: PressSettings, ratio: float | None) -> Callable[[], Any]:

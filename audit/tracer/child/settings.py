@@ -2,7 +2,8 @@
 
 Some presses cannot run with defaults on the tiny model (they need a scorer, eager attention, a
 delimiter token), and some defaults leave a claim unexercised (a decoding press that compresses
-every 512 steps, SimLayerKV's threshold on random weights). The file says, per kvpress class,
+every 512 steps, SimLayerKV's threshold on random weights), and some load learned files from the
+Hugging Face Hub (they get a seeded stand-in: :mod:`.standins`). The file says, per kvpress class,
 what the tracer does instead and why; reports show the why beside the press.
 """
 
@@ -15,7 +16,8 @@ from importlib.resources import files
 from typing import Any
 
 SETTINGS = "presses.toml"  # a data file of kvaudit.rules
-KEYS = ("press", "attention", "also-attention", "ratio", "batch", "delimiter", "decode", "why")
+KEYS = ("press", "attention", "also-attention", "ratio", "batch", "delimiter", "decode", "stand-in", "not-checkable",
+        "why")
 DEFAULT_RATIO_ATTRIBUTE = "compression_ratio"
 
 
@@ -31,6 +33,8 @@ class PressSettings:
     batch: int | None = None
     delimiter: dict[str, Any] | None = None
     decode_inside: bool = True  # False: decode outside `with press(model)`, as kvpress's pipeline does
+    stand_in: str | None = None  # the seeded stand-in for its Hub files (kvaudit.tracer.child.standins)
+    not_checkable: tuple[str, ...] = ()  # claims that, with the stand-in, would judge the learned values
     why: str | None = None
 
 
@@ -53,6 +57,8 @@ def load_settings() -> dict[str, PressSettings]:
             batch=entry.get("batch"),
             delimiter=entry.get("delimiter"),
             decode_inside=entry.get("decode", "inside") != "outside",
+            stand_in=entry.get("stand-in"),
+            not_checkable=tuple(entry.get("not-checkable", ())),
             why=entry.get("why"),
         )
     return settings
@@ -73,3 +79,14 @@ def settings_for(cls: type) -> PressSettings:
             return PressSettings(name=cls.__name__, attention=inherited.attention,
                                  why=f"inherits from {base.__name__}: {inherited.why}")
     return PressSettings(name=cls.__name__)
+
+
+def stand_in_for(cls: type) -> PressSettings | None:
+    """The settings that give ``cls`` a stand-in: its own as a kvpress class, else those of its nearest
+    kvpress base that has one (a subclass runs the base's loading code, which the stand-in feeds)."""
+    table = load_settings()
+    for base in cls.__mro__:
+        found = table.get(base.__name__) if _is_kvpress(base) else None
+        if found is not None and found.stand_in:
+            return found
+    return None
