@@ -141,6 +141,7 @@ class Mechanism:
     papers: ClassVar[dict[str, Claimant]] = {}
     contracts: ClassVar[dict[str, Claimant]] = {}
     facts: ClassVar[tuple[str, ...]] = ()  # press attributes the check reads (searched in nested presses)
+    learned_facts: ClassVar[tuple[str, ...]] = ()  # learned tensors of the press a formula reads (Q-filters)
     needs_scores: ClassVar[bool] = False  # the check reads score() outputs
     needs_decode: ClassVar[bool] = False  # the check reads the decoding steps
     needs_probes: ClassVar[bool] = False  # the check reads the probes (CheckContext.probes)

@@ -154,6 +154,17 @@ def compactor_blend(inputs: ScoreInputs, params: dict[str, Any]) -> Any:
     return scores
 
 
+def filter_projection(inputs: ScoreInputs, params: dict[str, Any]) -> Any:
+    """Q-Filters: each layer and KV head has a filter ``f`` (the principal direction of its queries, learned
+    offline); a key's score is minus its projection on it, ``−⟨k_i, f⟩``. The filter is read from the press
+    (the released one, or kvaudit's seeded stand-in), like the model's weights."""
+    filters = params.get("q_filters")
+    if filters is None:
+        return None
+    layer = filters[inputs.module.layer_idx]  # (kv_heads, head_dim)
+    return -(inputs.k * layer.view(1, inputs.kv_heads, 1, inputs.head_dim)).sum(dim=-1)
+
+
 def _future_rotation(inputs: ScoreInputs, start: int, count: int) -> Any:
     """The rotary embedding's rotation averaged over positions ``start … start + count − 1``, (head_dim, head_dim)."""
     import torch
@@ -207,6 +218,7 @@ FORMULAS: dict[str, Formula] = {
     "non-causal-attention": non_causal_attention,
     "compactor-blend": compactor_blend,
     "capacity": capacity,
+    "filter-projection": filter_projection,
 }
 
 
@@ -256,6 +268,8 @@ class ScoreFormula(Mechanism):
                           "the formula with its variants as kvpress's CapPress states them (cap_press.py docstring); "
                           "the paper's equation itself was not read",
                           {"formula": "capacity", "tau": 5.0, "n_future_positions": 512, "n_sink": 4}),
+        "qfilters": Claimant("Section 3 and the authors' code (NathanGodey/qfilters src/hf_cache.py): a key's score is "
+                             "minus its projection on the layer and head's Q-filter", {"formula": "filter-projection"}),
         "curdkv": Claimant("abstract: leverage scores from an approximate CUR decomposition of keys and values",
                            not_checkable="the paper's algorithm (which leverage scores, of which matrices) was not "
                                          "read: kvpress's CURPress ranks by squared key and value norms, and kvaudit "
@@ -274,6 +288,7 @@ class ScoreFormula(Mechanism):
              "sink_size_end", "tau", "n_future_positions", "press_class")
     needs_scores = True
     needs_reference = True
+    learned_facts = ("q_filters",)
 
     VALID = [
         '''

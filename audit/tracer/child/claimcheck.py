@@ -8,7 +8,7 @@ parameters its claimant (the paper, or the contract) publishes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,7 +96,7 @@ def needs(claims: Sequence[ClaimToCheck]) -> Needs:
                  references=references, channels=channels)
 
 
-def channel_function(claims: Sequence[ClaimToCheck], facts: dict[str, Any]) -> Any:
+def channel_function(claims: Sequence[ClaimToCheck], facts: Callable[[], dict[str, Any]]) -> Any:
     """The recorder's hook for key-channel criteria (one claim's: a press prunes by one rule), or None."""
     if not claims:
         return None
@@ -104,18 +104,18 @@ def channel_function(claims: Sequence[ClaimToCheck], facts: dict[str, Any]) -> A
 
     def recompute(inputs: Any) -> Any:
         try:
-            return claim.mechanism.reference_channels(inputs, {**claim.params, **facts})
+            return claim.mechanism.reference_channels(inputs, {**claim.params, **facts()})
         except Exception:  # noqa: BLE001 - a criterion that does not fit this model: none
             return None
 
     return recompute
 
 
-def reference_function(claims: Sequence[ClaimToCheck], facts: dict[str, Any]) -> Any:
+def reference_function(claims: Sequence[ClaimToCheck], facts: Callable[[], dict[str, Any]]) -> Any:
     """The recorder's hook: each claim's formula on a ``score()`` call's inputs (None when no claim has one).
 
-    The formula reads the paper's parameters, overridden by the press's own ``facts`` (its window,
-    its kernel: the rule is checked on the press as configured). A formula that fails is left out for
+    The formula reads the paper's parameters, overridden by the press's own ``facts()`` (its window,
+    its kernel, the learned tensors it loaded: the rule is checked on the press as configured). A formula that fails is left out for
     that call (its check then says the formula could not be recomputed), never raised into the
     press's forward.
     """
@@ -124,9 +124,10 @@ def reference_function(claims: Sequence[ClaimToCheck], facts: dict[str, Any]) ->
 
     def recompute(inputs: Any) -> dict[str, Any]:
         found = {}
+        settings = facts()
         for claim in claims:
             try:
-                value = claim.mechanism.reference_scores(inputs, {**claim.params, **facts})
+                value = claim.mechanism.reference_scores(inputs, {**claim.params, **settings})
             except Exception:  # noqa: BLE001 - a formula that does not fit this model: no reference
                 value = None
             if value is not None:

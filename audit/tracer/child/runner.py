@@ -78,15 +78,21 @@ def prompt_ids(spec: RunSpec, vocab_size: int, setup: RunSetup, press: Any) -> t
     return torch.cat([ids[:, :at], torch.full((ids.shape[0], 1), token, dtype=ids.dtype), ids[:, at:]], dim=1)
 
 
-def read_facts(press: Any, names: Sequence[str]) -> dict[str, Any]:
+def read_facts(press: Any, names: Sequence[str], learned: Sequence[str] = ()) -> dict[str, Any]:
     """The press's own settings by attribute name (nested presses searched outermost first), and its class.
 
     ``compression_ratio`` is read on the press itself only: it is the ratio the press reports.
     ``press_class`` is the press's class name (a paper's formula may have parts that presses implement
-    on their own).
+    on their own). ``learned`` names tensors the press holds (Q-filters, loaded from the Hub or a
+    stand-in), read as float64 copies: a formula reads them as inputs, like the model's weights.
     """
     facts: dict[str, Any] = {"press_class": type(press).__name__}
     presses = reachable_presses(press)
+    for name in learned:
+        value = next((getattr(holder, name, None) for holder in presses
+                      if isinstance(getattr(holder, name, None), torch.Tensor)), None)
+        if value is not None:
+            facts[name] = value.detach().to(torch.float64, copy=True).cpu()
     for name in names:
         if name == "press_class":
             continue
@@ -240,7 +246,11 @@ def observe_run(model: nn.Module, press: Any, spec: RunSpec, setup: RunSetup, ra
     # Presses that draw random numbers (RandomPress) repeat themselves; a probe may ask for other draws.
     torch.manual_seed(spec.seed if spec.rng_seed is None else spec.rng_seed)
     cache = DynamicCache()
-    facts = read_facts(press, setup.facts) if setup.references or setup.channels else {}
+    learned = tuple(name for claim in setup.references for name in claim.mechanism.learned_facts)
+
+    def facts() -> dict[str, Any]:  # read when the formula runs: a press loads its learned parts on entering
+        return read_facts(press, setup.facts, learned)
+
     instrumentation = Instrumentation(model, press, capture_scores=setup.capture_scores,
                                       reference=reference_function(setup.references, facts),
                                       channels=channel_function(setup.channels, facts))
