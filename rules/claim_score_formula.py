@@ -165,6 +165,17 @@ def filter_projection(inputs: ScoreInputs, params: dict[str, Any]) -> Any:
     return -(inputs.k * layer.view(1, inputs.kv_heads, 1, inputs.head_dim)).sum(dim=-1)
 
 
+def surrogate(inputs: ScoreInputs, params: dict[str, Any]) -> Any:
+    """KVzap: a small model per layer (linear or a two-layer MLP, trained offline to predict KVzip+ scores) maps the
+    layer's input hidden states to one score per KV head and position. The model is read from the press (the
+    released one, or kvaudit's seeded stand-in) as a float64 copy."""
+    model = params.get("kvzap_model")
+    if model is None:
+        return None
+    hidden = inputs.hidden_states.detach().to(inputs.k.dtype)
+    return model.layers[inputs.module.layer_idx](hidden).transpose(1, 2)  # (batch, kv_heads, length)
+
+
 def _future_rotation(inputs: ScoreInputs, start: int, count: int) -> Any:
     """The rotary embedding's rotation averaged over positions ``start … start + count − 1``, (head_dim, head_dim)."""
     import torch
@@ -219,6 +230,7 @@ FORMULAS: dict[str, Formula] = {
     "compactor-blend": compactor_blend,
     "capacity": capacity,
     "filter-projection": filter_projection,
+    "surrogate": surrogate,
 }
 
 
@@ -270,6 +282,8 @@ class ScoreFormula(Mechanism):
                           {"formula": "capacity", "tau": 5.0, "n_future_positions": 512, "n_sink": 4}),
         "qfilters": Claimant("Section 3 and the authors' code (NathanGodey/qfilters src/hf_cache.py): a key's score is "
                              "minus its projection on the layer and head's Q-filter", {"formula": "filter-projection"}),
+        "kvzap": Claimant("abstract and Section 3: a lightweight surrogate model applied to the hidden states "
+                          "predicts each KV pair's score", {"formula": "surrogate"}),
         "curdkv": Claimant("abstract: leverage scores from an approximate CUR decomposition of keys and values",
                            not_checkable="the paper's algorithm (which leverage scores, of which matrices) was not "
                                          "read: kvpress's CURPress ranks by squared key and value norms, and kvaudit "
@@ -288,7 +302,7 @@ class ScoreFormula(Mechanism):
              "sink_size_end", "tau", "n_future_positions", "press_class")
     needs_scores = True
     needs_reference = True
-    learned_facts = ("q_filters",)
+    learned_facts = ("q_filters", "kvzap_model")
 
     VALID = [
         '''

@@ -11,6 +11,7 @@ an earlier run (``masked_key_indices``) are cleared and the attention implementa
 
 from __future__ import annotations
 
+import copy
 import numbers
 import time
 from collections.abc import Callable, Sequence
@@ -90,9 +91,11 @@ def read_facts(press: Any, names: Sequence[str], learned: Sequence[str] = ()) ->
     presses = reachable_presses(press)
     for name in learned:
         value = next((getattr(holder, name, None) for holder in presses
-                      if isinstance(getattr(holder, name, None), torch.Tensor)), None)
-        if value is not None:
+                      if isinstance(getattr(holder, name, None), (torch.Tensor, nn.Module))), None)
+        if isinstance(value, torch.Tensor):
             facts[name] = value.detach().to(torch.float64, copy=True).cpu()
+        elif value is not None:  # a learned module (KVzap's surrogate): a float64 copy, never the press's own
+            facts[name] = copy.deepcopy(value).to(dtype=torch.float64, device="cpu").eval()
     for name in names:
         if name == "press_class":
             continue
