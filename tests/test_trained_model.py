@@ -251,6 +251,29 @@ def test_importing_the_package_and_the_training_script_loads_no_torch() -> None:
     assert done.stdout.strip() == "[]"
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["--set", "bogus=1"], "--set 'bogus=1': expected NAME=JSON with NAME one of"),
+    (["--set", "lr=fast"], "--set lr: 'fast' is not JSON"),
+    (["--set", 'phases=[{"steps": 1, "colour": 2}]'], "--set phases: expected a list of objects with Phase's fields"),
+])
+def test_the_training_script_refuses_bad_settings_in_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    from kvaudit.trained.train import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(tmp_path / "out"), *args])
+    assert str(exit_info.value).startswith(message) and "\n" not in str(exit_info.value)
+
+
+def test_the_training_script_refuses_a_folder_that_holds_something_else(tmp_path: Path) -> None:
+    """Checked before training starts, so that a wrong --out costs nothing."""
+    from kvaudit.trained.train import main
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="is not an empty folder nor an earlier model"):
+        main(["--out", str(tmp_path), "--quiet"])
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
 def test_make_tiny_model_writes_where_it_is_told() -> None:
     done = subprocess.run(["make", "-n", "tiny-model", "TINY_MODEL_OUT=/tmp/elsewhere"], cwd=ROOT,
                           capture_output=True, text=True)

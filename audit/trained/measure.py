@@ -179,7 +179,7 @@ class InductionStats:
     uniform: float  # that attention under uniform causal attention
     copy_accuracy: float  # argmax next token right, on the second copy (its first token excluded)
     copy_loss: float  # nats/token on the same tokens
-    chance_loss: float  # ln(vocabulary the segments are drawn from): the loss without copying
+    chance_loss: float  # ln(ids the segments are drawn from): a model that knows them but copies nothing
     segment: int
     rows: int
 

@@ -101,7 +101,10 @@ def with_overrides(config: TrainConfig, assignments: list[str]) -> TrainConfig:
         except json.JSONDecodeError as error:
             raise SystemExit(f"--set {name}: {text!r} is not JSON ({error.msg})") from None
         if name == "phases":
-            value = tuple(Phase(**{**p, "segment": tuple(p.get("segment", (8, 32)))}) for p in value)
+            try:
+                value = tuple(Phase(**{**p, "segment": tuple(p.get("segment", (8, 32)))}) for p in value)
+            except (TypeError, AttributeError) as error:
+                raise SystemExit(f"--set phases: expected a list of objects with Phase's fields ({error})") from None
         changes[name] = value
     return dataclasses.replace(config, **changes)
 
@@ -299,6 +302,7 @@ def _environment(load_at_start: list[float]) -> dict[str, Any]:
 
 def train(config: TrainConfig, out: Path, progress: bool = True) -> dict[str, Any]:
     """Train, save into ``out`` and return the training log (also written to ``out``)."""
+    check_output(out)  # before the imports: a wrong --out costs nothing
     os.environ["HF_HUB_OFFLINE"] = "1"
     import numpy as np
     import torch
@@ -306,7 +310,6 @@ def train(config: TrainConfig, out: Path, progress: bool = True) -> dict[str, An
 
     from . import data
 
-    check_output(out)
     hf_logging.disable_progress_bar()  # no bars from save/load in the log
     load_at_start = _load()
     started = time.perf_counter()
