@@ -8,7 +8,7 @@ BIN     = $(VENV)/bin
 # torch is pinned: its CPU wheel lies on every machine here; an unpinned torch pulls a CUDA build.
 TORCH   = torch==2.13.0
 
-.PHONY: setup audit test bench fuzz kvpress-report
+.PHONY: setup audit test bench fuzz kvpress-report tiny-model
 
 $(BIN)/kvaudit: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,3 +38,11 @@ fuzz: setup
 # The committed audit of every kvpress press (static for all, a trace for each that runs offline).
 kvpress-report: setup
 	$(BIN)/kvaudit report kvpress.presses --compare-reference --config reports/kvpress-0.5.5.toml -o reports/kvpress-0.5.5.md
+
+# The tiny trained model (issue 18): a small Llama trained on the standard library's source, with a
+# fixed seed and step count on one torch thread (about 12 minutes on 2 cores). It replaces the
+# committed reference in the package data; TINY_MODEL_OUT=/tmp/tiny writes elsewhere (a
+# reproducibility check against the committed one).
+TINY_MODEL_OUT ?= audit/trained/tiny-trained
+tiny-model: setup
+	$(BIN)/python -m kvaudit.trained.train --out $(TINY_MODEL_OUT)

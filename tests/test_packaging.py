@@ -56,6 +56,10 @@ def test_wheel_installs_only_kvaudit_beside_a_rules_package(tmp_path: Path) -> N
     assert _top_level_names(wheel) == {"kvaudit", "kvaudit-0.1.0.dist-info"}
     assert "kvaudit/rules/papers.toml" in names and "kvaudit/rules/kva101_reuse_missing.py" in names
     assert "kvaudit/cli/check.py" in names
+    # The tiny trained model travels as package data (kvaudit.trained), every file its checksums list.
+    model = "kvaudit/trained/tiny-trained/"
+    listed = (ROOT / "audit" / "trained" / "tiny-trained" / "SHA256SUMS").read_text().splitlines()
+    assert {model + line.partition("  ")[2] for line in listed} | {model + "SHA256SUMS"} <= set(names)
 
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=False)  # this environment's pip installs into it (--python)
