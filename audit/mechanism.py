@@ -40,6 +40,9 @@ MODULE_PREFIX = "claim_"  # rules/claim_*.py hold the mechanisms
 # (kvaudit.tracer.options.probe_plan runs them; CheckContext.probes holds them).
 REPEAT = "repeat"  # the first prompt again, with another global random seed: is the selection deterministic?
 ALONE = "alone"  # each row of the batch prompt on its own: does a row keep what it keeps in the batch?
+# On a model with learned attention only: prompts run by the press (SIMILAR) and by the token-level scorer it
+# wraps (SIMILAR_TOKEN), for comparing how similar adjacent layers' selections are.
+SIMILAR, SIMILAR_TOKEN = "similarity", "similarity-token"
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,9 @@ class Mechanism:
     needs_scores: ClassVar[bool] = False  # the check reads score() outputs
     needs_decode: ClassVar[bool] = False  # the check reads the decoding steps
     needs_probes: ClassVar[bool] = False  # the check reads the probes (CheckContext.probes)
+    # The check reads the similarity probes (the press and its nested scorer on several held-out prompts),
+    # which run on a model with learned attention only (--model trained).
+    needs_similarity: ClassVar[bool] = False
     # The check reads a formula recomputed from each score() call's inputs (reference_scores, below).
     needs_reference: ClassVar[bool] = False
     # The check reads which key channels each kept position lost (LayerObservation.pruned_channels) and a

@@ -166,7 +166,10 @@ class ScoringEveryLayerChunkKVPress(BasePress):
              "series": {"measured": [layer.score_calls for layer in first.layers],
                         f"expected (N_reuse = {n_reuse})": [1 if i % n_reuse == 0 else 0 for i in range(layers)]}},
             # The paper's Figure 2: how much adjacent layers' kept indices overlap (what makes reuse pay).
-            {"title": f"Jaccard similarity of the indices kept by each pair of layers ({first.where})",
+            # On random weights attention is nearly uniform: the overlap says nothing of a real model's.
+            {"title": f"Jaccard similarity of the indices kept by each pair of layers ({first.where}"
+                      + ("" if first.facts.get("trained_weights") else "; random weights: noise, not learned "
+                         "similarity") + ")",
              "x_label": "layer", "y_label": "layer", "kind": "heatmap", "matrix": _jaccard_matrix(first),
              "value_label": "Jaccard similarity (0: disjoint, 1: same indices)"},
         ]

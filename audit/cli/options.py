@@ -61,7 +61,8 @@ DecodeSteps = Annotated[int, typer.Option(
     "--decode-steps", help="Tracing: greedy decoding steps after each prefill, inside `with press(model)` (0: none).",
     rich_help_panel=PANEL)]
 ModelPath = Annotated[Optional[str], typer.Option(
-    "--model", help="Tracing: local Hugging Face model folder (never downloads).", rich_help_panel=PANEL)]
+    "--model", help="Tracing: a local Hugging Face model folder (never downloads), or 'trained': kvaudit's tiny "
+    "trained model, whose held-out text gives the prompts.", rich_help_panel=PANEL)]
 Device = Annotated[str, typer.Option("--device", help="Tracing: torch device.", rich_help_panel=PANEL)]
 Dtype = Annotated[str, typer.Option("--dtype", help="Tracing: float32, bfloat16 or float16.", rich_help_panel=PANEL)]
 Timeout = Annotated[float, typer.Option(

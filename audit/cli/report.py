@@ -37,7 +37,8 @@ def header_lines(options: TraceOptions | None, timestamp: bool) -> list[str]:
     lines = [f"kvaudit {__version__}; kvpress {_installed('kvpress')}; transformers {_installed('transformers')}; "
              f"torch {_installed('torch')}"]
     if options is not None:
-        model = options.model_path or (f"embedded tiny {options.arch}, {options.layers} layers, random weights, "
+        model = ("kvaudit's tiny trained model (kvaudit.trained), prompts from its held-out text" if options.trained
+                 else options.model_path) or (f"embedded tiny {options.arch}, {options.layers} layers, random weights, "
                                        f"seed {options.seed}, built locally (HF_HUB_OFFLINE=1)")
         lines.append(f"trace: {model}; {options.plan_label()}; {options.device}, {options.dtype}")
     else:

@@ -26,6 +26,7 @@ ARCHES = ("llama", "qwen2", "qwen3", "mistral")
 DTYPES = ("float32", "bfloat16", "float16")
 
 DEFAULT_SEED = 0
+TRAINED = "trained"  # --model trained: kvaudit's tiny trained model (kvaudit.trained)
 
 # What tracing needs beyond the static audit (the `trace` extra), and how to get it.
 TRACE_PACKAGES = ("torch", "transformers", "kvpress", "psutil")  # psutil: the press's process tree and CPU time
@@ -115,7 +116,9 @@ class TraceOptions:
     decode_steps : int
         Greedy decoding steps after each prefill, inside ``with press(model):`` (0: none).
     model_path : str | None
-        A local Hugging Face folder to load instead of the embedded model (never downloads).
+        A local Hugging Face folder to load instead of the embedded model (never downloads);
+        ``"trained"`` names kvaudit's tiny trained model (:mod:`kvaudit.trained`), whose prompts are
+        windows of its held-out text instead of random ids.
     device : str
         Torch device, ``cpu`` by default.
     dtype : str
@@ -152,8 +155,27 @@ class TraceOptions:
     # Extra environment for the worker (tests use it); HF_HUB_OFFLINE=1 is always set.
     worker_env: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def trained(self) -> bool:
+        """Whether the model is kvaudit's tiny trained model (``--model trained``): its weights learned attention."""
+        return self.model_path == TRAINED
+
+    @property
+    def model_folder(self) -> str | None:
+        """The folder the model loads from (the trained model's package data for ``trained``), else None."""
+        if self.trained:
+            from ..trained import trained_model_path
+
+            return str(trained_model_path())
+        return self.model_path
+
     def validate(self) -> str | None:
         """Return a one-line reason when the options are unusable, else None."""
+        if self.trained:
+            from ..trained import checksum_problems
+
+            problems = checksum_problems()
+            return f"--model trained: the committed model is damaged ({'; '.join(problems)})" if problems else None
         if self.model_path is not None and not Path(self.model_path).is_dir():
             # Checked here: transformers would take a missing folder for a Hub repo id and fail obscurely.
             problem = "not a folder" if Path(self.model_path).exists() else "no such folder"

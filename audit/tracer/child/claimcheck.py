@@ -84,6 +84,7 @@ class Needs:
     probes: bool  # the probes (a repeated prompt, batch rows alone)
     references: tuple[ClaimToCheck, ...] = ()  # claims whose formula is recomputed from score()'s inputs
     channels: tuple[ClaimToCheck, ...] = ()  # claims that read key-channel pruning
+    similarity: bool = False  # the similarity probes (a model with learned attention only)
 
 
 def needs(claims: Sequence[ClaimToCheck]) -> Needs:
@@ -93,7 +94,8 @@ def needs(claims: Sequence[ClaimToCheck]) -> Needs:
     channels = tuple(claim for claim in claims if claim.mechanism.needs_channels and not claim.not_checkable)
     return Needs(scores=any(claim.mechanism.needs_scores for claim in claims) or bool(references),
                  facts=tuple(facts), probes=any(claim.mechanism.needs_probes for claim in claims),
-                 references=references, channels=channels)
+                 references=references, channels=channels,
+                 similarity=any(claim.mechanism.needs_similarity and not claim.not_checkable for claim in claims))
 
 
 def channel_function(claims: Sequence[ClaimToCheck], facts: Callable[[], dict[str, Any]]) -> Any:

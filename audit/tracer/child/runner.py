@@ -31,6 +31,7 @@ from .claimcheck import ClaimToCheck, channel_function, check_claims, needs, not
 from .instrument import Instrumentation, RunRecorder, attention_modules
 from .keptindices import map_rows
 from ..observations import LayerObservation, RunObservation, StepObservation
+from ...mechanism import SIMILAR, SIMILAR_TOKEN
 from ..options import RunSpec, TraceOptions, probe_plan, run_plan
 from .settings import PressSettings
 
@@ -48,6 +49,7 @@ class RunSetup:
     attention: str = "sdpa"
     references: tuple[ClaimToCheck, ...] = ()  # claims whose formula is recomputed from score()'s inputs
     channels: tuple[ClaimToCheck, ...] = ()  # claims that read key-channel pruning
+    heldout: bool = False  # prompts from the trained model's held-out text (--model trained)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,6 +65,15 @@ def prepare_model(model: nn.Module, attention: str) -> None:
         model.set_attn_implementation(attention)
 
 
+def _ids(tokens: int, batch: int, seed: int, vocab_size: int, heldout: bool) -> torch.Tensor:
+    """Random distinct ids (random weights), or a window of the trained model's held-out text."""
+    if heldout:
+        from ...trained import heldout_prompts
+
+        return heldout_prompts(tokens, batch, seed).long()
+    return make_input_ids(tokens, batch, seed, vocab_size)
+
+
 def prompt_ids(spec: RunSpec, vocab_size: int, setup: RunSetup, press: Any) -> torch.Tensor:
     """The run's prompt (some rows of a batch prompt, for a probe); FINCH's gets its delimiter token
     ``window`` tokens before the end."""
@@ -70,11 +81,11 @@ def prompt_ids(spec: RunSpec, vocab_size: int, setup: RunSetup, press: Any) -> t
     rows = list(spec.rows) if spec.rows is not None else slice(None)
     delimiter = setup.settings.delimiter
     if not delimiter:
-        return make_input_ids(spec.tokens, batch, spec.seed, vocab_size)[rows]
+        return _ids(spec.tokens, batch, spec.seed, vocab_size, setup.heldout)[rows]
     token = vocab_size - 1
     setattr(press, delimiter["attribute"], token)
     # The other ids stay distinct (a prompt of `tokens - 1` ids below the delimiter's).
-    ids = make_input_ids(spec.tokens - 1, batch, spec.seed, vocab_size - 1)[rows]
+    ids = _ids(spec.tokens - 1, batch, spec.seed, vocab_size - 1, setup.heldout)[rows]
     at = spec.tokens - 1 - int(delimiter["window"])
     return torch.cat([ids[:, :at], torch.full((ids.shape[0], 1), token, dtype=ids.dtype), ids[:, at:]], dim=1)
 
@@ -266,6 +277,7 @@ def observe_run(model: nn.Module, press: Any, spec: RunSpec, setup: RunSetup, ra
                 observation.prefill_time_s = time.perf_counter() - started
             observation.layers, maps = _prefill_layers(recorder, cache, modules, bool(setup.channels))
             observation.facts = read_facts(press, setup.facts)
+            observation.facts["trained_weights"] = setup.heldout  # learned attention: checks of learned structure apply
             _decode(model, press, cache, out.logits, recorder, modules, maps, observation,
                     setup.decode_steps if decode else 0, instrumentation, setup.settings.decode_inside)
     except BaseException as error:  # noqa: BLE001 - the press raised (sys.exit() too): a finding, not a tracer failure
@@ -337,6 +349,39 @@ def _fresh(model: nn.Module, factory: PressFactory, spec: RunSpec, setup: RunSet
         return RunObservation(tokens=spec.tokens, batch=spec.batch, seed=spec.seed, ratio=ratio, error=str(error))
 
 
+# Held-out prompts the press and its token-level scorer each run, for the similarity of adjacent layers:
+# several, so that a difference can be told from the run-to-run spread.
+SIMILARITY_PROMPTS = 4
+
+
+def token_baseline(press: Any) -> Any | None:
+    """The token-level scorer a chunk press wraps (ChunkKV's SnapKV), as a press of its own; None when none."""
+    from kvpress import ScorerPress
+
+    nested = [p for p in reachable_presses(press)[1:] if isinstance(p, ScorerPress)]
+    return copy.deepcopy(nested[0]) if nested else None
+
+
+def _similarity_probes(model: nn.Module, factory: PressFactory, options: TraceOptions, setup: RunSetup,
+                       ratio: float | None) -> list[RunObservation]:
+    """The press, and the scorer it wraps at the same ratio, on :data:`SIMILARITY_PROMPTS` held-out prompts."""
+    found = []
+    for number in range(SIMILARITY_PROMPTS):
+        spec = RunSpec(options.tokens, 1, options.seed + 1000 + number)
+        try:  # the scorer comes out of a press built at the ratio: the budget it was given
+            pair = ((SIMILAR, _build(factory, setup.settings.ratio, ratio)),
+                    (SIMILAR_TOKEN, token_baseline(_build(factory, setup.settings.ratio, ratio))))
+        except BuildError:
+            return found
+        for kind, press in pair:
+            if press is None:
+                continue
+            observation = observe_run(model, press, spec, setup, ratio, decode=False)
+            observation.probe = kind
+            found.append(observation)
+    return found
+
+
 def _other_attention(model: nn.Module, factory: PressFactory, spec: RunSpec, setup: RunSetup, ratio: float | None,
                      attention: str) -> Defect | None:
     """The first prompt, prefill and decoding, under another attention implementation on a fresh press:
@@ -394,7 +439,7 @@ def trace_press(
     wanted = needs(claims)
     original_attention = model.config._attn_implementation
     setup = RunSetup(settings, wanted.scores, wanted.facts, options.decode_steps, settings.attention or original_attention,
-                     wanted.references, wanted.channels)
+                     wanted.references, wanted.channels, options.trained)
     plan = [spec for spec in run_plan(options) if settings.batch is None or spec.batch <= settings.batch]
     probes = probe_plan(plan) if wanted.probes else []
     completed: list[RunObservation] = []
@@ -449,6 +494,8 @@ def trace_press(
                 probe = _fresh(model, factory, spec, setup, ratio)
                 probe.probe, probe.rows = kind, spec.rows
                 probed.append(probe)
+            if wanted.similarity and setup.heldout:
+                probed.extend(_similarity_probes(model, factory, options, setup, ratio))
             if settings.also_attention and ratio == ratio_axis(press, settings.ratio, options.ratios)[0]:
                 crash = _other_attention(model, factory, plan[0], setup, ratio, settings.also_attention)
                 if crash is not None:

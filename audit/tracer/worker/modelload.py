@@ -31,19 +31,18 @@ class ModelInfo:
 def load_model(options: TraceOptions) -> tuple[nn.Module, ModelInfo]:
     """Build (or load) the model of ``options``; eval mode, on its device and dtype."""
     dtype = DTYPES[options.dtype]
-    if options.model_path:
+    if options.model_folder:
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(
-            options.model_path, local_files_only=True, dtype=dtype, attn_implementation="sdpa"
+            options.model_folder, local_files_only=True, dtype=dtype, attn_implementation="sdpa"
         ).to(options.device)
         model.eval()
         config = model.config
-        return model, ModelInfo(
-            arch=str(config.model_type),
-            layers=int(config.num_hidden_layers),
-            source=f"local folder {options.model_path} (HF_HUB_OFFLINE=1: nothing is downloaded)",
-        )
+        source = (f"kvaudit's tiny trained model ({config.num_hidden_layers}-layer Llama trained on the standard "
+                  f"library's source; prompts from its held-out text; HF_HUB_OFFLINE=1)" if options.trained
+                  else f"local folder {options.model_path} (HF_HUB_OFFLINE=1: nothing is downloaded)")
+        return model, ModelInfo(arch=str(config.model_type), layers=int(config.num_hidden_layers), source=source)
 
     from ...tinymodel import build_tiny_model
 

@@ -122,6 +122,13 @@ class WorkerState:
                 what = f"--model {self.options.model_path}" if self.options.model_path else f"--arch {self.options.arch}"
                 return InitReply(error=f"{what}: cannot build the model: {one_line(error)}")
             modelload.warm_up(self.model)
+            if self.options.trained:  # tokenize the held-out text once, before any fork: every child shares it
+                from ...trained import HeldOutTextUnavailable, heldout_prompts
+
+                try:
+                    heldout_prompts(8)
+                except HeldOutTextUnavailable as error:
+                    return InitReply(error=f"--model trained: {error}")
         else:
             # CUDA cannot be initialised before a fork: each child builds its own model.
             info = ModelInfo(
