@@ -43,6 +43,10 @@ ALONE = "alone"  # each row of the batch prompt on its own: does a row keep what
 # On a model with learned attention only: prompts run by the press (SIMILAR) and by the token-level scorer it
 # wraps (SIMILAR_TOKEN), for comparing how similar adjacent layers' selections are.
 SIMILAR, SIMILAR_TOKEN = "similarity", "similarity-token"
+# On a model with learned attention only: the next-token loss of a held-out continuation after the prefix was
+# kept whole (QUALITY_FULL), compressed by the press (QUALITY_PRESS), and by the press with reuse switched off
+# (QUALITY_NO_REUSE); the loss is the probe's ``facts["loss"]``.
+QUALITY_FULL, QUALITY_PRESS, QUALITY_NO_REUSE = "quality-full", "quality-press", "quality-no-reuse"
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,8 @@ class Mechanism:
     # The check reads the similarity probes (the press and its nested scorer on several held-out prompts),
     # which run on a model with learned attention only (--model trained).
     needs_similarity: ClassVar[bool] = False
+    # The check reads the quality probes (continuation loss; a model with learned attention only).
+    needs_quality: ClassVar[bool] = False
     # The check reads a formula recomputed from each score() call's inputs (reference_scores, below).
     needs_reference: ClassVar[bool] = False
     # The check reads which key channels each kept position lost (LayerObservation.pruned_channels) and a
@@ -160,6 +166,11 @@ class Mechanism:
     INVALID: ClassVar[list[str]] = []  # press modules that break it
 
     # -- dynamic ------------------------------------------------------------------------------
+
+    @property
+    def needs_learned_attention(self) -> bool:
+        """Whether the check is only judged on a model whose attention was learned (``--model trained``)."""
+        return self.needs_similarity or self.needs_quality
 
     def check_run(self, run: RunObservation, ctx: CheckContext) -> RunResult:
         """Judge one completed run; subclasses implement this (or :meth:`check` as a whole)."""

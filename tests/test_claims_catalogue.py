@@ -45,7 +45,7 @@ def catalogue(tmp_path_factory, trace_session) -> dict:
     folder = tmp_path_factory.mktemp("examples")
     cases = []  # (kind, owner id, file, config text)
     for mechanism in all_mechanisms():
-        if mechanism.needs_similarity:  # learned attention: tests/test_trained_claims.py traces those on the trained model
+        if mechanism.needs_learned_attention:  # learned attention: tests/test_trained_claims.py traces those on the trained model
             continue
         for kind, examples in (("valid", mechanism.VALID), ("invalid", mechanism.INVALID)):
             for number, code in enumerate(examples, start=1):
@@ -89,7 +89,7 @@ def test_every_mechanism_example_meets_or_breaks_its_claim(catalogue) -> None:
             assert check.expected is not None and check.measured is not None and check.expected != check.measured
             assert check.where, f"{path.name}: the violation does not say where"  # the run (and place) it is in
         seen.add((owner, kind))
-    assert seen == {(m.id, kind) for m in all_mechanisms() if not m.needs_similarity for kind in ("valid", "invalid")}
+    assert seen == {(m.id, kind) for m in all_mechanisms() if not m.needs_learned_attention for kind in ("valid", "invalid")}
 
 
 def test_breaking_examples_give_the_right_numbers(catalogue) -> None:

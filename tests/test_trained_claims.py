@@ -20,7 +20,7 @@ from helpers import trace_targets
 pytestmark = pytest.mark.slow
 
 GRID = {"tokens": 512, "long_tokens": 640, "ratios": (0.8,), "decode_steps": 0}  # the default first prompt
-LEARNED = [m for m in all_mechanisms() if m.needs_similarity]
+LEARNED = [m for m in all_mechanisms() if m.needs_learned_attention]
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +68,10 @@ def test_kvzip_runs_on_the_trained_model_with_its_own_tokenizer(traced) -> None:
 
 def test_on_random_weights_the_claim_is_not_applicable(trace_session, tmp_path: Path) -> None:
     path = tmp_path / "steady.py"
-    path.write_text(LEARNED[0].VALID[0].lstrip("\n"), encoding="utf-8")
+    similarity = next(m for m in LEARNED if m.needs_similarity)
+    path.write_text(similarity.VALID[0].lstrip("\n"), encoding="utf-8")
     with sharing_worker(trace_session):
         run = trace_targets([str(path)], TraceOptions(layers=2, **GRID))
     (trace,) = run.traces
-    check = trace.claim(LEARNED[0].id)
+    check = trace.claim(similarity.id)
     assert check.verdict == NOT_APPLICABLE and "random weights" in check.message

@@ -85,6 +85,7 @@ class Needs:
     references: tuple[ClaimToCheck, ...] = ()  # claims whose formula is recomputed from score()'s inputs
     channels: tuple[ClaimToCheck, ...] = ()  # claims that read key-channel pruning
     similarity: bool = False  # the similarity probes (a model with learned attention only)
+    quality: bool = False  # the quality probes (a model with learned attention only)
 
 
 def needs(claims: Sequence[ClaimToCheck]) -> Needs:
@@ -95,7 +96,8 @@ def needs(claims: Sequence[ClaimToCheck]) -> Needs:
     return Needs(scores=any(claim.mechanism.needs_scores for claim in claims) or bool(references),
                  facts=tuple(facts), probes=any(claim.mechanism.needs_probes for claim in claims),
                  references=references, channels=channels,
-                 similarity=any(claim.mechanism.needs_similarity and not claim.not_checkable for claim in claims))
+                 similarity=any(claim.mechanism.needs_similarity and not claim.not_checkable for claim in claims),
+                 quality=any(claim.mechanism.needs_quality and not claim.not_checkable for claim in claims))
 
 
 def channel_function(claims: Sequence[ClaimToCheck], facts: Callable[[], dict[str, Any]]) -> Any:

@@ -31,7 +31,8 @@ from .claimcheck import ClaimToCheck, channel_function, check_claims, needs, not
 from .instrument import Instrumentation, RunRecorder, attention_modules
 from .keptindices import map_rows
 from ..observations import LayerObservation, RunObservation, StepObservation
-from ...mechanism import SIMILAR, SIMILAR_TOKEN
+from ...mechanism import QUALITY_FULL, QUALITY_NO_REUSE, QUALITY_PRESS, SIMILAR, SIMILAR_TOKEN
+from ...rules.claim_layer_index_reuse import REUSE_PARAMETERS
 from ..options import RunSpec, TraceOptions, probe_plan, run_plan
 from .settings import PressSettings
 
@@ -382,6 +383,64 @@ def _similarity_probes(model: nn.Module, factory: PressFactory, options: TraceOp
     return found
 
 
+# The quality probes: held-out prompts, and the continuation whose next-token loss is measured after each.
+QUALITY_PROMPTS, CONTINUATION = 4, 64
+
+
+def without_reuse(press: Any) -> Any | None:
+    """The press with its layer-index reuse switched off (its reuse parameter set to 1); None when it has none."""
+    for holder in reachable_presses(press):
+        for name in REUSE_PARAMETERS:
+            if isinstance(getattr(holder, name, None), int):
+                setattr(holder, name, 1)
+                return press
+    return None
+
+
+def continuation_loss(model: nn.Module, press: Any | None, ids: torch.Tensor, prefix: int) -> float:
+    """Mean next-token loss (nats) of ``ids[:, prefix:]`` after the first ``prefix`` tokens were prefilled through
+    ``press`` (kept whole when None); the continuation is read outside the press's context, as decoding is."""
+    cache = DynamicCache()
+    with torch.no_grad():
+        with press(model) if press is not None else nullcontext():
+            out = model(input_ids=ids[:, :prefix], past_key_values=cache, use_cache=True, logits_to_keep=1)
+        logits = [out.logits[:, -1]]
+        # One token at a time, as decoding reads the cache: layers the press left at different lengths need no mask.
+        for position in range(prefix, ids.shape[1] - 1):
+            out = model(input_ids=ids[:, position:position + 1], past_key_values=cache, use_cache=True,
+                        position_ids=torch.full((ids.shape[0], 1), position, device=ids.device))
+            logits.append(out.logits[:, -1])
+    stacked = torch.stack(logits, dim=1).float()
+    return float(torch.nn.functional.cross_entropy(stacked.flatten(0, 1), ids[:, prefix:].flatten()))
+
+
+def _quality_probes(model: nn.Module, factory: PressFactory, options: TraceOptions, setup: RunSetup,
+                    ratio: float | None) -> list[RunObservation]:
+    """The continuation loss after the full prefix, the press's, and the press's without reuse, on held-out text."""
+    from ...trained import heldout_prompts
+
+    found = []
+    prepare_model(model, setup.attention)
+    for number in range(QUALITY_PROMPTS):
+        seed = options.seed + 2000 + number
+        ids = heldout_prompts(options.tokens + CONTINUATION, 1, seed).long().to(next(model.parameters()).device)
+        try:
+            variants = [(QUALITY_FULL, None), (QUALITY_PRESS, _build(factory, setup.settings.ratio, ratio)),
+                        (QUALITY_NO_REUSE, without_reuse(_build(factory, setup.settings.ratio, ratio)))]
+        except BuildError:
+            return found
+        for kind, press in variants:
+            if kind == QUALITY_NO_REUSE and press is None:
+                continue
+            observation = RunObservation(tokens=options.tokens, batch=1, seed=seed, ratio=ratio, probe=kind)
+            try:
+                observation.facts["loss"] = continuation_loss(model, press, ids, options.tokens)
+            except Exception as error:  # noqa: BLE001 - the press's failure here is the grid's to report
+                observation.error = one_line(error)
+            found.append(observation)
+    return found
+
+
 def _other_attention(model: nn.Module, factory: PressFactory, spec: RunSpec, setup: RunSetup, ratio: float | None,
                      attention: str) -> Defect | None:
     """The first prompt, prefill and decoding, under another attention implementation on a fresh press:
@@ -496,6 +555,8 @@ def trace_press(
                 probed.append(probe)
             if wanted.similarity and setup.heldout:
                 probed.extend(_similarity_probes(model, factory, options, setup, ratio))
+            if wanted.quality and setup.heldout:
+                probed.extend(_quality_probes(model, factory, options, setup, ratio))
             if settings.also_attention and ratio == ratio_axis(press, settings.ratio, options.ratios)[0]:
                 crash = _other_attention(model, factory, plan[0], setup, ratio, settings.also_attention)
                 if crash is not None:
