@@ -8,7 +8,12 @@ BIN     = $(VENV)/bin
 # torch is pinned: its CPU wheel lies on every machine here; an unpinned torch pulls a CUDA build.
 TORCH   = torch==2.13.0
 
-.PHONY: setup audit test bench fuzz kvpress-report tiny-model
+.PHONY: setup audit test bench fuzz kvpress-report
+
+# The presses traced on the tiny trained model too: those whose claims need learned attention (ChunkKV's
+# layer similarity and reuse quality), those whose paper relies on sinks, and those that need a tokenizer.
+TRAINED_PRESSES = kvpress.presses.chunkkv_press kvpress.presses.snapkv_press kvpress.presses.streaming_llm_press \
+	kvpress.presses.simlayerkv_press kvpress.presses.kvzip_press kvpress.presses.kvgrad_press tiny-model
 
 $(BIN)/kvaudit: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +43,8 @@ fuzz: setup
 # The committed audit of every kvpress press (static for all, a trace for each that runs offline).
 kvpress-report: setup
 	$(BIN)/kvaudit report kvpress.presses --compare-reference --config reports/kvpress-0.5.5.toml -o reports/kvpress-0.5.5.md
+	$(BIN)/kvaudit report $(TRAINED_PRESSES) --model trained --compare-reference --config reports/kvpress-0.5.5.toml \
+		-o reports/kvpress-0.5.5-trained.md
 
 # The tiny trained model (issue 18): a small Llama trained on the standard library's source, with a
 # fixed seed and step count on one torch thread (about 12 minutes on 2 cores). It replaces the

@@ -366,6 +366,7 @@ class TraceSummary:
     plan: list[str] = field(default_factory=list)  # the prefills, "512×1" each
     grid: str = ""  # the prefills, ratios and decoding steps in one line
     unused_acceptances: list[str] = field(default_factory=list)
+    learned_attention: bool = False  # the model is kvaudit's tiny trained model (--model trained)
     # Worker start-up (imports of torch/transformers/kvpress, model build): timings, never compared.
     timings: dict[str, float] = field(default_factory=dict)
 

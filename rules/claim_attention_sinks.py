@@ -43,12 +43,13 @@ class AttentionSinks(Mechanism):
     title = "exactly the first S positions plus the most recent ones"
     order = 40
     papers = {
-        "streamingllm": Claimant("Section 3.2 (rolling KV cache with 4 initial tokens as attention sinks)", {"n_sink": 4}),
+        "streamingllm": Claimant("Section 3.2 (rolling KV cache with 4 initial tokens as attention sinks)",
+                                 {"n_sink": 4, "relies_on": "sinks"}),
         # The authors' code trims a lazy layer at the first decoding step, the new token already in the
         # cache: of the prompt, the last n_recent − n_last stay (n_last = 1 in their decoding).
         "simlayerkv": Claimant("lazy layers keep only the initial and the recent tokens; the authors' code trims "
                                "at the first decoding step, with the new token among the recent ones",
-                               {"new_tokens": "n_last", "n_last": 1}),
+                               {"new_tokens": "n_last", "n_last": 1, "relies_on": "sinks"}),
     }
     facts = ("n_sink", "n_initial", "n_recent", "n_last")
 

@@ -584,6 +584,28 @@ def stand_in_legend(result: AuditResult) -> list[str]:
             f"themselves are not checkable on a tiny model.", ""]
 
 
+def trained_model_lines(result: AuditResult) -> list[str]:
+    """What kvaudit's tiny trained model can and cannot show, said once in a report traced on it."""
+    if result.traced is None or not result.traced.learned_attention:
+        return []
+    from ..trained import training_log
+
+    final = training_log()["final"]
+    locality = final["attention_t512"]["locality"]
+    layers = [round(min(row), 2) for row in locality[1:]]
+    return [
+        "", "## The trained model: what it can and cannot show", "",
+        f"These traces ran on kvaudit's tiny trained model (`--model trained`: a {len(locality)}-layer Llama trained on "
+        f"the standard library's source; held-out loss {final['heldout_loss']:.2f} nats/token against a unigram "
+        f"{final['unigram_loss']:.2f}), its prompts windows of its held-out text. Its attention is learned and local "
+        f"(layers 1–{len(locality) - 1} put at least {min(layers):.0%} of it on the last 64 positions, against "
+        f"{final['attention_t512']['locality_uniform']:.0%} for uniform attention), so claims about learned attention "
+        "(`layer-similarity`, `reuse-quality`) are judged here. It has no attention sinks and no induction heads: "
+        "claims whose paper relies on them are `not-checkable`, with that reason, never judged from an absent "
+        "structure. Everything else is judged as on random weights.", "",
+    ]
+
+
 def render_markdown(result: AuditResult, ctx: ReportContext) -> str:
     """The whole report as Markdown text."""
     out = [f"# {ctx.title}", ""]
@@ -592,6 +614,7 @@ def render_markdown(result: AuditResult, ctx: ReportContext) -> str:
         out.append(f"- targets: {', '.join(f'`{t}`' for t in ctx.targets)}")
     out.append("")
     out += ["## Summary", "", *summary_lines(result)]
+    out += trained_model_lines(result)
     matrix = conformance_matrix(result)
     if matrix:
         out += ["## Conformance matrix", "", *matrix, "", *matrix_legend(result), "", *stand_in_legend(result)]

@@ -309,7 +309,8 @@ def trace_presses(result: AuditResult, stage: TraceStage) -> list[str]:
     """
     options = stage.options
     run = _Run(result, stage)
-    result.traced = TraceSummary(plan=[spec.label for spec in run_plan(options)], grid=options.plan_label())
+    result.traced = TraceSummary(plan=[spec.label for spec in run_plan(options)], grid=options.plan_label(),
+                                 learned_attention=options.trained)
     problem = options_problem(options)
     files = _files_to_import(run) if problem is None else {}
     if problem is not None:

@@ -52,6 +52,11 @@ def check_claims(claims: Sequence[ClaimToCheck], runs: Sequence[RunObservation],
             checks.append(ClaimCheck(claim.mechanism.id, claim.label, NOT_CHECKABLE,
                                      f"not checkable on a tiny model: {claim.not_checkable}"))
             continue
+        missing = absent_structure(claim, runs)
+        if missing:  # never a verdict from a structure the model does not have
+            checks.append(ClaimCheck(claim.mechanism.id, claim.label, NOT_CHECKABLE,
+                                     f"not checkable on the trained model: {missing}"))
+            continue
         context = CheckContext(runs=[run for run in runs if run.ok], params=claim.params, failures=list(failures),
                                probes=list(probes))
         try:
@@ -60,6 +65,16 @@ def check_claims(claims: Sequence[ClaimToCheck], runs: Sequence[RunObservation],
             checks.append(ClaimCheck(claim.mechanism.id, claim.label, NOT_RUN,
                                      f"not run: the check failed ({type(error).__name__}: {error})"))
     return checks
+
+
+def absent_structure(claim: ClaimToCheck, runs: Sequence[RunObservation]) -> str:
+    """Why a claim that relies on learned structure (``relies_on``: sinks, induction heads) cannot be judged on the
+    trained model, which does not show it; "" when it can (random weights: the claim's mechanics are judged)."""
+    needed = claim.params.get("relies_on")
+    structure = next((run.facts.get("model_structure") for run in runs if run.facts.get("model_structure")), None)
+    if not needed or not structure or structure.get(needed):
+        return ""
+    return f"the paper relies on {needed}, and the model shows none ({structure.get('why-not-' + needed, 'absent')})"
 
 
 def not_run(claims: Sequence[ClaimToCheck], reason: str) -> list[ClaimCheck]:

@@ -66,6 +66,24 @@ def prepare_model(model: nn.Module, attention: str) -> None:
         model.set_attn_implementation(attention)
 
 
+def learned_structure() -> dict[str, str]:
+    """What the trained model's attention shows, from the measurements recorded with it: structure -> evidence,
+    "" when absent (``kvaudit.trained.measure``: heads with at least 0.2 of their attention there and 10x uniform)."""
+    from ...trained import training_log
+
+    final = training_log()["final"]
+    sinks = final["attention_t512"]["sink_heads"]
+    induction = final["induction_full_vocab"]["induction_heads"]
+    largest_sink = max(max(row) for row in final["attention_t512"]["sink"])
+    return {
+        "sinks": f"{len(sinks)} sink heads" if sinks else "",
+        "induction heads": f"{len(induction)} induction heads" if induction else "",
+        "locality": "most attention on the last 64 positions",
+        "why-not-sinks": f"no head puts 0.2 of its attention on the first position (at most {largest_sink:.3f})",
+        "why-not-induction heads": "no head attends from a repeated segment to the token after its first occurrence",
+    }
+
+
 def _ids(tokens: int, batch: int, seed: int, vocab_size: int, heldout: bool) -> torch.Tensor:
     """Random distinct ids (random weights), or a window of the trained model's held-out text."""
     if heldout:
@@ -279,6 +297,8 @@ def observe_run(model: nn.Module, press: Any, spec: RunSpec, setup: RunSetup, ra
             observation.layers, maps = _prefill_layers(recorder, cache, modules, bool(setup.channels))
             observation.facts = read_facts(press, setup.facts)
             observation.facts["trained_weights"] = setup.heldout  # learned attention: checks of learned structure apply
+            if setup.heldout:
+                observation.facts["model_structure"] = learned_structure()
             _decode(model, press, cache, out.logits, recorder, modules, maps, observation,
                     setup.decode_steps if decode else 0, instrumentation, setup.settings.decode_inside)
     except BaseException as error:  # noqa: BLE001 - the press raised (sys.exit() too): a finding, not a tracer failure
