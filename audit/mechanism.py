@@ -130,6 +130,9 @@ class Mechanism:
     facts: ClassVar[tuple[str, ...]] = ()  # press attributes the check reads (searched in nested presses)
     needs_scores: ClassVar[bool] = False  # the check reads score() outputs
     needs_decode: ClassVar[bool] = False  # the check reads the decoding steps
+    # How far a number of a check's ``expected``/``measured`` may move between two audits before
+    # ``kvaudit diff`` calls it changed, in the numbers' own unit: the rule's stated tolerance (0: exact).
+    diff_tolerance: ClassVar[float] = 0.0
     VALID: ClassVar[list[str]] = []  # press modules that meet the claim (their first press class is traced)
     INVALID: ClassVar[list[str]] = []  # press modules that break it
 
