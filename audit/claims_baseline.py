@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from . import __version__
 from .codec import CodecError, from_data, to_data
-from .diff import BETTER, WORSE, AuditDiff, DiffInputError, Snapshot, compare, keyed, mismatches, read_document
+from .diff import BETTER, PRESS_ADDED, WORSE, AuditDiff, DiffInputError, Snapshot, compare, keyed, mismatches, read_document
 from .model import AuditResult, ClaimCheck, Defect, Failure, PressTrace
 
 if TYPE_CHECKING:
@@ -184,7 +184,8 @@ def apply_baseline(result: AuditResult, path: Path, baseline: Snapshot | None) -
         if change.effect == WORSE:
             said = describe(change)
             subject = f" {said.subject}" if said.subject else ""
-            lines.append(f"worse than the baseline {path}: {said.press}{subject}: {said.transition}")
+            more = f" ({said.details[0]})" if change.kind == PRESS_ADDED and said.details else ""
+            lines.append(f"worse than the baseline {path}: {said.press}{subject}: {said.transition}{more}")
     better = applied.diff.count(BETTER)
     if applied.held or better:
         note = f"; {better} change(s) for the better (rewrite it with --write-baseline)" if better else ""

@@ -257,7 +257,8 @@ def mismatches(old: Snapshot, new: Snapshot) -> tuple[list[str], list[str]]:
         differ = [f"{key} {a!r} → {b!r}" for key, a, b in shape if a != b]
         if differ:
             errors.append(f"different models ({', '.join(differ)})")
-        elif old.model.get("source") != new.model.get("source"):
+        elif None not in (old.model.get("source"), new.model.get("source")) and \
+                old.model.get("source") != new.model.get("source"):  # a baseline records none
             warnings.append(f"the model is described differently ({old.model.get('source')!r} → "
                             f"{new.model.get('source')!r}); compared anyway")
     if old.plan is not None and new.plan is not None and (old.plan != new.plan or old.grid != new.grid):

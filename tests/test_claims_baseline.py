@@ -80,7 +80,7 @@ def test_acceptances_and_new_presses(tmp_path: Path) -> None:
                                           trace("Q", ("kept-fraction", "holds"))))[0] == 0
     code, lines = gate(tmp_path, base, result_of(trace("P", ("kept-fraction", "holds")),
                                                  trace("Q", ("kept-fraction", "violated"))))
-    assert code == 1 and any("Q: new press" in line for line in lines)
+    assert code == 1 and any("Q: new press (traced; 1 claim(s): violated kept-fraction)" in line for line in lines)
     # a run of some presses only (a pull request's changed ones): the others are not "worse"
     assert gate(tmp_path, result_of(trace("P", ("kept-fraction", "holds")), trace("Q", ("kept-fraction", "violated"))),
                 result_of(trace("P", ("kept-fraction", "holds"))))[0] == 0
@@ -106,6 +106,9 @@ def test_diff_reads_a_claims_baseline_as_either_side(tmp_path: Path) -> None:
     assert "measured" not in out.json()["changes"][0]["old"]  # a baseline has no numbers to show
     same = run_cli("diff", str(tmp_path / "claims.json"), str(tmp_path / "claims.json"))
     assert same.exit_code == 0
+    (tmp_path / "base.json").write_text(render_trace_json(base), encoding="utf-8")
+    alike = run_cli("diff", str(tmp_path / "claims.json"), str(tmp_path / "base.json"))
+    assert alike.exit_code == 0 and alike.stderr == "" and "Nothing changed" in alike.stdout  # no model-source warning
 
 
 # -- the command line, with the tracer -----------------------------------------------------------

@@ -234,12 +234,13 @@ def test_markdown_is_a_pull_request_comment(tmp_path: Path) -> None:
 
 def test_terminal_view_piped_is_plain_and_never_cut(tmp_path: Path) -> None:
     long = window("violated", 12)
-    long.message = "a very long message " * 40 + "END"
+    long.message = "[bold red]not markup[/] " + "a very long message " * 40 + "END"
     out = diff(tmp_path, [press()], [press("SnapKVPress", long, fraction())])
     assert out.exit_code == 1 and out.exception is None
     assert "\x1b[" not in out.stdout  # no colour when piped
     lines = out.stdout.splitlines()
-    assert any(line.strip().startswith("a very long message") and line.endswith("END") for line in lines)
+    assert any(line.strip().startswith("[bold red]not markup[/] a very long message") and line.endswith("END")
+               for line in lines)
     assert any("✗ SnapKVPress · observation-window" in line and "holds → violated" in line for line in lines)
     assert lines[-1] == "Something got worse (1 worse, 0 better, 0 other changes)."
 
