@@ -27,10 +27,14 @@ became-holds         a claim's verdict turned ``holds``                         
 defect-disappeared   a defect the press had is gone                                 better
 numbers-changed      same verdict, but ``expected``/``measured`` moved by more than neutral
                      the mechanism's ``diff_tolerance``, or the runs per verdict
+trace-changed        what a prefill did per layer (``score()`` and ``compress()`` calls,  neutral
+                     kept entries, reuse, decoding lengths) changed, or how many
+                     prefills completed
 verdict-changed      any other verdict change (to not-applicable or not-run)        neutral
 claim-added          a claim only NEW holds the press to (not violated)             neutral
 claim-removed        a claim only OLD held the press to                             neutral
 status-changed       traced ↔ not traced (and why)                                  neutral
+config-changed       the press was built differently (its repr: a new parameter)    neutral
 ==================== ============================================================== ===========
 
 Nothing here imports torch.
@@ -64,12 +68,15 @@ PRESS_REMOVED = "press-removed"
 BECAME_HOLDS = "became-holds"
 DEFECT_DISAPPEARED = "defect-disappeared"
 NUMBERS_CHANGED = "numbers-changed"
+TRACE_CHANGED = "trace-changed"
 VERDICT_CHANGED = "verdict-changed"
 CLAIM_ADDED = "claim-added"
 CLAIM_REMOVED = "claim-removed"
 STATUS_CHANGED = "status-changed"
+CONFIG_CHANGED = "config-changed"
 KINDS = (BECAME_VIOLATED, DEFECT_APPEARED, ACCEPTANCE_CHANGED, PRESS_ADDED, PRESS_REMOVED, BECAME_HOLDS,
-         DEFECT_DISAPPEARED, NUMBERS_CHANGED, VERDICT_CHANGED, CLAIM_ADDED, CLAIM_REMOVED, STATUS_CHANGED)
+         DEFECT_DISAPPEARED, NUMBERS_CHANGED, TRACE_CHANGED, VERDICT_CHANGED, CLAIM_ADDED, CLAIM_REMOVED, STATUS_CHANGED,
+         CONFIG_CHANGED)
 
 
 class DiffInputError(Exception):
@@ -316,6 +323,9 @@ def _press_changes(key: str, before: PressTrace, after: PressTrace, numbers: boo
     if before.status != after.status or before.failure != after.failure:
         changes.append(Change(STATUS_CHANGED, NEUTRAL, key, old=press_state(before), new=press_state(after),
                               message=after.message or ""))
+    if before.config and after.config and before.config != after.config:  # a baseline records none
+        changes.append(Change(CONFIG_CHANGED, NEUTRAL, key, old={"config": before.config},
+                              new={"config": after.config}))
     old_claims = {c.id: c for c in before.claims}
     new_claims = {c.id: c for c in after.claims}
     ids = [c.id for c in after.claims] + [c.id for c in before.claims if c.id not in new_claims]
@@ -323,6 +333,10 @@ def _press_changes(key: str, before: PressTrace, after: PressTrace, numbers: boo
         change = _claim_change(key, old_claims.get(claim_id), new_claims.get(claim_id), numbers)
         if change is not None:
             changes.append(change)
+    if numbers:
+        moved = trace_change(key, before, after)
+        if moved is not None:
+            changes.append(moved)
     old_defects = {d.id: d for d in before.defects}
     new_defects = {d.id: d for d in after.defects}
     changes += [Change(DEFECT_APPEARED, WORSE, key, defect=d, message=new_defects[d].message)
@@ -365,6 +379,33 @@ def numbers_moved(before: ClaimCheck, after: ClaimCheck) -> bool:
     tolerance = mechanism.diff_tolerance if mechanism is not None else 0.0
     return (_moved(before.expected, after.expected, tolerance) or _moved(before.measured, after.measured, tolerance)
             or before.runs != after.runs)
+
+
+# What a prefill did, layer by layer, that is exact (counts and indices; the Jaccard figures derive from them).
+RUN_FIELDS = ("score_calls", "compress_calls", "kept", "reused_from", "compressed", "decode_lengths")
+
+
+def trace_change(key: str, before: PressTrace, after: PressTrace) -> Change | None:
+    """The per-layer facts of the press's prefills that changed (the first such prefill, and how many), or None."""
+    differ = []
+    for number, (a, b) in enumerate(zip(before.runs, after.runs)):
+        fields = [name for name in RUN_FIELDS if getattr(a, name) != getattr(b, name)]
+        if fields or (a.tokens, a.batch, a.ratio) != (b.tokens, b.batch, b.ratio):
+            differ.append((number, a, b, fields))
+    if not differ and len(before.runs) == len(after.runs):
+        return None
+
+    def state(trace: PressTrace, run: Any, fields: list[str]) -> dict[str, Any]:
+        place = {"prefill": run.tokens, "batch": run.batch, "ratio": run.ratio} if run is not None else None
+        return {"prefills": len(trace.runs), "changed": len(differ), "run": place,
+                **{name: getattr(run, name) for name in fields if run is not None}}
+
+    if differ:
+        number, a, b, fields = differ[0]
+        old, new = state(before, a, fields), state(after, b, fields)
+    else:
+        old, new = state(before, None, []), state(after, None, [])
+    return Change(TRACE_CHANGED, NEUTRAL, key, old=old, new=new)
 
 
 def _number(value: Any) -> bool:

@@ -179,3 +179,19 @@ def test_write_baseline_needs_a_file(project: Path, monkeypatch) -> None:
     _no_worker(monkeypatch)
     out = run_cli("trace", "norm_press.py", *GRID, "--write-baseline")
     assert out.exit_code == 2 and out.stderr.strip() == "error: --write-baseline needs --baseline FILE (the file to write)"
+
+
+def test_the_committed_kvpress_baseline_reads_back_to_the_same_bytes() -> None:
+    """reports/kvpress-0.5.5.claims-baseline.json (make kvpress-diff) is a valid baseline, in the writer's own layout."""
+    from kvaudit.claims_baseline import ClaimsBaseline
+    from kvaudit.codec import from_data, to_data
+
+    path = Path(__file__).resolve().parents[1] / "reports" / "kvpress-0.5.5.claims-baseline.json"
+    raw = path.read_text(encoding="utf-8")
+    baseline = from_data(json.loads(raw), ClaimsBaseline)
+    assert json.dumps(to_data(baseline), indent=2, ensure_ascii=False) + "\n" == raw
+    names = [press.name for press in baseline.presses]
+    assert names == sorted(names) and "ChunkKVPress" in names
+    chunkkv = next(press for press in baseline.presses if press.name == "ChunkKVPress")
+    assert {c.id: c.verdict for c in chunkkv.claims}["layer-index-reuse"] == "violated"  # the flagship finding
+    assert load_claims_baseline(path).presses["ChunkKVPress"].defects[0].id == "batch-row-0"

@@ -251,6 +251,9 @@ def test_json_and_output_file(tmp_path: Path) -> None:
     target = tmp_path / "diff.md"
     out = run_cli("diff", first, second, "-f", "markdown", "-o", str(target))
     assert out.exit_code == 1 and out.stdout == "" and target.read_text(encoding="utf-8").startswith("<!-- kvaudit:diff")
+    plain = run_cli("diff", first, second, "-o", str(tmp_path / "diff.txt"))
+    text = (tmp_path / "diff.txt").read_text(encoding="utf-8")
+    assert plain.exit_code == 1 and plain.stdout == "" and "\x1b[" not in text and "holds → violated" in text
     document = run_cli("diff", first, second, "-f", "json").json()
     assert document["counts"] == {"worse": 1, "better": 0, "neutral": 0}
     assert document["old"] == {"path": first, "schema": TRACE_SCHEMA, "presses": 1, "model": "embedded tiny llama", "grid": GRID}
@@ -364,3 +367,26 @@ def test_targets_that_could_not_be_traced_are_a_warning(tmp_path: Path) -> None:
 def test_every_mechanism_states_a_diff_tolerance() -> None:
     for mechanism in all_mechanisms():
         assert isinstance(mechanism.diff_tolerance, (int, float)) and mechanism.diff_tolerance >= 0, mechanism.id
+
+
+def test_what_a_prefill_did_per_layer_and_how_the_press_was_built(tmp_path: Path) -> None:
+    from kvaudit.model import TraceRun
+
+    def with_runs(*kept: list[int], config: str = "SnapKVPress(compression_ratio=0.5)") -> PressTrace:
+        trace = press()
+        trace.runs = [TraceRun(512, 1, [1] * len(k), k, [None] * len(k), ratio=0.5) for k in kept]
+        trace.config = config
+        return trace
+
+    assert changes(tmp_path, [with_runs([3, 2], [1, 0])], [with_runs([3, 2], [1, 0])]) == (0, [])
+    code, found = changes(tmp_path, [with_runs([3, 2], [1, 0])], [with_runs([3, 2], [1, 1])])
+    assert code == 0 and kinds(found) == [("trace-changed", "neutral")]
+    assert found[0]["old"]["kept"] == [1, 0] and found[0]["new"]["kept"] == [1, 1] and found[0]["new"]["changed"] == 1
+    assert "score_calls" not in found[0]["new"]  # only the fields that changed
+    out = diff(tmp_path, [with_runs([3, 2], [1, 0])], [with_runs([3, 2], [1, 1])], "-f", "markdown")
+    assert "1 of 2 prefills differ; the first, 512×1 at ratio 0.5:" in out.stdout and "kept \\[1, 0\\] → \\[1, 1\\]" in out.stdout
+    found = changes(tmp_path, [with_runs([3, 2], [1, 0])], [with_runs([3, 2])])[1]
+    assert kinds(found) == [("trace-changed", "neutral")] and found[0]["new"]["prefills"] == 1
+    found = changes(tmp_path, [with_runs([3, 2])], [with_runs([3, 2], config="SnapKVPress(compression_ratio=0.5, w=1)")])[1]
+    assert kinds(found) == [("config-changed", "neutral")]
+    assert found[0]["new"]["config"] == "SnapKVPress(compression_ratio=0.5, w=1)"

@@ -16,12 +16,14 @@ from ..diff import (
     BETTER,
     CLAIM_ADDED,
     CLAIM_REMOVED,
+    CONFIG_CHANGED,
     DEFECT_APPEARED,
     DEFECT_DISAPPEARED,
     NUMBERS_CHANGED,
     PRESS_ADDED,
     PRESS_REMOVED,
     STATUS_CHANGED,
+    TRACE_CHANGED,
     VERDICT_CHANGED,
     WORSE,
     AuditDiff,
@@ -39,7 +41,8 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Claims that became holds", (BECAME_HOLDS,)),
     ("Defects that disappeared", (DEFECT_DISAPPEARED,)),
     ("Changed numbers (beyond the claim's tolerance)", (NUMBERS_CHANGED,)),
-    ("Other changes", (VERDICT_CHANGED, CLAIM_ADDED, CLAIM_REMOVED, STATUS_CHANGED)),
+    ("Changed traces (what the prefills did per layer)", (TRACE_CHANGED,)),
+    ("Other changes", (VERDICT_CHANGED, CLAIM_ADDED, CLAIM_REMOVED, STATUS_CHANGED, CONFIG_CHANGED)),
 )
 MARKS = {WORSE: "✗", BETTER: "✓"}  # neutral: "·"
 WHERE_ORDER = ("ratio", "length", "batch", "row", "layer", "head", "step")
@@ -157,6 +160,11 @@ def describe(change: Change) -> Described:
         appeared = change.kind == DEFECT_APPEARED
         return Described(mark, change.press, f"defect {change.defect}", "appeared" if appeared else "disappeared",
                          [change.message] if change.message else [])
+    if change.kind == CONFIG_CHANGED:
+        return Described(mark, change.press, "", "built differently",
+                         [f"{(change.old or {}).get('config')} → {(change.new or {}).get('config')}"])
+    if change.kind == TRACE_CHANGED:
+        return Described(mark, change.press, "", "the trace changed", _trace_details(change.old or {}, change.new or {}))
     if change.kind == PRESS_ADDED:
         return Described(mark, change.press, "", "new press", [_press_summary(change.new or {})])
     if change.kind == PRESS_REMOVED:
@@ -164,6 +172,21 @@ def describe(change: Change) -> Described:
     old, new = change.old or {}, change.new or {}
     details = [change.message] if change.message else []
     return Described(mark, change.press, "", f"{_status(old)} → {_status(new)}", details)
+
+
+def _trace_details(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    details = []
+    if old.get("prefills") != new.get("prefills"):
+        details.append(f"prefills completed: {old.get('prefills')} → {new.get('prefills')}")
+    run = new.get("run")
+    if run is not None:
+        ratio = f" at ratio {value(run['ratio'])}" if run.get("ratio") is not None else ""
+        details.append(f"{new.get('changed')} of {new.get('prefills')} prefills differ; the first, "
+                       f"{run['prefill']}×{run['batch']}{ratio}:")
+        details += [f"{name} {value(old.get(name), 16)} → {value(new.get(name), 16)}"
+                    for name in ("score_calls", "compress_calls", "kept", "reused_from", "compressed", "decode_lengths")
+                    if name in new]
+    return details
 
 
 def _status(state: dict[str, Any]) -> str:
