@@ -8,7 +8,7 @@ BIN     = $(VENV)/bin
 # torch is pinned: its CPU wheel lies on every machine here; an unpinned torch pulls a CUDA build.
 TORCH   = torch==2.13.0
 
-.PHONY: setup audit test bench fuzz kvpress-report
+.PHONY: setup audit test bench fuzz kvpress-report kvpress-diff
 
 $(BIN)/kvaudit: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,3 +38,8 @@ fuzz: setup
 # The committed audit of every kvpress press (static for all, a trace for each that runs offline).
 kvpress-report: setup
 	$(BIN)/kvaudit report kvpress.presses --compare-reference --config reports/kvpress-0.5.5.toml -o reports/kvpress-0.5.5.md
+
+# kvaudit diff of kvpress 0.5.4 (a scratch venv outside the repository) against 0.5.5 (.venv): reports/kvpress-0.5.4-to-0.5.5.md,
+# and kvpress 0.5.5's claims baseline. Two full traces, one after the other (minutes each).
+kvpress-diff: setup
+	bash reports/kvpress-0.5.4-to-0.5.5.sh
