@@ -8,12 +8,12 @@ BIN     = $(VENV)/bin
 # torch is pinned: its CPU wheel lies on every machine here; an unpinned torch pulls a CUDA build.
 TORCH   = torch==2.13.0
 
-.PHONY: setup audit test bench fuzz kvpress-report
+.PHONY: setup audit test bench fuzz kvpress-report kvpress-diff tiny-model
 
 # The presses traced on the tiny trained model too: those whose claims need learned attention (ChunkKV's
 # layer similarity and reuse quality), those whose paper relies on sinks, and those that need a tokenizer.
 TRAINED_PRESSES = kvpress.presses.chunkkv_press kvpress.presses.snapkv_press kvpress.presses.streaming_llm_press \
-	kvpress.presses.simlayerkv_press kvpress.presses.kvzip_press kvpress.presses.kvgrad_press tiny-model
+	kvpress.presses.simlayerkv_press kvpress.presses.kvzip_press kvpress.presses.kvgrad_press
 
 $(BIN)/kvaudit: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,3 +53,8 @@ kvpress-report: setup
 TINY_MODEL_OUT ?= audit/trained/tiny-trained
 tiny-model: setup
 	$(BIN)/python -m kvaudit.trained.train --out $(TINY_MODEL_OUT)
+
+# kvaudit diff of kvpress 0.5.4 (a scratch venv outside the repository) against 0.5.5 (.venv): reports/kvpress-0.5.4-to-0.5.5.md,
+# and kvpress 0.5.5's claims baseline. Two full traces, one after the other (minutes each).
+kvpress-diff: setup
+	bash reports/kvpress-0.5.4-to-0.5.5.sh

@@ -162,6 +162,9 @@ class Mechanism:
     # The check reads which key channels each kept position lost (LayerObservation.pruned_channels) and a
     # per-channel criterion recomputed from the layer's inputs (reference_channels, below).
     needs_channels: ClassVar[bool] = False
+    # How far a number of a check's ``expected``/``measured`` may move between two audits before
+    # ``kvaudit diff`` calls it changed, in the numbers' own unit: the rule's stated tolerance (0: exact).
+    diff_tolerance: ClassVar[float] = 0.0
     VALID: ClassVar[list[str]] = []  # press modules that meet the claim (their first press class is traced)
     INVALID: ClassVar[list[str]] = []  # press modules that break it
 

@@ -85,6 +85,7 @@ class PyramidBudget(Mechanism):
     papers = {"pyramidkv": Claimant("Section 3 (pyramidal budget allocation, arithmetic from bottom to top)",
                                     {"beta": 20})}
     facts = ("beta", "window_size")
+    diff_tolerance = 1  # one position per layer budget, the rule's rounding
 
     VALID = [
         '''

@@ -37,6 +37,7 @@ class RecentWindow(Mechanism):
     title = "the most recent share of the budget (half, in the paper) is kept in every head"
     order = 50
     papers = {"h2o": Claimant("Section 3 (H2O eviction: heavy hitters plus recent tokens, half each)", {"share": 0.5})}
+    diff_tolerance = 1  # one position, the split's rounding
 
     VALID = [
         '''

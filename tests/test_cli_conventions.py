@@ -33,7 +33,7 @@ def test_version_flag() -> None:
         assert result.exit_code == 0 and result.stdout == f"kvaudit {__version__}\n"
 
 
-@pytest.mark.parametrize("command", [[], ["check"], ["rules"], ["trace"], ["report"]])
+@pytest.mark.parametrize("command", [[], ["check"], ["rules"], ["trace"], ["report"], ["diff"]])
 def test_short_and_long_help_on_the_app_and_every_command(command: list[str]) -> None:
     short, long = run_cli(*command, "-h"), run_cli(*command, "--help")
     assert short.exit_code == long.exit_code == 0

@@ -39,11 +39,11 @@ def test_help_imports_typer_and_the_command_modules_only() -> None:
     modules = modules_after("--help")
     assert not tops(modules) & (NEVER | {"libcst", "rich", "pathspec"})
     assert {m for m in modules if m.startswith("kvaudit")} == {
-        "kvaudit", "kvaudit.defaults", "kvaudit.cli", "kvaudit.cli.check", "kvaudit.cli.report", "kvaudit.cli.rules",
-        "kvaudit.cli.trace", "kvaudit.cli.options", "kvaudit.cli.output"}  # output: stdlib only (broken pipes)
+        "kvaudit", "kvaudit.defaults", "kvaudit.cli", "kvaudit.cli.check", "kvaudit.cli.diff", "kvaudit.cli.report",
+        "kvaudit.cli.rules", "kvaudit.cli.trace", "kvaudit.cli.options", "kvaudit.cli.output"}  # output: stdlib only (broken pipes)
 
 
-@pytest.mark.parametrize("command", [["check", "--help"], ["trace", "-h"], ["report", "--help"]])
+@pytest.mark.parametrize("command", [["check", "--help"], ["trace", "-h"], ["report", "--help"], ["diff", "-h"]])
 def test_help_of_a_command_loads_neither_the_engine_nor_the_tracer(command: list[str]) -> None:
     modules = modules_after(*command)
     assert not tops(modules) & (NEVER | {"libcst", "rich"})
@@ -70,3 +70,14 @@ def test_check_of_a_press_loads_libcst_but_never_torch() -> None:
     modules = modules_after("check", str(STATIC_PRESSES / "alg2_modulo.py"))
     assert "libcst" in modules and not tops(modules) & NEVER
     assert not any(m.startswith("kvaudit.tracer") for m in modules)
+
+
+def test_diff_never_loads_libcst_or_the_tracer(tmp_path: Path) -> None:
+    document = {"schema": "kvaudit.trace/2", "model": {"arch": "llama", "layers": 8, "source": "tiny"}, "plan": [],
+                "grid": "", "presses": [{"name": "P", "path": "p.py", "status": "ok"}], "errors": []}
+    (tmp_path / "a.json").write_text(json.dumps(document), encoding="utf-8")
+    for fmt in ("terminal", "markdown", "json"):
+        modules = modules_after("diff", str(tmp_path / "a.json"), str(tmp_path / "a.json"), "-f", fmt)
+        assert "kvaudit.diff" in modules, fmt  # the list is not blind: the command ran
+        assert not tops(modules) & (NEVER | {"libcst", "pathspec"}), fmt
+        assert not any(m.startswith("kvaudit.tracer") for m in modules), fmt

@@ -81,6 +81,7 @@ def require_working_directory() -> None:
 
 # Each command module registers itself on `app` when imported; each is small and light.
 from . import check as _check  # noqa: E402,F401
+from . import diff as _diff  # noqa: E402,F401
 from . import report as _report  # noqa: E402,F401
 from . import rules as _rules  # noqa: E402,F401
 from . import trace as _trace  # noqa: E402,F401

@@ -12,11 +12,18 @@ from __future__ import annotations
 
 import sys
 from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from . import app
-from .options import Debug, FileFlags, TraceFlags, internal_errors, with_options
+from .options import Debug, FileFlags, TraceFlags, fail, internal_errors, with_options
+
+if TYPE_CHECKING:
+    from ..diff import Snapshot
+    from ..model import AuditResult
+    from ..tracer.options import TraceOptions
 
 
 class TraceFormat(str, Enum):
@@ -33,6 +40,12 @@ def trace(
         help="Files, directories or dotted module names, optionally ::ClassName (e.g. kvpress.presses.chunkkv_press).",
     ),
     output_format: TraceFormat = typer.Option(TraceFormat.terminal, "--format", "-f", help="Output format."),
+    baseline: Optional[Path] = typer.Option(
+        None, "--baseline", metavar="FILE", dir_okay=False,
+        help="A claims baseline (kvaudit.claims-baseline/1): exit 1 only on claims and defects worse than it holds."),
+    write_baseline: bool = typer.Option(
+        False, "--write-baseline", help="Write this run's claim verdicts, acceptances and defects to the --baseline "
+        "FILE and exit 0 (2 if a target could not be traced)."),
     debug: Debug = False,
     *,
     files: FileFlags,
@@ -45,7 +58,9 @@ def trace(
 
     options, settings = static_options(files, static_rules=False)
     options.debug = debug
-    result = run_pipeline(list(targets), options, settings, Stages(static_rules=False, trace=trace_flags.options()),
+    trace_options = trace_flags.options()
+    known = _read_baseline(baseline, write_baseline, trace_options)  # a bad baseline: exit 2 before any trace
+    result = run_pipeline(list(targets), options, settings, Stages(static_rules=False, trace=trace_options),
                           debug).result
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
@@ -64,4 +79,40 @@ def trace(
             from ..reporters.trace_terminal import render_trace_report
 
             render_trace_report(result, console())
+    if baseline is not None:
+        with internal_errors(", ".join(targets), debug):
+            code = _apply_baseline(result, baseline, known)
+        raise typer.Exit(code)
     raise typer.Exit(exit_code(result))
+
+
+def _read_baseline(path: Path | None, write: bool, options: TraceOptions) -> Snapshot | None:
+    """The claims baseline to gate on (None when writing one, or none given); exit 2 on a bad file or another grid."""
+    if path is None and write:
+        raise fail("--write-baseline needs --baseline FILE (the file to write)")
+    if path is None or write:
+        return None
+    from ..claims_baseline import open_baseline
+    from ..diff import DiffInputError
+    from ..source import printable
+
+    try:
+        return open_baseline(path, options)
+    except DiffInputError as err:
+        raise fail(printable(str(err))) from None
+
+
+def _apply_baseline(result: AuditResult, path: Path, known: Snapshot | None) -> int:
+    """Write the baseline (``known`` None), or gate the run on it; its lines on stderr; the exit code."""
+    from ..claims_baseline import apply_baseline
+    from ..diff import DiffInputError
+    from ..source import printable
+
+    try:
+        code, lines = apply_baseline(result, path, known)
+    except (DiffInputError, OSError) as err:
+        problem = f"cannot write {path}: {err.strerror or err}" if isinstance(err, OSError) else str(err)
+        raise fail(printable(problem)) from None
+    for line in lines:
+        typer.echo(printable(f"kvaudit: {line}"), err=True)
+    return code
