@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .analysis.index import ClassInfo, PressBase, ProjectIndex, module_name_of, source_root
 from .analysis.prefilter import TextScan, press_candidates, scan_text
-from .claims import claims_for
+from .claims import claims_for, paper_mentions
 from .config import ClaimOverride, apply_claim_overrides, ignored_for_path
 from .inherited import unread_base_warning
 from .mechanism import mechanism_by_id
@@ -89,6 +89,7 @@ def audit_press(index: ProjectIndex, press: ClassInfo, options: CheckOptions,
     span = press.source.span_of(press.tree)
     report.column, report.end_line, report.end_column = span.column, span.end_line, span.end_column
     report.claims = claims_for(press, index, options.forced_claims, notes)
+    report.mentions = paper_mentions(press, index)  # named in passing, or cited but unknown: no claims
     report.claims = apply_claim_overrides(press.name, report.path, press.line, report.claims,
                                           options.claim_overrides, options.config_root)
     context = PressContext(press=press, index=index, claims=report.claims)
