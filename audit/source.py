@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import ast
 import errno
-import io
 import os
 import re
 import stat
 import sys
-import tokenize
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache, cached_property
@@ -471,6 +469,8 @@ def _complexity(text: str) -> tuple[int, int, int]:
     f-string it splits into pieces, which changes little here); where it fails, with a scan of the
     raw text that counts what strings and comments hold too (an upper bound).
     """
+    import tokenize  # only for files this interpreter refused: not worth its import on start-up
+
     deepest = depth = lambdas = operators = 0
     most, at = 0, 1
     for kind, token, line in _tokens(text):
@@ -493,6 +493,9 @@ def _complexity(text: str) -> tuple[int, int, int]:
 
 def _tokens(text: str) -> Iterator[tuple[int, str, int]]:
     """(type, string, line) of each token: this interpreter's tokenizer, else a rough scan."""
+    import io
+    import tokenize
+
     try:
         found = [(t.type, t.string, t.start[0])
                  for t in tokenize.generate_tokens(io.StringIO(normalize_line_ends(text)).readline)]

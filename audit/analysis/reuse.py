@@ -45,7 +45,6 @@ from .flow import (
     KEY_SHARED,
     LAYER,
     OTHER,
-    POSITION_LABELS,
     SCORE,
     Blend,
     Branch,
