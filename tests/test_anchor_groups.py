@@ -138,3 +138,22 @@ def test_an_anchor_test_whose_followers_still_score_is_partial(tmp_path: Path) -
     [finding] = [f for f in press.findings if f.rule == "KVA102"]
     assert "is not behind a layer-group test, so follower layers still score" in finding.message
     assert "no constructor field sets the layer group" not in finding.message  # `anchors` does
+
+
+def test_asking_whether_there_is_a_layer_index_is_no_anchor_test(tmp_path: Path) -> None:
+    """`module.layer_idx is not None` holds on every layer: it does not pick layers, so the layers that
+    pass it are not anchors (the press scores on every layer and reads its own last selection)."""
+    press = _press(tmp_path, HEAD + '''
+    @dataclass
+    class HasIndex(BasePress):
+        press: ScorerPress = None
+
+        def compress(self, module, hidden_states, keys, values, attentions, kwargs):
+            if module.layer_idx is not None:
+                scores = self.press.score(module, hidden_states, keys, values, attentions, kwargs)
+                self.kept = scores.topk(8, dim=-1).indices
+            index = self.kept.unsqueeze(-1).expand(-1, -1, -1, keys.shape[-1])
+            return keys.gather(2, index), values.gather(2, index)
+    ''', "HasIndex")
+    assert press.verdicts[LAYER_INDEX_REUSE] != "implemented"
+    assert not [e for e in press.evidence if "(layer-group test)" in e.detail]

@@ -18,6 +18,7 @@ Labels carried by values:
     ``score``        derived from a ``score()`` result (scores, top-k indices, gathered positions)
     ``indices``      a selection of positions (``.indices``, ``argsort``)
     ``mask``         a selection written as a mask (``zeros_like(x).scatter_(-1, indices, 1)``)
+    ``anchor``       the layer's position compared with other values (``==``, ``<``, ``in``; not ``is``)
     ``attr:X``       read from ``self.X``
     ``own:X``        read from the layer's own entry of ``self.X`` (per-layer state)
     ``shared:X``     read from an entry of ``self.X`` that other layers can see
@@ -46,6 +47,7 @@ from .index import KVPRESS_MODEL, ClassInfo, PressBase, ProjectIndex, dotted
 from ..source import SourceFile
 
 LAYER, GROUP, OTHER, SCORE, INDICES, MASK = "layer", "group", "other-layer", "score", "indices", "mask"
+ANCHOR = "anchor"  # the layer's position compared with other values: `layer_idx == 0`, `in self.anchors`, `< n`
 POSITION_LABELS = frozenset({LAYER, GROUP, OTHER})
 SELECTION = frozenset({INDICES, MASK})  # what a selection is kept as: positions, or a mask over them
 SCORE_METHOD = "score"
@@ -451,7 +453,7 @@ class FlowAnalyzer:
         labels: dict[str, Labels] = {}
         for store in self.facts.stores:
             if not store.is_reset and store.labels & POSITION_LABELS:
-                labels[store.attr] = labels.get(store.attr, EMPTY) | (store.labels & POSITION_LABELS)
+                labels[store.attr] = labels.get(store.attr, EMPTY) | (store.labels & (POSITION_LABELS | {ANCHOR}))
         if labels:
             self._field_labels = labels
             self.facts = FlowFacts(per_layer_object=self.model.per_layer_state)
@@ -906,7 +908,9 @@ class FlowAnalyzer:
 
     def _comparison(self, frame: _Frame, node: cst.Comparison, context: Context) -> Labels:
         labels = self._expr_state(frame, node.left, context)
+        compares = False  # by value: `is None` asks whether there is a position, not which it is
         for target in node.comparisons:
+            compares = compares or not isinstance(target.operator, (cst.Is, cst.IsNot))
             membership = isinstance(target.operator, (cst.In, cst.NotIn))
             attr = self._self_attr(frame, target.comparator) if membership else None
             if attr is not None:  # `key in self.x`: whose entry is there, or is the layer among fixed ones?
@@ -918,7 +922,7 @@ class FlowAnalyzer:
                 labels = labels | read
                 continue
             labels |= self._expr_state(frame, target.comparator, context)
-        return labels
+        return labels | {ANCHOR} if compares and labels & {LAYER, OTHER} else labels
 
     def _expr_state(self, frame: _Frame, node: cst.BaseExpression, context: Context) -> Labels:
         """Operands of `is None` / `in` checks on ``self.x`` are state checks, not uses."""

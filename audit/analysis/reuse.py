@@ -35,6 +35,7 @@ else:  # libcst is imported on first use (start-up cost)
     from ..lazy_libcst import cst
 
 from .flow import (
+    ANCHOR,
     GROUP,
     INDICES,
     MASK,
@@ -390,7 +391,7 @@ class _Judge:
         group = []
         for branch in self.facts.branches:
             labels = branch.labels
-            own = own_in(branch.state) & self.state_attrs if not self.facts.per_layer_object else own_in(branch.state)
+            own = own_in(branch.state) & self.state_attrs  # a list set up in the constructor is no state
             cross = cross_in(branch.state) & self.state_attrs
             if GROUP in labels:
                 kind = "layer-group test"
@@ -400,7 +401,7 @@ class _Judge:
                 self.evidence.add(LAYER_CHECK, branch.source, branch.node,
                                   f"`{snippet(branch.source, branch.node)}` (layer-group test): {sides[id(branch.node)]}")
                 continue
-            elif own and self.facts.per_layer_object and not labels & {LAYER, OTHER}:
+            elif own and self.facts.per_layer_object:
                 continue  # on an object built for each layer all state is per-layer: not worth a line each
             elif own and not self.facts.per_layer_object:
                 names = sorted(own)
@@ -439,7 +440,7 @@ class _Judge:
         candidates: dict[int, Cond] = {}
         for site in [*selectors, *reads]:
             for cond in site.context:
-                if (cond.labels & {LAYER, OTHER} and GROUP not in cond.labels
+                if (ANCHOR in cond.labels and GROUP not in cond.labels
                         and not (own_in(cond.labels) | cross_in(cond.labels)) & self.state_attrs):
                     candidates.setdefault(id(cond.node), cond)
         found: dict[int, str] = {}
