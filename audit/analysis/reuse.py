@@ -38,15 +38,15 @@ from .flow import (
     ANCHOR,
     GROUP,
     INDICES,
-    MASK,
-    SELECTION,
     KEY_GROUP,
     KEY_OTHER,
     KEY_OWN,
     KEY_SHARED,
     LAYER,
+    MASK,
     OTHER,
     SCORE,
+    SELECTION,
     Blend,
     Branch,
     Cond,
@@ -249,7 +249,6 @@ class _Judge:
         self.state_attrs = {s.attr for s in facts.stores if s.on_path
                             and s.method.rsplit(".", 1)[-1] not in _CONSTRUCTION}
         self.notes: list[str] = []
-        self.groups: frozenset[int] = frozenset()  # anchor-layer tests found to split the work (ids of nodes)
 
     # -- reuse parameters --------------------------------------------------------------------
     def reuse_fields(self) -> list[str]:
@@ -311,7 +310,7 @@ class _Judge:
     def caches(self, blended: dict[str, Blend]) -> list[str]:
         selection = [s for s in self.data_stores if s.labels & ({SCORE} | SELECTION)]
         found = sorted({s.attr for s in selection for r in self.value_reads
-                        if r.attr == s.attr and _crosses(s, r) and self._fetches(s.attr, r)} - set(blended))
+                        if r.attr == s.attr and _crosses(s, r) and self.fetches(s.attr, r)} - set(blended))
         for attr in found:
             store = next(s for s in selection if s.attr == attr)
             what = _held_data([s for s in selection if s.attr == attr])
@@ -319,13 +318,13 @@ class _Judge:
                 detail = f"{_shown(attr)} keeps {what} across calls"
             else:
                 reader = next(r for r in self.value_reads if r.attr == attr and _crosses(store, r)
-                              and self._fetches(attr, r))
+                              and self.fetches(attr, r))
                 whose = "its layer group's" if KEY_GROUP in (store.key, reader.key) else "another layer's"
                 detail = f"{_shown(attr)} keeps {what} that later layers read as {whose} entry{_key_text(reader)}"
             self.evidence.add(INDEX_CACHE, store.source, store.node, detail)
         return found
 
-    def _fetches(self, attr: str, read: Read) -> bool:
+    def fetches(self, attr: str, read: Read) -> bool:
         """Whether ``read`` takes data out of ``attr``: for a slot published through calls on an object
         whose code the run lacks, only a fetch does (`self.stats is not None`, `self.stats.config`
         look at the object)."""
@@ -403,7 +402,7 @@ class _Judge:
                 continue
             elif own and self.facts.per_layer_object:
                 continue  # on an object built for each layer all state is per-layer: not worth a line each
-            elif own and not self.facts.per_layer_object:
+            elif own:
                 names = sorted(own)
                 counters = [n for n in names if n in self.counters]
                 if counters:
@@ -433,7 +432,7 @@ class _Judge:
         scores: list[Site] = [site for site in self.facts.score_sites if site.on_path]
         writes: list[Site] = [s for s in self.data_stores if s.attr in caches and s.labels & ({SCORE} | SELECTION)]
         reads = [r for r in self.value_reads if r.attr in caches
-                 and any(_crosses(s, r) and self._fetches(r.attr, r) for s in self.stores_of.get(r.attr, ()))]
+                 and any(_crosses(s, r) and self.fetches(r.attr, r) for s in self.stores_of.get(r.attr, ()))]
         selectors = scores + writes
         if not selectors or not reads:
             return {}
@@ -511,7 +510,7 @@ def analyse_reuse(index: ProjectIndex, press: ClassInfo, facts: FlowFacts) -> Re
     # Followers read the cache: a value read that the score() guard's leader side does not enclose.
     follower_reads = [
         read for read in judge.value_reads if read.attr in caches
-        and any(_crosses(s, read) and judge._fetches(read.attr, read) for s in judge.stores_of[read.attr])
+        and any(_crosses(s, read) and judge.fetches(read.attr, read) for s in judge.stores_of[read.attr])
         and any(not _under(read.context, _guard_of(site, groups)) for site in guarded)
     ]
     all_guarded = bool(facts.score_sites) and not unguarded
