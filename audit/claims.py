@@ -5,10 +5,18 @@ a paper's ``claims`` are the mechanisms that list it.
 
 A citation is an arXiv id (bare or inside an arxiv.org URL) or one of the paper's names.
 It is looked for, in this order, in the class docstring, the module docstring, the
-module's comments and the class name; the first place that cites a registered paper
-decides, so a SnapKV press in a ChunkKV module stays quiet. Example code in a docstring
+module's comments and the class name; the first place that cites a paper decides, so a
+SnapKV press in a ChunkKV module stays quiet. Example code in a docstring
 (``ComposedPress([SnapKVPress(0.5)])``, doctest lines, an "Examples" section) is usage,
 not a citation, and is skipped.
+
+A passing mention is not a citation either: a paper named after "e.g.", "such as",
+"unlike", "in contrast to", "related to", "inspired by", "similar to" (and the like), up to
+the end of that phrase's clause or of the list it introduces, is a relation. It gives no
+claims; it is recorded (:class:`~kvaudit.model.PaperMention`) and shown. An explicit arXiv id
+(``arXiv 2509.00388``, ``arxiv.org/abs/...``) of a paper the registry does not know is a
+citation all the same: the press cites that paper, not a registered one named later, and
+the output says that the registry does not know it.
 
 Every claim keeps its origin as parts (:class:`~kvaudit.model.ClaimOrigin`): a citation
 (where, which paper), a configuration override (which entry of which file), ``--claim``, or the
@@ -24,20 +32,21 @@ from __future__ import annotations
 import ast
 import re
 import tomllib
-from dataclasses import dataclass
+import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import cache, cached_property, lru_cache
-from typing import TYPE_CHECKING
 from importlib.resources import files
+from typing import TYPE_CHECKING
 
 from .analysis.index import ClassInfo, ProjectIndex, docstring_constant
+from .model import CITATION, CONFIG_OVERRIDE, CONTRACT, OPTION, RELATION, UNREGISTERED, Claim, ClaimOrigin, PaperMention
+from .source import SourceFile, split_lines
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from .config import ClaimOverride
-from .model import CITATION, CONFIG_OVERRIDE, CONTRACT, OPTION, Claim, ClaimOrigin
-from .source import split_lines
 
 REGISTRY = "papers.toml"  # a data file of kvaudit.rules, read with importlib.resources
 FORCED_PLACE = "--claim"
@@ -98,12 +107,185 @@ def known_claims() -> set[str]:
     return {mechanism.id for mechanism in all_mechanisms()}
 
 
-def _first_citation(text: str) -> tuple[Paper, int] | None:
-    hits = [(m.start(), paper) for paper in load_registry() if (m := paper.pattern.search(text))]
+# -- citations and passing mentions -----------------------------------------------------------
+# An arXiv id in any of the forms papers are cited by: "arXiv 2509.00388", "arXiv:2509.00388v2",
+# "https://arxiv.org/abs/2509.00388", "arxiv.org/pdf/2507.08143v1".
+_ARXIV = re.compile(r"arxiv(?:\.org/(?:abs|pdf)/|[ \t]*:?[ \t]*)(\d{4}\.\d{4,5})", re.IGNORECASE)
+# Phrases after which a paper is named in passing: an example, a contrast, a relation.
+_RELATION = re.compile(
+    r"(?<![\w-])(e\.g\.|for example|for instance|such as|unlike|as opposed to|in contrast (?:with|to)|"
+    r"contrast(?:ed|s)? (?:with|to)|related to|inspired by|similar to|compared? (?:with|to)|cf\.|see also)(?![\w-])",
+    re.IGNORECASE)
+# Words before a full stop that does not end a sentence.
+_ABBREVIATIONS = frozenset({"e.g", "i.e", "cf", "al", "etc", "vs", "fig", "eq", "sec", "no", "resp"})
+_BULLET = re.compile(r"^[ \t]*(?:[-*\u2022]|\d+[.)])[ \t]")
+_WORD = re.compile(r"[A-Za-z]+")
+_BLANK_LINE = re.compile(r"\n[ \t]*(?:\n|$)")
+
+
+@dataclass(frozen=True)
+class _Hit:
+    """A paper named in a text: a registered one (``paper``), or an arXiv id it does not have."""
+
+    start: int
+    paper: Paper | None
+    arxiv: str = ""
+    relation: str = ""  # the phrase that makes it a passing mention; "" for a citation
+
+    @property
+    def label(self) -> str:
+        return self.paper.label if self.paper is not None else f"arXiv {self.arxiv}"
+
+
+def _scope_end(text: str, start: int) -> int:
+    """Where the passing mention that a phrase ending at ``start`` introduces ends: at the end of its
+    sentence or clause (a full stop, a semicolon, a blank line, the bracket it sits in closing, a comma
+    that goes on with other words than names: "Unlike SnapKV, this press ..."), or, for a phrase
+    that ends its line ("such as"), after the bullet list below it."""
+    line_end = text.find("\n", start)
+    line_end = len(text) if line_end < 0 else line_end
+    if not text[start:line_end].strip(" \t:"):
+        end = line_end
+        while end < len(text):
+            following = text.find("\n", end + 1)
+            following = len(text) if following < 0 else following
+            if not _BULLET.match(text[end + 1 : following]):
+                break
+            end = following
+        if end > line_end:
+            return end
+    depth = 0
+    for i in range(start, len(text)):
+        char = text[i]
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+            if depth < 0:
+                return i
+        elif depth > 0:
+            continue
+        elif char == "\n" and _BLANK_LINE.match(text, i):
+            return i
+        elif char in ".;!?" and (i + 1 == len(text) or text[i + 1].isspace()):
+            before = re.search(r"[\w.]*$", text[start:i]).group().lower()
+            if char != "." or before not in _ABBREVIATIONS:
+                return i
+        elif char == ",":
+            word = _WORD.match(text[i + 1 :].lstrip())
+            if word is not None and word.group().islower() and word.group() not in ("and", "or"):
+                return i
+    return len(text)
+
+
+def _hits(text: str) -> list[_Hit]:
+    """Every paper ``text`` names, in order, each marked as a citation or a passing mention."""
+    registry = load_registry()
+    known = {paper.arxiv for paper in registry if paper.arxiv}
+    hits = [_Hit(m.start(), paper) for paper in registry for m in paper.pattern.finditer(text)]
+    hits += [_Hit(m.start(), None, m.group(1)) for m in _ARXIV.finditer(text) if m.group(1) not in known]
     if not hits:
-        return None
-    offset, paper = min(hits, key=lambda hit: hit[0])
-    return paper, offset
+        return []
+    spans = [(m.end(), _scope_end(text, m.end()), m.group(1).lower()) for m in _RELATION.finditer(text)]
+    marked = []
+    for hit in sorted(hits, key=lambda h: h.start):
+        phrase = next((phrase for start, end, phrase in spans if start <= hit.start < end), "")
+        marked.append(_Hit(hit.start, hit.paper, hit.arxiv, phrase))
+    return marked
+
+
+@dataclass
+class Citations:
+    """What a press's own documentation cites first, and the papers it names in passing on the way.
+
+    ``paper`` is None and ``arxiv`` set when the first citation is of an arXiv id the registry
+    does not know; both empty when it cites nothing.
+    """
+
+    paper: Paper | None = None
+    arxiv: str = ""
+    where: str = ""
+    line: int = 0
+    relations: list[PaperMention] = field(default_factory=list)
+
+    @property
+    def cites(self) -> bool:
+        return self.paper is not None or bool(self.arxiv)
+
+
+_CITATIONS: weakref.WeakKeyDictionary[ClassInfo, Citations] = weakref.WeakKeyDictionary()
+
+
+def read_citations(press: ClassInfo) -> Citations:
+    """The citation of ``press``'s own class docstring, module docstring, comments or name (the first
+    place that cites decides) and the passing mentions in the places read; memoised per class."""
+    found = _CITATIONS.get(press)
+    if found is None:
+        found = _CITATIONS[press] = _read_citations(press)
+    return found
+
+
+# (where, the hit that cites, its line) and the passing mentions of one place.
+_Place = tuple[tuple[str, "_Hit", int] | None, list[PaperMention]]
+
+
+def _scan(where: str, text: str, first_line: int) -> _Place:
+    """The first citation of one place (a docstring, a comment) and the passing mentions it holds."""
+    cited = None
+    relations: list[PaperMention] = []
+    for hit in _hits(text):
+        line = first_line + text.count("\n", 0, hit.start)
+        if hit.relation:
+            relations.append(PaperMention(RELATION, hit.label, where, line, hit.paper.key if hit.paper else "",
+                                          hit.relation))
+        elif cited is None:
+            cited = (where, hit, line)
+    return cited, relations
+
+
+# Per file, once: every class of a file, and every press whose bases live in it, reads the same
+# module docstring and comments (a file with hundreds of presses must not scan them hundreds of times).
+_MODULE_PLACES: weakref.WeakKeyDictionary[SourceFile, list[_Place]] = weakref.WeakKeyDictionary()
+
+
+def _module_places(source: SourceFile) -> list[_Place]:
+    """The module docstring's and each comment's citation and mentions, up to the first place that cites."""
+    found = _MODULE_PLACES.get(source)
+    if found is None:
+        found = []
+        node = docstring_constant(source.tree.body)
+        texts = [("module docstring", strip_example_code(source.segment(node.lineno, node.end_lineno or node.lineno)),
+                  node.lineno)] if node is not None else []
+        for where, text, first_line in [*texts, *(("comment", c, n) for n, c in _comment_lines(source.text))]:
+            place = _scan(where, text, first_line)
+            if place[0] is not None or place[1]:
+                found.append(place)
+            if place[0] is not None:
+                break
+        _MODULE_PLACES[source] = found
+    return found
+
+
+def _read_citations(press: ClassInfo) -> Citations:
+    result = Citations()
+    node = press.docstring_node()
+    places = [_scan("class docstring", strip_example_code(press.source.segment(node.lineno, node.end_lineno or node.lineno)),
+                    node.lineno)] if node is not None else []
+    seen: set[str] = set()
+    for cited, relations in [*places, *_module_places(press.source)]:
+        for mention in relations:
+            if mention.label not in seen:
+                seen.add(mention.label)
+                result.relations.append(mention)
+        if cited is not None:
+            where, hit, line = cited
+            result.paper, result.arxiv, result.where, result.line = hit.paper, hit.arxiv, where, line
+            return result
+    # In an identifier a name may follow other words: `MyChunkKVPress` cites ChunkKV.
+    named = [paper for paper in load_registry() if any(name in press.name for name in paper.names)]
+    if named:
+        result.paper, result.where, result.line = named[0], "class name", press.line
+    return result
 
 
 def _comment_lines(text: str) -> list[tuple[int, str]]:
@@ -194,49 +376,44 @@ def strip_example_code(text: str) -> str:
                      for line, kept in zip(lines, keep))
 
 
-@lru_cache(maxsize=32)
-def _comment_citation(text: str) -> tuple[Paper, str, int] | None:
-    # Memoised: every class of a file, and every press whose bases live in it, asks again.
-    for number, comment in _comment_lines(text):
-        found = _first_citation(comment)
-        if found:
-            return found[0], "comment", number
-    return None
-
-
 def find_paper(press: ClassInfo) -> tuple[Paper, str, int] | None:
-    """The paper ``press`` cites, where, and on which line (read from the ``ast`` index)."""
-    source = press.source
-    docstrings = (("class docstring", press.docstring_node()), ("module docstring", docstring_constant(source.tree.body)))
-    for where, node in docstrings:
-        if node is None:
-            continue
-        raw = strip_example_code(source.segment(node.lineno, node.end_lineno or node.lineno))
-        found = _first_citation(raw)
-        if found:
-            paper, offset = found
-            return paper, where, node.lineno + raw.count("\n", 0, offset)
-    in_comment = _comment_citation(source.text)
-    if in_comment is not None:
-        return in_comment
-    # In an identifier a name may follow other words: `MyChunkKVPress` cites ChunkKV.
-    named = [paper for paper in load_registry() if any(name in press.name for name in paper.names)]
-    if named:
-        return named[0], "class name", press.line
+    """The registered paper ``press`` cites, where, and on which line (read from the ``ast`` index)."""
+    cited = read_citations(press)
+    return (cited.paper, cited.where, cited.line) if cited.paper is not None else None
+
+
+def _nearest_citation(press: ClassInfo, index: ProjectIndex) -> tuple[Citations, str, int] | None:
+    """The citation of ``press``, or else of its nearest base class that cites a paper, known or not
+    (a press that cites a paper the registry lacks does not inherit its base's): with where and line."""
+    cited = read_citations(press)
+    if cited.cites:
+        return cited, cited.where, cited.line
+    for base in index.mro(press)[1:]:
+        inherited = read_citations(base)
+        if inherited.cites:
+            return inherited, f"inherited from {base.name} ({inherited.where})", press.line
     return None
 
 
 def find_paper_in_hierarchy(press: ClassInfo, index: ProjectIndex) -> tuple[Paper, str, int] | None:
-    """The paper ``press`` cites, or else the one its nearest base class cites."""
-    cited = find_paper(press)
-    if cited is not None:
-        return cited
-    for base in index.mro(press)[1:]:
-        inherited = find_paper(base)
-        if inherited is not None:
-            paper, where, _ = inherited
-            return paper, f"inherited from {base.name} ({where})", press.line
-    return None
+    """The registered paper ``press`` cites, or else the one its nearest citing base class cites."""
+    nearest = _nearest_citation(press, index)
+    if nearest is None or nearest[0].paper is None:
+        return None
+    return nearest[0].paper, nearest[1], nearest[2]
+
+
+def paper_mentions(press: ClassInfo, index: ProjectIndex) -> list[PaperMention]:
+    """Papers ``press``'s documentation names in passing, and its citation (its own or inherited) of a
+    paper the registry does not know: shown with the press, never a source of claims."""
+    mentions = list(read_citations(press).relations)
+    nearest = _nearest_citation(press, index)
+    if nearest is not None and nearest[0].paper is None:
+        cited, where, line = nearest
+        if not where.startswith("inherited"):
+            line = cited.line
+        mentions.append(PaperMention(UNREGISTERED, f"arXiv {cited.arxiv}", where, line))
+    return mentions
 
 
 def paper_of_claim(claim: str) -> Paper | None:

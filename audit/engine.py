@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .analysis.index import ClassInfo, PressBase, ProjectIndex, module_name_of, source_root
 from .analysis.prefilter import PRESS_SUFFIX, TextScan, press_candidates, scan_text
-from .claims import find_paper, press_claims
+from .claims import find_paper, paper_mentions, press_claims
 from .config import ClaimOverride, ignored_for_path
 from .inherited import unread_base_warning
 from .mechanism import mechanism_by_id
@@ -92,6 +92,7 @@ def audit_press(index: ProjectIndex, press: ClassInfo, options: CheckOptions,
     report.column, report.end_line, report.end_column = span.column, span.end_line, span.end_column
     report.claims = press_claims(press, index, options.forced_claims, options.claim_overrides, options.config_root,
                                  notes)
+    report.mentions = paper_mentions(press, index)  # named in passing, or cited but unknown: no claims
     if not options.static_rules:  # `kvaudit trace`: the claims only, for the tracer to check
         return report
     context = PressContext(press=press, index=index, claims=report.claims)

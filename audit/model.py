@@ -142,6 +142,32 @@ class Claim:
         return f"{press} is held by {self.origin.place} to"
 
 
+# How a press names a paper without being held to its claims (PaperMention.kind).
+RELATION = "relation"  # a passing mention: "related to H2O", "e.g. SnapKV's attention weights"
+UNREGISTERED = "unregistered-citation"  # an explicit citation of a paper the registry does not know
+
+
+@dataclass(frozen=True)
+class PaperMention:
+    """A paper the press's documentation names that gives it no claims: a passing mention
+    (``phrase`` says which), or its citation of an arXiv id the registry does not have."""
+
+    kind: str  # RELATION | UNREGISTERED
+    label: str  # "H2O (arXiv 2306.14048)", "arXiv 2509.00388"
+    place: str  # "class docstring", "inherited from KVzipPress (class docstring)"
+    line: int
+    paper: str = ""  # the registry key of a registered paper ("h2o"); "" for an unknown one
+    phrase: str = ""  # what makes it a passing mention: "related to", "e.g."
+
+    @property
+    def text(self) -> str:
+        """One line for the terminal and the report."""
+        if self.kind == RELATION:
+            return (f'mentions {self.label} ("{self.phrase}", {self.place}, line {self.line}): '
+                    "a relation, not a citation; no claims taken from it")
+        return f"cites {self.label} ({self.place}, line {self.line}), which the registry does not know"
+
+
 @dataclass(frozen=True)
 class Defect:
     """A dynamic defect seen by the tracer (stale-indices, batch-row-0, crash)."""
@@ -308,6 +334,8 @@ class PressReport:
     evidence: list[Evidence] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     trace: PressTrace | None = None
+    # Papers its documentation names without citing them, or cites without the registry knowing them.
+    mentions: list[PaperMention] = field(default_factory=list)
     # Where the class ends (its `class` statement to its last line): the region of the trace's findings.
     column: int = 1
     end_line: int | None = None

@@ -8,6 +8,12 @@ Two parses, each where it pays:
 Node positions (libcst's PositionProvider, about 1 s for those files) are resolved later
 still: only for files that report evidence or findings. Both are done class by class,
 never for a whole large file (see :meth:`SourceFile.class_node`).
+
+libcst parses with the newest Python grammar it knows, whatever interpreter runs kvaudit. A
+file that this interpreter's ``ast`` refuses but that grammar accepts (a PEP 701 f-string such
+as ``f"{x["k"]}"`` on Python 3.11) is valid code: it is audited, its ``ast`` tree built from a
+copy in which each construct too new for this interpreter is replaced, in place and at the
+same lines and columns, by an older equivalent (see :func:`_older_syntax`).
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ import errno
 import os
 import re
 import stat
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,16 +48,45 @@ class EmptySourceError(SourceError):
     """A file with nothing in it: bad input when named, a normal sight inside a package."""
 
 
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+@cache
+def newest_grammar() -> str:
+    """The newest Python grammar libcst knows (``"3.15"`` with libcst 1.9), which every file is parsed with."""
+    return max(cst.KNOWN_PYTHON_VERSION_STRINGS, key=_version_key)
+
+
+@cache
+def _parser_config() -> cst.PartialParserConfig:
+    return cst.PartialParserConfig(python_version=newest_grammar())
+
+
+def _running_python() -> str:
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
 def _libcst_parse(text: str, first_line: int = 1) -> cst.Module:
-    """Parse ``text`` with libcst; raises :class:`SourceError` with the file's line numbers."""
+    """Parse ``text`` with libcst's newest grammar; raises :class:`SourceError` with the file's line numbers."""
     try:
-        return cst.parse_module(text)
+        return cst.parse_module(text, config=_parser_config())
     except cst.ParserSyntaxError as err:
-        reason = re.sub(r"^(parser error: )?(error at \d+:\d+: )?", "", str(err.message).splitlines()[0])
-        line = err.raw_line + first_line - 1
-        raise SourceError(f"syntax error at line {line}, column {err.raw_column + 1}: {reason}") from None
+        line, column, reason = _libcst_error(err)
+        raise SourceError(f"syntax error at line {line + first_line - 1}, column {column}: {reason} "
+                          f"(parsed as Python {newest_grammar()})") from None
     except RecursionError:
         raise SourceError("too deeply nested to parse") from None
+
+
+def _libcst_error(err: cst.ParserSyntaxError) -> tuple[int, int, str]:
+    """(line, 1-based column, reason) of a libcst parse error: the place its message names, else its raw one."""
+    message = str(err.message).splitlines()[0]
+    at = re.search(r"error at (\d+):(\d+): ", message)
+    reason = re.sub(r"^((parser|tokenizer) error: )?(error at \d+:\d+: )?", "", message)
+    if at is not None:
+        return int(at.group(1)), int(at.group(2)) + 1, reason
+    return err.raw_line, err.raw_column + 1, reason
 
 
 @dataclass(eq=False)
@@ -406,12 +442,172 @@ def parse_source(path: Path, display: str, text: str) -> SourceFile:
     except SyntaxError as err:
         if "too many" in str(err.msg) or "nested" in str(err.msg):
             raise SourceError(f"too deeply nested to parse (line {err.lineno}): {err.msg}") from None
-        raise SourceError(f"syntax error at line {err.lineno}, column {err.offset or 1}: {err.msg}") from None
+        tree = _parse_newer_syntax(text, display, err)
     except (RecursionError, MemoryError):
         raise SourceError("too deeply nested to parse") from None
     except ValueError as err:  # e.g. source that holds NUL characters after decoding
         raise SourceError(f"cannot parse: {err}") from None
     return SourceFile(path=path, display=display, text=text, tree=tree)
+
+
+# libcst's native parser overflows the C stack (a crash, not an exception) on code nested a
+# thousand or so levels deep, and its time grows much faster than linearly with the length of
+# one operator chain (5,000 `+` in one statement: 27 s). CPython stops such code with a clean
+# error; but a file it refused for another reason may hold it further on: it is measured first.
+_MAX_NESTING = 200  # brackets, as CPython's limit; and `lambda`s in one statement
+_MAX_OPERATORS = 1000  # operators and attribute dots in one statement (libcst: about 1 s)
+_OPERATORS = frozenset({"+", "-", "*", "/", "%", "@", "&", "|", "^", "<<", ">>", "**", "//", ".", "<", ">", "==",
+                        "!=", "<=", ">=", "~", "and", "or", "if", "else", "not", "in", "is", "await"})
+_NAIVE_TOKEN = re.compile(r"[(\[{]|[)\]}]|\blambda\b|\\\n|\n|\b(?:and|or|if|else|not|in|is|await)\b|"
+                          r"\*\*|//|<<|>>|[<>=!]=|[-+*/%@&|^~<>.]")
+
+
+def _complexity(text: str) -> tuple[int, int, int]:
+    """(deepest nesting, most operators in one statement, its line): what libcst's parser chokes on.
+
+    Read with this interpreter's tokenizer, which knows where strings and comments are (a newer
+    f-string it splits into pieces, which changes little here); where it fails, with a scan of the
+    raw text that counts what strings and comments hold too (an upper bound).
+    """
+    import tokenize  # only for files this interpreter refused: not worth its import on start-up
+
+    deepest = depth = lambdas = operators = 0
+    most, at = 0, 1
+    for kind, token, line in _tokens(text):
+        if kind == tokenize.NEWLINE or (kind == tokenize.NL and depth == 0):
+            lambdas = operators = 0
+        elif token in ("(", "[", "{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in (")", "]", "}"):
+            depth = max(0, depth - 1)
+        elif token == "lambda":
+            lambdas += 1
+            deepest = max(deepest, lambdas)
+        elif token in _OPERATORS and kind in (tokenize.OP, tokenize.NAME):
+            operators += 1
+            if operators > most:
+                most, at = operators, line
+    return deepest, most, at
+
+
+def _tokens(text: str) -> Iterator[tuple[int, str, int]]:
+    """(type, string, line) of each token: this interpreter's tokenizer, else a rough scan."""
+    import io
+    import tokenize
+
+    try:
+        found = [(t.type, t.string, t.start[0])
+                 for t in tokenize.generate_tokens(io.StringIO(normalize_line_ends(text)).readline)]
+    except (tokenize.TokenError, SyntaxError, ValueError):  # IndentationError is a SyntaxError
+        found = None
+    if found is not None:
+        yield from found
+        return
+    line = 1
+    for match in _NAIVE_TOKEN.finditer(normalize_line_ends(text)):
+        token = match.group()
+        if token == "\n":
+            line += 1
+            yield tokenize.NL, token, line - 1
+        elif token.startswith("\\"):  # a backslash continuation: no token, one more line
+            line += 1
+        else:
+            yield (tokenize.NAME if token[0].isalpha() else tokenize.OP), token, line
+
+
+def _parse_newer_syntax(text: str, display: str, err: SyntaxError) -> ast.Module:
+    """The ``ast`` tree of a file this interpreter's parser refused with ``err``, if the newest
+    grammar libcst knows accepts it; else :class:`SourceError` naming that grammar."""
+    version = newest_grammar()
+    deepest, operators, line = _complexity(text)
+    if deepest > _MAX_NESTING:
+        raise SourceError(f"too deeply nested to parse (over {_MAX_NESTING} levels; refused by Python "
+                          f"{_running_python()} at line {err.lineno}: {err.msg})")
+    if operators > _MAX_OPERATORS:
+        raise SourceError(f"too complex to parse (a statement of over {_MAX_OPERATORS} operators at line {line}; "
+                          f"refused by Python {_running_python()} at line {err.lineno}: {err.msg})")
+    try:
+        module = cst.parse_module(text, config=_parser_config())
+    except cst.ParserSyntaxError as newer:
+        # CPython's messages are the clearer ones; but an f-string it calls an error may be valid
+        # in newer Pythons, the real error lying elsewhere: then libcst's place is the right one.
+        if str(err.msg).startswith("f-string"):
+            line, column, reason = _libcst_error(newer)
+        else:
+            line, column, reason = err.lineno, err.offset or 1, err.msg
+        raise SourceError(f"syntax error at line {line}, column {column}: {reason} (parsed as Python {version})") from None
+    except RecursionError:
+        raise SourceError("too deeply nested to parse") from None
+    older = _older_syntax(module, text)
+    try:
+        return ast.parse(older, filename=display)
+    except (SyntaxError, RecursionError, MemoryError, ValueError) as still:
+        where = f" at line {still.lineno}" if isinstance(still, SyntaxError) else ""
+        raise SourceError(f"valid Python {version}, but uses syntax{where} that kvaudit cannot index on "
+                          f"Python {_running_python()}: {getattr(still, 'msg', None) or error_line(still)}") from None
+
+
+def _older_syntax(module: cst.Module, text: str) -> str:
+    """``text`` with each construct too new for this interpreter replaced by an older one at the same
+    lines and columns, for the ``ast`` index only (the analysis reads libcst's tree of the real code).
+
+    - f-strings and t-strings (PEP 701 quotes and nesting, PEP 750): an empty string literal;
+    - type parameters (PEP 695 ``def f[T]``, ``class C[T]``): blanks;
+    - ``type X = ...`` statements (PEP 695): ``pass``.
+    """
+    from libcst.metadata import MetadataWrapper, PositionProvider
+
+    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
+    positions = wrapper.resolve(PositionProvider)
+    replacements: list[tuple[object, str]] = []
+
+    class Finder(cst.CSTVisitor):
+        def visit_FormattedString(self, node: cst.FormattedString) -> bool:
+            replacements.append((positions[node], "string"))
+            return False  # nested f-strings go with the outer one
+
+        def visit_TemplatedString(self, node) -> bool:
+            replacements.append((positions[node], "string"))
+            return False
+
+        def visit_TypeParameters(self, node) -> bool:
+            replacements.append((positions[node], "blank"))
+            return False
+
+        def visit_TypeAlias(self, node) -> bool:
+            replacements.append((positions[node], "pass"))
+            return False
+
+    wrapper.module.visit(Finder())
+    lines = split_lines(text)
+    for where, kind in replacements:
+        _blank(lines, where.start.line, where.start.column, where.end.line, where.end.column, kind)
+    return "\n".join(lines)
+
+
+def _blank(lines: list[str], first: int, start: int, last: int, end: int, kind: str) -> None:
+    """Overwrite lines ``first..last`` (1-based) from column ``start`` to ``end`` (0-based, exclusive)
+    with a placeholder of the same shape: line ends stay, so every line number does too."""
+    spans = [(n, start if n == first else 0, end if n == last else len(lines[n - 1])) for n in range(first, last + 1)]
+    for n, lo, hi in spans:
+        lines[n - 1] = lines[n - 1][:lo] + " " * (hi - lo) + lines[n - 1][hi:]
+    (n0, lo0, hi0), (n1, _, hi1) = spans[0], spans[-1]
+
+    def put(n: int, column: int, text: str) -> None:
+        lines[n - 1] = lines[n - 1][:column] + text + lines[n - 1][column + len(text):]
+
+    if kind == "pass":
+        put(n0, lo0, "pass")  # the statement's other lines (inside its brackets) become blank lines
+    elif kind == "string" and n0 == n1:
+        put(n0, lo0, '""')
+    elif kind == "string":  # `("" … )`: inside brackets, the blanked lines between are allowed
+        put(n0, lo0, '(""')
+        put(n1, hi1 - 1, ")")
+    elif n0 != n1:  # type parameters over several lines: continue each line
+        for n, _, hi in spans[:-1]:
+            if hi > 0:
+                put(n, hi - 1, "\\")
 
 
 def load_source(path: Path, display: str | None = None, max_bytes: int | None = DEFAULT_MAX_FILE_BYTES) -> SourceFile:

@@ -31,7 +31,10 @@ from ..model import Finding, Severity
 from ..rule import PressContext, Rule
 
 _ROW_ZERO_TEXT = re.compile(r"\[\s*0\s*[\],]")
-_SINK_TEXT = re.compile(r"expand|repeat|broadcast_to|gather|\[\s*:|\[\s*\.\.\.")
+_SINK_TEXT = re.compile(r"expand|repeat|broadcast_to|gather|index_select|scatter|masked_fill|where\(|\[\s*:|\[\s*\.\.\.")
+# Calls that apply positions (or a mask of them) to the tensor they are called on.
+_APPLY_CALLS = frozenset({"index_select", "scatter", "scatter_", "scatter_add", "scatter_add_", "masked_fill",
+                          "masked_fill_", "masked_select", "masked_scatter", "masked_scatter_"})
 
 
 class BatchRowZero(Rule):
@@ -49,13 +52,18 @@ class BatchRowZero(Rule):
 
     The rule fires only where the indexed value is known to be a tensor whose first
     dimension is the batch: a ``score()`` result, the hidden states, keys or values handed
-    to the press, or what tensor operations that keep dimension 0 make of them (``topk``,
+    to the press (or the query, key, value and attention mask of transformers' attention
+    interface), or what tensor operations that keep dimension 0 make of them (``topk``,
     ``argsort``, ``.indices``, ``sum(dim=1)``, ``x[..., :n]``). ``[0]`` on a Python list (the
     ``start`` of a ``[start, end]`` pair), on a pair (``sort(...)[0]`` is its values) or on a
     row taken earlier is not a batch row. It follows values inside one method (assignments,
-    ``for`` targets, ``append``, item assignment); it fires at the ``[0]`` that takes the
-    row, and names the line that spreads it over the batch. Taking row 0 without spreading
-    it (say, for logging) is fine.
+    ``for`` targets, ``append``, item assignment), through Python data and back
+    (``union = list(dict.fromkeys(idx[0].tolist()))`` then ``torch.tensor(union)``); it fires at
+    the ``[0]`` that takes the row, and names the line that spreads it over the batch:
+    ``expand``/``repeat``/``broadcast_to``, ``gather``, ``index_select`` or ``scatter`` on a batch
+    tensor, ``keys[:, :, kept]``, or a mask built from it that ``masked_fill`` or ``torch.where``
+    applies to a batch tensor (broadcasting). Taking row 0 without spreading it (say, for
+    logging) is fine.
 
     What to do: select per row (``topk`` over the last dimension keeps the batch
     dimension), build the positions for the whole batch at once and ``gather`` with them;
@@ -182,6 +190,26 @@ class RowZeroScores(BasePress):
         kept = first.topk(keys.shape[2] // 2).indices.sort().values
         return keys[:, :, kept], values[:, :, kept]
 ''',
+        '''
+from dataclasses import dataclass
+
+import torch
+from kvpress.presses.scorer_press import ScorerPress
+
+
+@dataclass
+class UnionOfFirstRow(ScorerPress):
+    """Unions the heads' top-k of row 0 as a Python list, then broadcasts it back over the batch."""
+
+    def score(self, module, hidden_states, keys, values, attentions, kwargs):
+        scores = -keys.norm(dim=-1)  # (batch, heads, seq)
+        top = scores.topk(keys.shape[2] // 2, dim=-1).indices
+        union = list(dict.fromkeys(top.transpose(1, 2).reshape(keys.shape[0], -1)[0].tolist()))
+        kept = torch.as_tensor(union, device=keys.device)
+        mask = torch.zeros(keys.shape[2], dtype=torch.bool, device=keys.device)
+        mask[kept] = True
+        return scores.masked_fill(~mask, float("-inf"))
+''',
     ]
 
     def check(self, ctx: PressContext) -> Iterator[Finding]:
@@ -214,7 +242,7 @@ class RowZeroScores(BasePress):
         for source in (node for node in walk_all(function.body) if takes_row_zero(node)):
             if source.lineno in reported:
                 continue
-            sink = self._first_sink(method, binds, source)
+            sink = self._first_sink(method, binds, source, batched)
             if sink is None:
                 continue
             reported.add(source.lineno)
@@ -228,7 +256,7 @@ class RowZeroScores(BasePress):
             )
 
     @staticmethod
-    def _first_sink(method: Method, binds, source: ast.AST) -> ast.AST | None:
+    def _first_sink(method: Method, binds, source: ast.AST, batched: frozenset[str]) -> ast.AST | None:
         def is_source(node: ast.AST) -> bool:
             return node is source
 
@@ -255,6 +283,15 @@ class RowZeroScores(BasePress):
                     index = keyword or node.args[2 if function_form(node) else 1:][:1]
                     if index and carries(index[0]):
                         sinks.append(node)
+                elif name in _APPLY_CALLS and is_batch_tensor(receiver, batched) and not carries(receiver):
+                    # `x.index_select(2, kept)`, `x.scatter_(-1, kept, v)`, `x.masked_fill(~mask, v)`: row 0's
+                    # positions (or a mask of them, broadcast over the rows) applied to a batch tensor.
+                    offset = 1 if function_form(node) else 0
+                    if any(carries(a) for a in [*node.args[offset:], *(k.value for k in node.keywords)]):
+                        sinks.append(node)
+                elif name == "where" and function_form(node) and node.args and carries(node.args[0]) and any(
+                        is_batch_tensor(a, batched) and not carries(a) for a in node.args[1:]):
+                    sinks.append(node)
             elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id in params:
                 parts = subscript_elements(node)
                 if len(parts) > 1 and is_full_slice(parts[0]) and any(carries(e) for e in parts[1:]):

@@ -18,8 +18,9 @@ import pytest
 
 from kvaudit.analysis.index import ProjectIndex
 from kvaudit.analysis.reuse import constructor_fields
-from kvaudit.claims import find_paper_in_hierarchy, load_registry
+from kvaudit.claims import find_paper_in_hierarchy, load_registry, paper_mentions
 from kvaudit.mechanism import mechanism_by_id
+from kvaudit.model import RELATION
 from kvaudit.source import load_source
 
 # The paper each press cites (registry key), as read by hand in docs/papers.md; None: it cites none.
@@ -36,12 +37,12 @@ CITED = {
     "QFilterPress": "qfilters", "RandomPress": None, "RestoreKVPress": "restorekv", "ScorerPress": None,
     "SimLayerKVPress": "simlayerkv", "SnapKVPress": "snapkv", "StreamingLLMPress": "streamingllm",
     "ThinKPress": "think", "TOVAPress": "tova",
-    # Cited only as a relation ("Related to", "such as", "Inspired by"): the registry has no field for
-    # relations yet, so the matcher finds them as citations (docs/papers.md, "Relations").
-    "ObservedAttentionPress": "h2o", "KeyRerotationPress": "finch", "MergingPress": "tome",
+    # Named only in passing ("Related to", "such as", "Inspired by"): a relation, no claims (RELATED below).
+    "ObservedAttentionPress": None, "KeyRerotationPress": None, "MergingPress": None,
 }
-# No kvpress press cites these as its method. (H2O is cited only as a relation too, by
-# ObservedAttentionPress, but the paper has mechanisms of its own: it keeps its claims.)
+# The paper each of those names in passing (docs/papers.md, "Relations").
+RELATED = {"ObservedAttentionPress": ["h2o"], "KeyRerotationPress": ["finch"], "MergingPress": ["tome", "d2o"]}
+# No kvpress press cites these as its method.
 RELATION_ONLY = {"tome", "d2o"}
 
 ARXIV = re.compile(r"arxiv\.org/(?:abs|pdf)/(\d{4}\.\d{4,5})")
@@ -72,6 +73,13 @@ def test_each_press_cites_its_own_paper(index: ProjectIndex) -> None:
     assert set(found) == set(CITED)
     cited = {name: (hit[0].key if (hit := find_paper_in_hierarchy(cls, index)) else None) for name, cls in found.items()}
     assert cited == CITED
+
+
+def test_a_paper_named_in_passing_is_a_relation(index: ProjectIndex) -> None:
+    found = presses(index)
+    for name, keys in RELATED.items():
+        mentions = paper_mentions(found[name], index)
+        assert [(m.kind, m.paper) for m in mentions if m.paper] == [(RELATION, key) for key in keys], (name, mentions)
 
 
 def test_registry_keys_and_names_are_unique() -> None:

@@ -126,6 +126,78 @@ def test_row_zero_applied_to_the_batch_fires(tmp_path: Path, apply: str) -> None
     assert [(f.rule, f.line) for f in findings] == [("KVA201", line_of(path, "kept = order[0, 0, -8:]"))]
 
 
+@pytest.mark.parametrize("back, apply", [
+    ("kept = torch.tensor(union, device=keys.device)", "kept.view(1, 1, -1, 1).expand(keys.shape[0], keys.shape[1], -1, 1)"),
+    ("kept = torch.as_tensor(union).unsqueeze(0)", "kept.repeat(keys.shape[0], 1)"),
+    ("kept = torch.as_tensor(union)", "torch.broadcast_to(kept, (keys.shape[0], len(union)))"),
+    ("kept = torch.tensor(union)", "scores.index_select(-1, kept)"),
+    ("mask = torch.zeros(keys.shape[2], dtype=torch.bool); mask[union] = True", "scores.masked_fill(~mask, 0.0)"),
+    ("mask = torch.zeros(keys.shape[2], dtype=torch.bool); mask[union] = True", "torch.where(mask, scores, 0.0)"),
+])
+def test_row_zero_through_python_data_and_back_fires(tmp_path: Path, back: str, apply: str) -> None:
+    """Row 0's choice leaves torch as a list (`.tolist()`), comes back (`torch.tensor`), and is applied to
+    every row: by expand/repeat/broadcast_to, index_select, or a mask that masked_fill or where broadcasts."""
+    path, findings = audit(tmp_path, f'''
+        @dataclass
+        class UnionRowZero(ScorerPress):
+            def score(self, module, hidden_states, keys, values, attentions, kwargs):
+                scores = -keys.norm(dim=-1)
+                _, top = torch.topk(scores, k=8, dim=-1)
+                flat = top.transpose(1, 2).contiguous().view(keys.shape[0], -1)
+                union = list(dict.fromkeys(flat[0].tolist()))
+                {back}
+                spread = {apply}
+                return scores
+    ''')
+    assert [(f.rule, f.line) for f in findings] == [("KVA201", line_of(path, "flat[0].tolist()"))]
+    assert f"line {line_of(path, 'spread = ')} applies the selection" in findings[0].message
+
+
+def test_row_zero_of_the_attention_interface_fires(tmp_path: Path) -> None:
+    """Research code hooked as an attention function (`query`, `key`, `attention_mask`) is batch first too:
+    the union of row 0's top-k, expanded to every row (the pattern of the LessIsMore strategy in the corpus)."""
+    path, findings = audit(tmp_path, '''
+        @dataclass
+        class Hooked(BasePress):
+            def compress(self, module, hidden_states, keys, values, attentions, kwargs):
+                return keys, values
+
+            def attention_forward(self, module, query, key, value, attention_mask, scaling):
+                B, H, Lq, _ = query.shape
+                weights = torch.matmul(query, key.transpose(2, 3)) * scaling + attention_mask
+                _, middle = torch.topk(weights, k=16, dim=-1)
+                union_tensor = middle.transpose(1, 3).contiguous().view(B, -1)
+                union_list = list(dict.fromkeys(union_tensor[0].tolist()))
+                middle = torch.tensor(union_list, dtype=middle.dtype, device=middle.device)
+                middle = middle.unsqueeze(0).unsqueeze(1).unsqueeze(2)
+                middle = middle.expand(B, H, Lq, -1)
+                return torch.zeros_like(weights).scatter_(-1, middle, 1.0)
+    ''')
+    assert [(f.rule, f.line) for f in findings] == [("KVA201", line_of(path, "union_tensor[0].tolist()"))]
+    assert f"line {line_of(path, 'middle.expand(B')} applies" in findings[0].message
+
+
+def test_rows_taken_one_by_one_through_python_data_do_not_fire(tmp_path: Path) -> None:
+    _, findings = audit(tmp_path, '''
+        @dataclass
+        class EachRow(ScorerPress):
+            def score(self, module, hidden_states, keys, values, attentions, kwargs):
+                scores = -keys.norm(dim=-1)
+                top = scores.topk(8, dim=-1).indices
+                masks = []
+                for b in range(keys.shape[0]):
+                    union = list(dict.fromkeys(top[b].flatten().tolist()))
+                    mask = torch.zeros(keys.shape[2], dtype=torch.bool)
+                    mask[torch.tensor(union)] = True
+                    masks.append(mask)
+                first = top[0].tolist()  # looked at only
+                print(first)
+                mask = torch.stack(masks)[:, None, :].expand(-1, keys.shape[1], -1)
+                return scores.masked_fill(~mask, 0.0)
+    ''')
+    assert [f.rule for f in findings] == []
+
+
 def test_inherited_press_of_the_run_is_reported_once(tmp_path: Path) -> None:
     path, findings = audit(tmp_path, '''
         @dataclass

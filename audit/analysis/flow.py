@@ -17,6 +17,8 @@ Labels carried by values:
     ``other-layer``  another layer's index: ``layer - 1``, ``layer + k``
     ``score``        derived from a ``score()`` result (scores, top-k indices, gathered positions)
     ``indices``      a selection of positions (``.indices``, ``argsort``)
+    ``mask``         a selection written as a mask (``zeros_like(x).scatter_(-1, indices, 1)``)
+    ``anchor``       the layer's position compared with other values (``==``, ``<``, ``in``; not ``is``)
     ``attr:X``       read from ``self.X``
     ``own:X``        read from the layer's own entry of ``self.X`` (per-layer state)
     ``shared:X``     read from an entry of ``self.X`` that other layers can see
@@ -25,7 +27,9 @@ Labels carried by values:
 Where state lives decides what it means. A container keyed by the layer's own index
 (``d[layer_idx]``) holds per-layer state: reading it back is not reuse, and a test on it
 is not a layer-group test. A key built by group arithmetic or from another layer's index
-reads across layers.
+reads across layers. A test of the layer's position against fixed layers (``layer_idx == 0``,
+``layer_idx in self.anchor_layers``, ``layer_idx < self.first``) keeps its ``layer`` label:
+whether it is a layer group is decided from what its sides do (see ``analysis.reuse``).
 """
 
 from __future__ import annotations
@@ -42,8 +46,10 @@ else:  # libcst is imported on first use (start-up cost)
 from .index import KVPRESS_MODEL, ClassInfo, PressBase, ProjectIndex, dotted
 from ..source import SourceFile
 
-LAYER, GROUP, OTHER, SCORE, INDICES = "layer", "group", "other-layer", "score", "indices"
+LAYER, GROUP, OTHER, SCORE, INDICES, MASK = "layer", "group", "other-layer", "score", "indices", "mask"
+ANCHOR = "anchor"  # the layer's position compared with other values: `layer_idx == 0`, `in self.anchors`, `< n`
 POSITION_LABELS = frozenset({LAYER, GROUP, OTHER})
+SELECTION = frozenset({INDICES, MASK})  # what a selection is kept as: positions, or a mask over them
 SCORE_METHOD = "score"
 NESTED_COMPRESS = "compress"
 # Key kinds of a slot of press state.
@@ -53,6 +59,8 @@ _MUTATORS = frozenset({"append", "add", "update", "setdefault", "insert", "exten
 _RESETTERS = frozenset({"clear", "pop", "popitem"})
 _KEEP_POSITION_CALLS = frozenset({"int", "abs", "min", "max", "divmod", "range"})
 _INDEX_CALLS = frozenset({"argsort", "argmax", "argmin", "argwhere", "nonzero"})
+# Writing selected positions into a tensor makes a mask of the selection: `zeros_like(x).scatter_(-1, idx, 1)`.
+_MASK_CALLS = frozenset({"scatter", "scatter_", "index_fill", "index_fill_", "index_put", "index_put_"})
 # libcst's operator classes, by name: a module-level cst.X would import libcst at start-up.
 _ARITHMETIC = frozenset({"Add", "Subtract", "Multiply", "Divide", "MatrixMultiply", "Power"})
 # Reads that only look at a value, never act on it (validation, messages): see Read.sink.
@@ -139,6 +147,7 @@ class Store(Site):
     key: str = KEY_SHARED  # whose slot: KEY_OWN / KEY_GROUP / KEY_OTHER / KEY_SHARED
     key_node: cst.CSTNode | None = None
     is_increment: bool = False  # `self.x[k] += 1`: a counter
+    exchange: bool = False  # published through a call on a held object whose code the run lacks
 
 
 @dataclass(frozen=True)
@@ -149,6 +158,7 @@ class Read(Site):
     key_node: cst.CSTNode | None = None
     # Set when the value is only looked at: "assert", "raise", "log", "repr", "store:<attr>".
     sink: str | None = None
+    exchange: bool = False  # fetched through a call on a held object whose code the run lacks
 
 
 @dataclass(frozen=True)
@@ -220,6 +230,7 @@ class _Frame:
     held: dict[str, _Object] = field(default_factory=dict)  # local names that hold another object
     returns: set[str] = field(default_factory=set)
     sink: str | None = None
+    dropped: cst.BaseExpression | None = None  # the call of the statement being walked whose result is dropped
 
     def is_self(self, expr: cst.BaseExpression) -> bool:
         return isinstance(expr, cst.Name) and expr.value in self.selves
@@ -442,7 +453,7 @@ class FlowAnalyzer:
         labels: dict[str, Labels] = {}
         for store in self.facts.stores:
             if not store.is_reset and store.labels & POSITION_LABELS:
-                labels[store.attr] = labels.get(store.attr, EMPTY) | (store.labels & POSITION_LABELS)
+                labels[store.attr] = labels.get(store.attr, EMPTY) | (store.labels & (POSITION_LABELS | {ANCHOR}))
         if labels:
             self._field_labels = labels
             self.facts = FlowFacts(per_layer_object=self.model.per_layer_state)
@@ -666,7 +677,11 @@ class FlowAnalyzer:
             if self._is_log_statement(frame, node.value):  # `logger.debug("...", self.n)`: only shown
                 self._log_args(frame, [a.value for a in node.value.args], context)
             else:
-                self._expr(frame, node.value, context)
+                saved, frame.dropped = frame.dropped, node.value
+                try:
+                    self._expr(frame, node.value, context)
+                finally:
+                    frame.dropped = saved
         elif isinstance(node, cst.Assert):
             self._sinked(frame, "assert", node.test, context)
             self._sinked(frame, "assert", node.msg, context)
@@ -732,10 +747,11 @@ class FlowAnalyzer:
 
     def _store(self, frame: _Frame, node: cst.CSTNode, attr: str, labels: Labels, context: Context, is_reset: bool,
                key_labels: Labels | None = None, key_node: cst.CSTNode | None = None, increment: bool = False,
-               shared: bool = False) -> None:
+               shared: bool = False, exchange: bool = False) -> None:
         name, kind = self._slot(frame, attr, key_labels, shared)
         self.facts.stores.append(Store(**self._site_args(frame, node, context), attr=name, labels=labels,
-                                       is_reset=is_reset, key=kind, key_node=key_node, is_increment=increment))
+                                       is_reset=is_reset, key=kind, key_node=key_node, is_increment=increment,
+                                       exchange=exchange))
 
     def _test(self, frame: _Frame, test: cst.BaseExpression, context: Context, sink: str | None = None) -> tuple[Labels, Labels]:
         """Labels of a branch test, and the per-layer or cross-layer state it reads itself."""
@@ -787,10 +803,11 @@ class FlowAnalyzer:
         return labels
 
     def _read(self, frame: _Frame, node: cst.CSTNode, attr: str, context: Context, state_only: bool = False,
-              key_labels: Labels | None = None, key_node: cst.CSTNode | None = None, shared: bool = False) -> Labels:
+              key_labels: Labels | None = None, key_node: cst.CSTNode | None = None, shared: bool = False,
+              exchange: bool = False) -> Labels:
         name, kind = self._slot(frame, attr, key_labels, shared)
         self.facts.reads.append(Read(**self._site_args(frame, node, context), attr=name, state_only=state_only,
-                                     key=kind, key_node=key_node, sink=frame.sink))
+                                     key=kind, key_node=key_node, sink=frame.sink, exchange=exchange))
         labels = {attr_label(name)}
         if kind == KEY_OWN:
             labels.add(f"own:{name}")
@@ -891,17 +908,21 @@ class FlowAnalyzer:
 
     def _comparison(self, frame: _Frame, node: cst.Comparison, context: Context) -> Labels:
         labels = self._expr_state(frame, node.left, context)
+        compares = False  # by value: `is None` asks whether there is a position, not which it is
         for target in node.comparisons:
+            compares = compares or not isinstance(target.operator, (cst.Is, cst.IsNot))
             membership = isinstance(target.operator, (cst.In, cst.NotIn))
             attr = self._self_attr(frame, target.comparator) if membership else None
-            if attr is not None:  # `key in self.x`: whose entry is there?
+            if attr is not None:  # `key in self.x`: whose entry is there, or is the layer among fixed ones?
                 key = labels & POSITION_LABELS
                 read = self._read(frame, target.comparator, attr, context, state_only=True,
                                   key_labels=key if key else None, key_node=node.left)
-                labels = (labels - POSITION_LABELS) | read if not key or GROUP not in read else labels | read
+                # The test keeps the key's position: whether `self.x` is per-layer state (written while
+                # layers are compressed) or a fixed set of layers is decided from its stores, later.
+                labels = labels | read
                 continue
             labels |= self._expr_state(frame, target.comparator, context)
-        return labels
+        return labels | {ANCHOR} if compares and labels & {LAYER, OTHER} else labels
 
     def _expr_state(self, frame: _Frame, node: cst.BaseExpression, context: Context) -> Labels:
         """Operands of `is None` / `in` checks on ``self.x`` are state checks, not uses."""
@@ -955,7 +976,8 @@ class FlowAnalyzer:
         if frame.is_self(receiver) or _is_super_call(receiver):
             return self._method_call(frame, node, name, receiver, args, context)
         attr = self._self_attr(frame, receiver)
-        if attr is not None and name in _MUTATORS | _RESETTERS | {"get"}:
+        if attr is not None and name in _MUTATORS | _RESETTERS | {"get"} and not (name == "update" and len(args) > 1):
+            # (`self.stats.update(step, layer, idx)` is a call on an object, not `dict.update`)
             return self._container_call(frame, node, attr, name, args, context)
         if (isinstance(receiver, cst.Subscript) and name in _MUTATORS
                 and (attr := self._self_attr(frame, receiver.value)) is not None):
@@ -990,6 +1012,8 @@ class FlowAnalyzer:
             receiver_labels |= arg_labels[0]  # `torch.cat(x, ...)`: the data is the first argument
         # `x.gather(2, idx)` holds x's data: a selection in an argument does not make the result one.
         labels = receiver_labels | frozenset().union(*(a - {INDICES} for a in arg_labels))
+        if name in _MASK_CALLS and any(INDICES in a for a in arg_labels):
+            return labels | {MASK}
         return labels | {INDICES} if name in _INDEX_CALLS else labels
 
     @staticmethod
@@ -1081,10 +1105,14 @@ class FlowAnalyzer:
         every = frozenset().union(*arg_labels) if arg_labels else EMPTY
         if not every & POSITION_LABELS:
             return None
-        if every & {SCORE, INDICES}:
-            self._store(frame, node, attr, every - POSITION_LABELS, context, is_reset=False, key_labels=EMPTY, shared=True)
+        if every & ({SCORE} | SELECTION):
+            self._store(frame, node, attr, every - POSITION_LABELS, context, is_reset=False, key_labels=EMPTY,
+                        shared=True, exchange=True)
             return EMPTY
-        return self._read(frame, node, attr, context, key_labels=EMPTY, shared=True) | (every - POSITION_LABELS)
+        if node is frame.dropped:  # `self.stats.log(layer, x)`: nothing is fetched from it
+            return None
+        return (self._read(frame, node, attr, context, key_labels=EMPTY, shared=True, exchange=True)
+                | (every - POSITION_LABELS))
 
     def _function_call(self, frame: _Frame, node: cst.Call, name: str, args: list, context: Context) -> Labels | None:
         """Follow a module-level function of the run: the press passed as an argument is ``self``."""

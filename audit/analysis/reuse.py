@@ -6,6 +6,14 @@ evidence kind: a reuse parameter in layer-group arithmetic, a branch on the laye
 position, an index cache that other layers read, and ``score()`` guarded so that
 follower layers never reach it.
 
+Research code names its groups in other ways too: a set of anchor layers (a constructor
+field, a configuration value, a literal), equality with one layer (``layer_idx == 0``) or a
+boundary (``layer_idx < self.first``). Such a test of the layer's position is a layer group
+when its sides split the work: on one side layers score and select, on the other they read
+the selection kept on the press (indices or a mask) without scoring. Data flow tells a fixed
+set of layers from per-layer state: a container written while layers are compressed, keyed
+by the layer's own index, is state; one only set up in the constructor is configuration.
+
 Two things look like reuse and are not, and the evidence says so:
 - state kept per layer: a container keyed by the layer's own index (a step counter, a
   running sum, a mask refreshed while decoding) is read back by the same layer only;
@@ -27,6 +35,7 @@ else:  # libcst is imported on first use (start-up cost)
     from ..lazy_libcst import cst
 
 from .flow import (
+    ANCHOR,
     GROUP,
     INDICES,
     KEY_GROUP,
@@ -34,14 +43,17 @@ from .flow import (
     KEY_OWN,
     KEY_SHARED,
     LAYER,
+    MASK,
     OTHER,
     SCORE,
+    SELECTION,
     Blend,
     Branch,
     Cond,
     FlowFacts,
     Read,
     ScoreSite,
+    Site,
     Store,
     attrs_in,
     cross_in,
@@ -170,13 +182,18 @@ def _described_as_layer_knob(press: ClassInfo, name: str) -> bool:
     return bool(entry and _LAYER_KNOB_WORDS.search(entry.group(0)))
 
 
-def _guard_of(site: ScoreSite) -> Cond | None:
-    """The innermost layer-group condition a score() call lies under, if any."""
-    return next((c for c in reversed(site.context) if c.is_group_test), None)
+def _guard_of(site: ScoreSite, groups: frozenset[int] = frozenset()) -> Cond | None:
+    """The innermost layer-group condition a score() call lies under, if any: layer-group arithmetic,
+    or one of ``groups`` (ids of the anchor-layer tests whose sides split selecting from reusing)."""
+    return next((c for c in reversed(site.context) if c.is_group_test or id(c.node) in groups), None)
 
 
 def _under(site_context: tuple[Cond, ...], guard: Cond) -> bool:
     return any(c.node is guard.node and c.taken == guard.taken for c in site_context)
+
+
+def _sides(context: tuple[Cond, ...]) -> set[tuple[int, bool]]:
+    return {(id(c.node), c.taken) for c in context}
 
 
 def _is_lazy(store: Store, attr: str) -> bool:
@@ -198,7 +215,9 @@ def _shown(attr: str) -> str:
 
 def _held_data(stores: list[Store]) -> str:
     labels = frozenset().union(*(s.labels for s in stores)) if stores else frozenset()
-    return "selected indices" if INDICES in labels else "scores" if SCORE in labels else "values"
+    if INDICES in labels:
+        return "selected indices"
+    return "a selection mask" if MASK in labels else "scores" if SCORE in labels else "values"
 
 
 def _key_text(site: Store | Read) -> str:
@@ -225,6 +244,10 @@ class _Judge:
         for store in self.data_stores:
             self.stores_of.setdefault(store.attr, []).append(store)
         self.counters = {s.attr for s in self.data_stores if s.is_increment and s.key == KEY_OWN}
+        # State written while layers are compressed; the rest (set up in the constructor, or never
+        # written) is configuration: a list of layers tested there is a fixed set, not per-layer state.
+        self.state_attrs = {s.attr for s in facts.stores if s.on_path
+                            and s.method.rsplit(".", 1)[-1] not in _CONSTRUCTION}
         self.notes: list[str] = []
 
     # -- reuse parameters --------------------------------------------------------------------
@@ -272,7 +295,7 @@ class _Judge:
         found: dict[str, list[Blend]] = {}
         for blend in self.facts.blends:
             stores = self.stores_of.get(blend.attr, [])
-            if not blend.on_path or not stores or INDICES in frozenset().union(*(s.labels for s in stores)):
+            if not blend.on_path or not stores or SELECTION & frozenset().union(*(s.labels for s in stores)):
                 continue  # index arithmetic on shared indices (offsets) is not blending
             reads = [r for r in self.value_reads if r.attr == blend.attr]
             # Another layer's entry read by its index (`d[layer_idx - 1]`) and mixed into anything; or
@@ -285,20 +308,27 @@ class _Judge:
                 for attr, blends in found.items()}
 
     def caches(self, blended: dict[str, Blend]) -> list[str]:
-        selection = [s for s in self.data_stores if s.labels & {SCORE, INDICES}]
+        selection = [s for s in self.data_stores if s.labels & ({SCORE} | SELECTION)]
         found = sorted({s.attr for s in selection for r in self.value_reads
-                        if r.attr == s.attr and _crosses(s, r)} - set(blended))
+                        if r.attr == s.attr and _crosses(s, r) and self.fetches(s.attr, r)} - set(blended))
         for attr in found:
             store = next(s for s in selection if s.attr == attr)
             what = _held_data([s for s in selection if s.attr == attr])
             if store.key == KEY_SHARED:
                 detail = f"{_shown(attr)} keeps {what} across calls"
             else:
-                reader = next(r for r in self.value_reads if r.attr == attr and _crosses(store, r))
+                reader = next(r for r in self.value_reads if r.attr == attr and _crosses(store, r)
+                              and self.fetches(attr, r))
                 whose = "its layer group's" if KEY_GROUP in (store.key, reader.key) else "another layer's"
                 detail = f"{_shown(attr)} keeps {what} that later layers read as {whose} entry{_key_text(reader)}"
             self.evidence.add(INDEX_CACHE, store.source, store.node, detail)
         return found
+
+    def fetches(self, attr: str, read: Read) -> bool:
+        """Whether ``read`` takes data out of ``attr``: for a slot published through calls on an object
+        whose code the run lacks, only a fetch does (`self.stats is not None`, `self.stats.config`
+        look at the object)."""
+        return read.exchange or not all(s.exchange for s in self.stores_of.get(attr, ()))
 
     def cross_layer_reads(self, blended: dict[str, Blend], caches: list[str]) -> None:
         """Say what a read of another layer's entry shares: indices, or scores blended in."""
@@ -327,12 +357,13 @@ class _Judge:
 
     def per_layer_state(self, caches: list[str], blended: dict[str, Blend]) -> None:
         own_reads = {r.attr for r in self.facts.reads if r.key == KEY_OWN}
-        branch_attrs = set() if self.facts.per_layer_object else {a for b in self.facts.branches for a in own_in(b.state)}
+        branch_attrs = set() if self.facts.per_layer_object else {
+            a for b in self.facts.branches for a in own_in(b.state) & self.state_attrs}
         per_layer = sorted({s.attr for s in self.data_stores if s.key == KEY_OWN} - set(caches) - set(blended))
         shown = []
         for attr in per_layer:
             stores = [s for s in self.stores_of[attr] if s.key == KEY_OWN]
-            holds_selection = any(s.labels & {SCORE, INDICES} for s in stores)
+            holds_selection = any(s.labels & ({SCORE} | SELECTION) for s in stores)
             if attr not in self.counters and not holds_selection and attr not in branch_attrs:
                 continue
             if attr not in own_reads and not holds_selection and attr not in self.counters:
@@ -353,29 +384,104 @@ class _Judge:
                               "nothing is shared across layers")
 
     # -- branches and score() --------------------------------------------------------------------
-    def branches(self) -> list[Branch]:
+    def branches(self, sides: dict[int, str]) -> list[Branch]:
+        """Evidence for each branch on the layer's position or on layer state; the layer-group tests.
+        ``sides`` says, for each anchor-layer test that splits the work, what its sides do."""
         group = []
         for branch in self.facts.branches:
             labels = branch.labels
+            own = own_in(branch.state) & self.state_attrs  # a list set up in the constructor is no state
+            cross = cross_in(branch.state) & self.state_attrs
             if GROUP in labels:
                 kind = "layer-group test"
                 group.append(branch)
-            elif labels & {LAYER, OTHER}:
-                kind = "plain layer-position test, not a reuse group"
-            elif own_in(branch.state) and self.facts.per_layer_object:
+            elif id(branch.node) in sides:
+                group.append(branch)
+                self.evidence.add(LAYER_CHECK, branch.source, branch.node,
+                                  f"`{snippet(branch.source, branch.node)}` (layer-group test): {sides[id(branch.node)]}")
+                continue
+            elif own and self.facts.per_layer_object:
                 continue  # on an object built for each layer all state is per-layer: not worth a line each
-            elif own_in(branch.state):
-                names = sorted(own_in(branch.state))
+            elif own:
+                names = sorted(own)
                 counters = [n for n in names if n in self.counters]
                 if counters:
                     kind = f"per-layer step counter {', '.join(_shown(n) for n in counters)}, not a layer group"
                 else:
                     kind = f"tests per-layer state {', '.join(_shown(n) for n in names)}, not a layer group"
-            else:
-                names = sorted(cross_in(branch.state))
+            elif labels & {LAYER, OTHER}:
+                kind = "plain layer-position test, not a reuse group"
+            elif cross:
+                names = sorted(cross)
                 kind = f"tests another layer's entry of {', '.join(_shown(n) for n in names)}, not a layer group"
+            else:
+                continue  # reads a fixed list of layers without the layer's position: nothing to say
             self.evidence.add(LAYER_CHECK, branch.source, branch.node, f"`{snippet(branch.source, branch.node)}` ({kind})")
         return group
+
+    # -- anchor layers ---------------------------------------------------------------------------
+    def anchor_groups(self, caches: list[str]) -> dict[int, str]:
+        """Tests of the layer's position against fixed layers (``layer_idx == 0``, ``in self.anchors``,
+        ``< self.first``) whose sides split the work: layers on one side select (reach a scoring call, or
+        write the selection into a cache other layers read), those on the other read that selection
+        without selecting. The fixed layers may come from a literal, a constructor field or a
+        configuration value; a container written while layers are compressed is state, not a fixed set.
+
+        Returns, for each such test (by the id of its node), what its sides do, for the evidence.
+        """
+        scores: list[Site] = [site for site in self.facts.score_sites if site.on_path]
+        writes: list[Site] = [s for s in self.data_stores if s.attr in caches and s.labels & ({SCORE} | SELECTION)]
+        reads = [r for r in self.value_reads if r.attr in caches
+                 and any(_crosses(s, r) and self.fetches(r.attr, r) for s in self.stores_of.get(r.attr, ()))]
+        selectors = scores + writes
+        if not selectors or not reads:
+            return {}
+        candidates: dict[int, Cond] = {}
+        for site in [*selectors, *reads]:
+            for cond in site.context:
+                if (ANCHOR in cond.labels and GROUP not in cond.labels
+                        and not (own_in(cond.labels) | cross_in(cond.labels)) & self.state_attrs):
+                    candidates.setdefault(id(cond.node), cond)
+        found: dict[int, str] = {}
+        for key, cond in candidates.items():
+            for taken in (True, False):
+                side = (key, taken)
+                selects = [s for s in selectors if side in _sides(s.context)]
+                followers = [r for r in reads if side not in _sides(r.context)]
+                if selects and followers:  # this side selects; layers not on it read the kept selection
+                    found[key] = self._describe(taken, selects, followers)
+                    break
+                followers = [r for r in reads if side in _sides(r.context)]
+                elsewhere = [s for s in selectors if side not in _sides(s.context)]
+                if followers and not selects and elsewhere:  # this side only reads what the others select
+                    found[key] = self._describe(not taken, elsewhere, followers)
+                    break
+        return found
+
+    def _describe(self, taken: bool, selects: list[Site], followers: list[Read]) -> str:
+        """What the sides of an anchor-layer test do, e.g. "layers for which it is true select
+        (`torch.topk(...)`, line 84); the others reuse `self._topk_to_reuse` (line 57) without selecting"."""
+        site = next((s for s in selects if isinstance(s, ScoreSite)), selects[0])
+        what = f"`{site.call}`" if isinstance(site, ScoreSite) else f"they write {_shown(site.attr)}"
+        read = followers[0]
+        return (f"layers for which it is {'true' if taken else 'false'} select ({what}, "
+                f"{_place(self.press, site.source, site.node)}); the others reuse {_shown(read.attr)} "
+                f"({_place(self.press, read.source, read.node)}) without selecting")
+
+    def anchor_fields(self, sides: dict[int, str]) -> list[str]:
+        """Constructor fields an anchor-layer group test reads: the reuse parameters of that code."""
+        names = {f.name for f in self.fields}
+        found: list[str] = []
+        for branch in self.facts.branches:
+            if id(branch.node) not in sides:
+                continue
+            for name in sorted((attrs_in(branch.labels) & names) - self.state_attrs):
+                self.evidence.add(REUSE_PARAMETER, branch.source, branch.node,
+                                  f"field `{name}` (configuration, not per-layer state) decides which layers select "
+                                  f"and which reuse: `{snippet(branch.source, branch.node)}`")
+                if name not in found:
+                    found.append(name)
+        return found
 
 
 def analyse_reuse(index: ProjectIndex, press: ClassInfo, facts: FlowFacts) -> ReuseAnalysis:
@@ -383,17 +489,20 @@ def analyse_reuse(index: ProjectIndex, press: ClassInfo, facts: FlowFacts) -> Re
     judge = _Judge(index, press, facts)
     evidence = judge.evidence
     reuse_fields = judge.reuse_fields()
-    unused, unused_uses = judge.unused_fields(reuse_fields)
-    group_branches = judge.branches()
     blended = judge.blended()
     caches = judge.caches(blended)
+    sides = judge.anchor_groups(caches)
+    groups = frozenset(sides)
+    reuse_fields += [name for name in judge.anchor_fields(sides) if name not in reuse_fields]
+    unused, unused_uses = judge.unused_fields(reuse_fields)
+    group_branches = judge.branches(sides)
     judge.cross_layer_reads(blended, caches)
     judge.per_layer_state(caches, blended)
 
-    guarded = [s for s in facts.score_sites if _guard_of(s) is not None]
-    unguarded = [s for s in facts.score_sites if _guard_of(s) is None]
+    guarded = [s for s in facts.score_sites if _guard_of(s, groups) is not None]
+    unguarded = [s for s in facts.score_sites if _guard_of(s, groups) is None]
     for site in guarded:
-        guard = _guard_of(site)
+        guard = _guard_of(site, groups)
         side = "true" if guard.taken else "false"
         evidence.add(GUARDED_SCORE, site.source, site.node,
                      f"`{site.call}` runs only when `{snippet(guard.source, guard.node)}` is {side}")
@@ -401,14 +510,14 @@ def analyse_reuse(index: ProjectIndex, press: ClassInfo, facts: FlowFacts) -> Re
     # Followers read the cache: a value read that the score() guard's leader side does not enclose.
     follower_reads = [
         read for read in judge.value_reads if read.attr in caches
-        and any(_crosses(s, read) for s in judge.stores_of[read.attr])
-        and any(not _under(read.context, _guard_of(site)) for site in guarded)
+        and any(_crosses(s, read) and judge.fetches(read.attr, read) for s in judge.stores_of[read.attr])
+        and any(not _under(read.context, _guard_of(site, groups)) for site in guarded)
     ]
     all_guarded = bool(facts.score_sites) and not unguarded
     implemented = all_guarded and bool(follower_reads)
 
     stale: list[tuple[str, Read]] = []
-    score_stores = [s for s in judge.data_stores if s.labels & {SCORE, INDICES}]
+    score_stores = [s for s in judge.data_stores if s.labels & ({SCORE} | SELECTION)]
     for attr in caches:
         stores = [s for s in score_stores if s.attr == attr]
         refreshed = any(not _is_lazy(s, attr) for s in stores)
@@ -417,7 +526,7 @@ def analyse_reuse(index: ProjectIndex, press: ClassInfo, facts: FlowFacts) -> Re
             stale.append((attr, next(r for r in judge.value_reads if r.attr == attr)))
 
     gaps = []
-    if not reuse_fields:
+    if not reuse_fields and not groups:
         gaps.append("no constructor field sets the layer group (`layer_idx % n` or `// n`)")
     if not facts.score_sites:
         gaps.append("no score() call was found on the compression path")

@@ -262,8 +262,11 @@ def is_index_tensor(expr: ast.AST, names: AbstractSet[str]) -> bool:
 # whose first dimension is the batch (a `[start, end]` pair, a list of chunks or a 1-D row
 # taken earlier is not).
 
-# The tensors a kvpress press is handed, batch first: (batch, heads, seq, dim) and (batch, seq, hidden).
-BATCH_PARAMETERS = frozenset({"hidden_states", "keys", "values", "attentions"})
+# The tensors a kvpress press is handed, batch first: (batch, heads, seq, dim) and (batch, seq, hidden);
+# and those of transformers' attention interface (`attention_forward(module, query, key, value,
+# attention_mask, ...)`), which research code hooks in place of a press (see docs/press-bases.md).
+BATCH_PARAMETERS = frozenset({"hidden_states", "keys", "values", "attentions",
+                              "query", "key", "value", "attention_mask", "query_states", "key_states", "value_states"})
 # Methods that turn a tensor into Python data or metadata.
 _TO_PYTHON = frozenset({"item", "tolist", "numpy", "size", "dim", "numel", "nelement", "data_ptr", "element_size"})
 # Reductions: the batch dimension stays unless it is reduced (no `dim`, or `dim=0`).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..model import AuditResult, Claim, Evidence, Finding, PressReport
+from ..model import AuditResult, Claim, Evidence, Finding, PaperMention, PressReport
 
 SCHEMA = "kvaudit.check/1"
 
@@ -32,6 +32,13 @@ def finding_dict(finding: Finding) -> dict[str, Any]:
     return data
 
 
+def mention_dict(mention: PaperMention) -> dict[str, Any]:
+    # kind: relation (a passing mention) | unregistered-citation (cited, but not in the registry)
+    return {"kind": mention.kind, "label": mention.label, "paper": mention.paper or None,
+            "phrase": mention.phrase or None, "place": mention.place, "line": mention.line,
+            "message": mention.text}
+
+
 def press_dict(press: PressReport) -> dict[str, Any]:
     return {
         "name": press.name,
@@ -41,6 +48,8 @@ def press_dict(press: PressReport) -> dict[str, Any]:
         "verdicts": dict(sorted(press.verdicts.items())),
         "evidence": [evidence_dict(e) for e in press.evidence],
         "findings": [finding_dict(f) for f in press.findings],
+        # Additive: only for a press whose documentation names a paper it is not held to.
+        **({"mentions": [mention_dict(m) for m in press.mentions]} if press.mentions else {}),
         **({"trace": _trace_dict(press)} if press.trace is not None else {}),
     }
 

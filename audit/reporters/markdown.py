@@ -381,6 +381,8 @@ def summary_table(result: AuditResult) -> list[str]:
 
 def _static_section(press: PressReport, ctx: ReportContext) -> list[str]:
     out = [STATIC_BEGIN.format(name=press.name), f"Defined at {_link(press.path, press.line, ctx)}.", ""]
+    if press.mentions:  # papers named without a claim (a passing mention, or a paper the registry lacks)
+        out += ["**Papers named, no claims taken.**", *(f"- It {m.text}." for m in press.mentions), ""]
     if press.claims:
         out.append("**Claim.**")
         for claim in press.claims:

@@ -67,6 +67,8 @@ def press_table(result: AuditResult) -> Table:
     table.add_column("evidence", ratio=4)
     for press in result.presses:
         name = Text(f"{printable(press.name)}\n{printable(press.path)}:{press.line}")
+        for mention in press.mentions:  # papers named without a claim: said under the name
+            name.append(f"\n{printable(mention.text)}", style="dim")
         if not press.claims:
             table.add_row(name, Text("none", style="dim"), _verdict_text(None), _evidence_cell(press), end_section=True)
             continue
@@ -91,6 +93,8 @@ def print_press_lines(result: AuditResult, console: Console) -> None:
                                         (verdict, VERDICT_STYLES.get(verdict, ""))), soft_wrap=True)
         if not press.claims:
             console.print(Text("  claims: none", style="dim"), soft_wrap=True)
+        for mention in press.mentions:
+            console.print(Text(f"  {printable(mention.text)}", style="dim"), soft_wrap=True)
         if press.verdicts:
             for line in _evidence_lines(press) or ["none found"]:
                 console.print(Text(f"    evidence: {line}"), soft_wrap=True)

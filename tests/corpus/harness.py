@@ -20,7 +20,8 @@ from kvaudit.model import LAYER_INDEX_REUSE, AuditResult, PressReport
 CORPUS = Path(__file__).resolve().parent
 CONFIG = CORPUS / "kvaudit.toml"
 # Each folder is audited on its own (forks hold same-named modules); kvpress is the installed package.
-RUNS = sorted([*(p for p in (CORPUS / "forks").iterdir() if p.is_dir()), CORPUS / "mlx", CORPUS / "mlx_early",
+RUNS = sorted([*(p for p in (CORPUS / "forks").iterdir() if p.is_dir()),
+               *(p for p in (CORPUS / "research").iterdir() if p.is_dir()), CORPUS / "mlx", CORPUS / "mlx_early",
                CORPUS / "handwritten"])
 _EXPECT = re.compile(r"^# expect: (\S+)(.*)$", re.MULTILINE)
 
