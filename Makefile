@@ -35,6 +35,9 @@ bench: setup
 fuzz: setup
 	KVAUDIT_FUZZ_EXAMPLES=10000 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz.py
 
-# The committed audit of every kvpress press (static for all, a trace for each that runs offline).
+# The committed audit of every kvpress press (static for all, a trace for each that runs offline), with a
+# standalone reproduction (script and issue draft) of each finding under reports/repro/, rewritten whole.
 kvpress-report: setup
-	$(BIN)/kvaudit report kvpress.presses --compare-reference --config reports/kvpress-0.5.5.toml -o reports/kvpress-0.5.5.md
+	rm -rf reports/repro
+	$(BIN)/kvaudit report kvpress.presses --compare-reference --config reports/kvpress-0.5.5.toml -o reports/kvpress-0.5.5.md \
+		--repro-dir reports/repro
