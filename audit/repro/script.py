@@ -118,6 +118,8 @@ def model_code(model: ModelSpec) -> str:
 
 def _constant(name: str, value: Any, comment: str) -> str:
     text = repr(value) if isinstance(value, str) else pprint.pformat(value, width=100, sort_dicts=False)
+    if isinstance(value, dict) and "\n" in text:  # one entry a line
+        text = "{\n" + "".join(f"    {key!r}: {item!r},\n" for key, item in value.items()) + "}"
     line = f"{name} = {text}"
     if "\n" in text or len(line) + len(comment) + 4 > 118:
         return f"# {comment}\n{line}"
