@@ -38,3 +38,12 @@ def wall_ceiling(timeout: float) -> float:
 
 # A traced press may allocate at most this share of the machine's RAM (on top of the worker's model).
 DEFAULT_MEMORY_SHARE = 0.5
+
+
+# The embedded tiny model's shape (kvaudit.tinymodel builds it; the reproductions kvaudit writes rebuild it
+# from these same values, in scripts that never import kvaudit). 4096 ids: a prompt of up to 4096 tokens
+# (the catalogue's long prompt) can use each id once, so that no two positions of layer 0 hold identical
+# values (values carry no RoPE): a row matched on its value alone (re-rotated keys) has one candidate.
+VOCAB_SIZE = 4096
+TINY_MODEL = {"hidden_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 256,
+              "max_position_embeddings": 65536}

@@ -93,6 +93,23 @@ def not_applicable(message: str) -> RunResult:
     return RunResult(NOT_APPLICABLE, message)
 
 
+@dataclass(frozen=True)
+class ReproRule:
+    """A mechanism's rule as plain code, for the standalone reproduction scripts (:mod:`kvaudit.repro`).
+
+    ``code`` defines ``check(model, new_press) -> (holds, expected, observed)``: ``holds`` is True, False,
+    or None when the rule does not apply to the press here; ``expected`` and ``observed`` are one line each.
+    ``new_press(ratio=RATIO)`` builds a fresh press. The code reads only torch, kvpress, the script's
+    constants (``TOKENS``, ``BATCH``, ``PROMPT_SEED``, ``RATIO``, ``PARAMS``, ``DECODE_STEPS``, ...) and the
+    harness every script holds (``kvaudit/repro/harness.py``: ``make_prompt``, ``prefill``,
+    ``kept_positions``, ``setting``, ``visible``). Keep it short: a reader follows it in a minute.
+    ``rules`` are the static rules whose findings point at the source lines responsible.
+    """
+
+    code: str
+    rules: tuple[str, ...] = ()
+
+
 @dataclass
 class CheckContext:
     """What a check reads: the completed runs of the grid, the claimant's parameters, the failures.
@@ -231,6 +248,11 @@ class Mechanism:
         Returns a (batch, kv_heads, head_dim) tensor, kept as ``LayerObservation.channel_reference``, or None.
         Only mechanisms with ``needs_channels`` are asked.
         """
+        return None
+
+    def repro_rule(self, params: dict[str, Any]) -> ReproRule | None:
+        """The rule as plain code for a standalone reproduction (:class:`ReproRule`), given the claimant's
+        parameters; None: no standalone reproduction yet (the issue draft says so)."""
         return None
 
     # -- static -------------------------------------------------------------------------------

@@ -24,16 +24,15 @@ from transformers import (  # noqa: E402
     Qwen3ForCausalLM,
 )
 
+# The shape and the vocabulary (4096 ids: why, in kvaudit.defaults) live where the reproductions read them.
+from .defaults import TINY_MODEL, VOCAB_SIZE  # noqa: E402
+
 ARCHES = {
     "llama": (LlamaConfig, LlamaForCausalLM),
     "qwen2": (Qwen2Config, Qwen2ForCausalLM),
     "qwen3": (Qwen3Config, Qwen3ForCausalLM),
     "mistral": (MistralConfig, MistralForCausalLM),
 }
-# 4096 ids: a prompt of up to 4096 tokens (the catalogue's long prompt) can use each id once, so
-# that no two positions of layer 0 hold identical values (values carry no RoPE): a row matched on
-# its value alone (re-rotated keys) then has one candidate position.
-VOCAB_SIZE = 4096
 
 
 def build_tiny_model(
@@ -42,7 +41,7 @@ def build_tiny_model(
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
     device: str = "cpu",
-    max_position_embeddings: int = 65536,
+    max_position_embeddings: int = TINY_MODEL["max_position_embeddings"],
     attn_implementation: str = "sdpa",
 ) -> PreTrainedModel:
     """Build a randomly initialised tiny model of ``arch`` with a fixed seed.
@@ -54,16 +53,9 @@ def build_tiny_model(
     if arch not in ARCHES:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(sorted(ARCHES))}")
     config_cls, model_cls = ARCHES[arch]
-    config = config_cls(
-        hidden_size=128,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=256,
-        vocab_size=VOCAB_SIZE,
-        max_position_embeddings=max_position_embeddings,
-        attn_implementation=attn_implementation,
-    )
+    shape = {**TINY_MODEL, "max_position_embeddings": max_position_embeddings}
+    config = config_cls(num_hidden_layers=layers, **shape, vocab_size=VOCAB_SIZE,
+                        attn_implementation=attn_implementation)
     torch.manual_seed(seed)
     model = model_cls(config).to(device=device, dtype=dtype)
     model.eval()

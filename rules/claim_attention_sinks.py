@@ -8,6 +8,7 @@ from ..mechanism import (
     CheckContext,
     Claimant,
     Mechanism,
+    ReproRule,
     RunResult,
     head_where,
     holds,
@@ -127,6 +128,41 @@ class SinklessWindowPress(ScorerPress):
             return not_applicable("no layer was compressed (no lazy layer)")
         count = f"the last {recent}" if isinstance(recent, int) else "the most recent positions"
         return holds(f"every compressed layer keeps exactly {sinks} sinks and {count}", sinks, sinks)
+
+    def repro_rule(self, params: dict) -> ReproRule:
+        return ReproRule('''
+def check(model, new_press):
+    """Attention sinks: a compressed layer keeps exactly its first S positions (the press's n_sink or n_initial)
+    and its last R, nothing in between; R is the press's n_recent when it has one (less the tokens the paper
+    counts among the recent ones before they exist: PARAMS["new_tokens"]), else the rest of the budget."""
+    press = new_press()
+    run = prefill(model, press, make_prompt(TOKENS, BATCH, PROMPT_SEED))
+    sinks = setting(press, "n_sink", "n_initial", default=PARAMS.get("n_sink"))
+    if sinks is None:
+        return None, "sinks and a recent window", "the press states no number of sinks: the rule does not apply"
+    recent = setting(press, "n_recent")
+    if recent is not None and PARAMS.get("new_tokens"):
+        recent -= setting(press, PARAMS["new_tokens"], default=PARAMS.get(PARAMS["new_tokens"], 0))
+    judged = 0
+    for layer in range(len(run.keys)):
+        length = run.keys[layer].shape[2]
+        for row, heads in enumerate(kept_positions(run, layer)):
+            for head, kept in enumerate(heads):
+                if len(kept) == length:
+                    continue  # not compressed (a layer the press leaves whole)
+                judged += 1
+                window = recent if recent is not None else len(kept) - sinks
+                expected = sorted(set(range(sinks)) | set(range(max(sinks, length - window), length)))
+                if kept != expected:
+                    between = [p for p in kept if p not in expected]
+                    return (False, f"positions 0-{sinks - 1} and the last {window}: {len(expected)} in all",
+                            f"layer {layer} row {row} head {head} keeps {len(kept)}: {len(set(kept) & set(range(sinks)))}"
+                            f" sinks, {len(between)} positions outside them ({between[:8]}), "
+                            f"{len(set(expected) - set(kept))} of the expected missing")
+    if not judged:
+        return None, "sinks and a recent window", "no layer was compressed: the rule does not apply"
+    return True, f"{sinks} sinks and the most recent positions", f"exactly those on all {judged} compressed heads"
+''')
 
 
 def _suffix(kept: set[int], length: int) -> int:

@@ -10,6 +10,7 @@ from ..mechanism import (
     CheckContext,
     Claimant,
     Mechanism,
+    ReproRule,
     RunResult,
     holds,
     not_applicable,
@@ -116,6 +117,31 @@ class PooledBatchNormPress(ScorerPress):
             return violated(f"a row's selection changes with the other rows of the batch: {summary}{evidence}",
                             1.0, round(score, 4), gap=(1.0 - score) + (0.0 if counts_equal else 1.0), **where)
         return holds(f"each batch row keeps what it keeps alone: {summary}", 1.0, round(score, 4))
+
+    def repro_rule(self, params: dict) -> ReproRule:
+        return ReproRule('''
+def check(model, new_press):
+    """kvpress's BasePress contract: one row's prompt cannot change another row's cache. Each row of a batch of
+    different prompts keeps, on every layer and KV head, what it keeps when compressed alone on a fresh press:
+    as many positions, and the same ones (Jaccard at least 0.95: batched and single forwards may round
+    differently and swap near-tied positions at the edge of the budget)."""
+    ids = make_prompt(TOKENS, BATCH, PROMPT_SEED)
+    together = prefill(model, new_press(), ids)
+    batch_kept = [kept_positions(together, layer) for layer in range(len(together.keys))]
+    worst = None
+    for row in range(BATCH):
+        alone = prefill(model, new_press(), ids[row:row + 1])
+        for layer in range(len(alone.keys)):
+            for head, own in enumerate(kept_positions(alone, layer)[0]):
+                kept = batch_kept[layer][row][head]
+                jaccard = len(set(kept) & set(own)) / max(1, len(set(kept) | set(own)))
+                if worst is None or (len(kept) == len(own), jaccard) < worst[:2]:
+                    worst = (len(kept) == len(own), jaccard, f"layer {layer} row {row} head {head}: {len(kept)} "
+                             f"positions kept in the batch, {len(own)} alone, Jaccard {jaccard:.3f}")
+    same_count, jaccard, where = worst
+    return (same_count and jaccard >= 0.95, "each row keeps what it keeps alone (equal counts, Jaccard >= 0.95)",
+            f"the worst layer, row and head: {where}")
+''', rules=("KVA201",))
 
 
 def _rows_identical(run: RunObservation) -> list[int]:

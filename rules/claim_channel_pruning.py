@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..mechanism import CheckContext, Claimant, Mechanism, RunResult, head_where, holds, not_applicable, row_name, \
-    setting, spans, violated
+from ..mechanism import CheckContext, Claimant, Mechanism, ReproRule, RunResult, head_where, holds, not_applicable, \
+    row_name, setting, spans, violated
 
 if TYPE_CHECKING:
     from ..tracer.child.inputs import ScoreInputs
@@ -157,6 +157,46 @@ class EveryKeyChannelPress(BasePress):
             return not_applicable("no layer kept keys whose channels could be compared")
         return holds(f"every head prunes int(d × {ratio:g}) channels of least query-key energy and keeps the last "
                      f"{recent} keys whole", recent, recent)
+
+    def repro_rule(self, params: dict[str, Any]) -> ReproRule:
+        return ReproRule('''
+def check(model, new_press):
+    """ThinK: per KV head, the int(d * ratio) key channels with the least query-key energy are zeroed, the same
+    on every pruned key, and the last `recent` keys keep every channel. The energy of channel j: the mean of
+    q_j^2 over the last window_size queries (averaged over the KV head's query heads) times the mean of k_j^2.
+    Energies within 1e-6 of the largest count as tied."""
+    press = new_press()
+    run = prefill(model, press, make_prompt(TOKENS, BATCH, PROMPT_SEED))
+    ratio = setting(press, PARAMS["ratio_attribute"])
+    if ratio is None:
+        return None, "pruned key channels", f"the press has no {PARAMS['ratio_attribute']}: the rule does not apply"
+    window = setting(press, "window_size", default=PARAMS["window_size"])
+    recent = PARAMS["recent"]
+    for layer in range(len(run.keys)):
+        before, after = run.keys[layer], run.cache.layers[layer].keys
+        batch, kv_heads, length, dim = before.shape
+        q_energy = queries(model, run, layer)[:, :, -window:].pow(2).mean(dim=2)
+        energy = q_energy.view(batch, kv_heads, -1, dim).mean(dim=2) * before.double().pow(2).mean(dim=2)
+        for row, heads in enumerate(row_positions(run, layer)):
+            for head, positions in enumerate(heads):
+                rows = [i for i, p in enumerate(positions) if p >= 0]
+                was = before[row, head, [positions[i] for i in rows]]
+                zeroed = (after[row, head, rows] == 0) & (was != 0)  # (kept rows, channels) the press zeroed
+                lost = zeroed.any(dim=0).nonzero().flatten().tolist()
+                where = f"layer {layer} row {row} head {head}"
+                if len(lost) != int(dim * ratio):
+                    return False, f"int({dim} x {ratio:g}) = {int(dim * ratio)} channels pruned", f"{where}: {len(lost)}"
+                order = energy[row, head].tolist()
+                cut = sorted(order)[len(lost) - 1] + 1e-6 * max(map(abs, order)) if lost else None
+                if lost and any(order[channel] > cut for channel in lost):
+                    return False, f"the {len(lost)} channels of least energy pruned", f"{where}: pruned {lost}"
+                pruned_tail = [positions[i] for i, hit in zip(rows, zeroed.any(dim=1).tolist())
+                               if hit and positions[i] >= length - recent]
+                if pruned_tail:
+                    return (False, f"the last {recent} keys keep every channel",
+                            f"{where}: the keys of {len(pruned_tail)} of the last {recent} positions lost channels")
+    return True, f"int(d x {ratio:g}) lowest-energy channels pruned, the last {recent} keys whole", "so on every head"
+''')
 
 
 def _not_lowest(criterion: tuple[float, ...], lost: tuple[int, ...]) -> list[int]:

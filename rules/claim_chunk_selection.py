@@ -8,6 +8,7 @@ from ..mechanism import (
     CheckContext,
     Claimant,
     Mechanism,
+    ReproRule,
     RunResult,
     holds,
     not_applicable,
@@ -176,6 +177,51 @@ class TokenWiseChunkKVPress(BasePress):
             return not_applicable("no layer kept a strict subset of at least one whole chunk")
         return holds(f"{judged} compressed layers keep whole {c}-token chunks, the same on every head, the row's own "
                      "top chunks", c, c)
+
+    def repro_rule(self, params: dict) -> ReproRule:
+        return ReproRule('''
+def check(model, new_press):
+    """ChunkKV, Algorithm 1: each row keeps whole chunks of c tokens (aligned at 0), the same on every KV head:
+    its own top K chunks by mean head-summed score, K = max(1, int(ceil(L/c) * (1 - ratio))). The chunks of the
+    observe window are always kept, and not ranked."""
+    press = new_press()
+    run = prefill(model, press, make_prompt(TOKENS, BATCH, PROMPT_SEED))
+    c = setting(press, "chunk_length", default=PARAMS["chunk_length"])
+    window = setting(press, "window_size", default=0)
+    ratio = getattr(press, "compression_ratio", RATIO)
+    for layer in range(len(run.keys)):
+        length = run.keys[layer].shape[2]
+        n_chunks = math.ceil(length / c)
+        k = max(1, int(n_chunks * (1 - ratio)))
+        protected = {p // c for p in range(length - window, length)}
+        for row, heads in enumerate(kept_positions(run, layer)):
+            where = f"layer {layer} row {row}"
+            if all(len(kept) == length for kept in heads):
+                continue  # not compressed
+            if any(kept != heads[0] for kept in heads):
+                return False, "one set of chunks for every KV head", f"{where}: heads keep {[len(h) for h in heads]}"
+            chunks = sorted({p // c for p in heads[0]})
+            whole = [p for i in chunks for p in range(i * c, min(i * c + c, length))]
+            if whole != heads[0]:
+                return False, f"whole chunks of {c}", f"{where}: {len(whole) - len(heads[0])} positions of its chunks dropped"
+            if not k <= len(chunks) <= max(k, len(protected)):
+                return False, f"{k} chunks of {c}", f"{where}: {len(chunks)} chunks"
+            if run.scores[layer] is None:
+                continue  # no score() output to rank the chunks by
+            summed = run.scores[layer][row].sum(dim=0)  # the row's scores, summed over KV heads
+            means = [summed[i * c:(i + 1) * c].mean().item() for i in range(n_chunks)]
+            tie = 1e-6 * max(abs(m) for m in means if math.isfinite(m))  # float32 rounding: a tie
+            dropped = [i for i in range(n_chunks) if i not in chunks and i not in protected]
+            lower = [i for i in chunks if i not in protected and dropped
+                     and means[i] < max(means[j] for j in dropped) - tie]
+            if lower:
+                best = max(dropped, key=lambda j: means[j])
+                worst = min(lower, key=lambda i: means[i])
+                return (False, f"{where} keeps its own top {len(chunks)} chunks by mean score",
+                        f"{where}: {len(lower)} kept chunks rank below dropped chunk {best} ({means[best]:.6g}), "
+                        f"e.g. kept chunk {worst} ({means[worst]:.6g})")
+    return True, f"every row keeps its own top chunks of {c}, whole", "every compressed layer and row does"
+''', rules=("KVA201", "KVA202"))
 
 
 def _where(layer: int, row: int, batch: int) -> dict[str, int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..mechanism import CheckContext, Claimant, Mechanism, RunResult, holds, not_applicable, setting, violated
+from ..mechanism import CheckContext, Claimant, Mechanism, ReproRule, RunResult, holds, not_applicable, setting, violated
 
 MIN_STEPS = 5  # a fixed-size claim must hold over at least this many decoding steps
 FIXED, INTERVAL, EVICTS = "fixed-size", "interval", "evicts"
@@ -155,6 +155,44 @@ class PrefillOnlyTOVAPress(KnormPress):
         return holds(f"{len(evicting)} of {len(curves)} layers evicted entries while decoding (layer {evicting[0]}: "
                      f"{curves[evicting[0]][-1]} entries after {steps} steps, not {curves[evicting[0]][0] + steps})",
                      curves[evicting[0]][0] + steps, curves[evicting[0]][-1])
+
+    def repro_rule(self, params: dict) -> ReproRule:
+        return ReproRule('''
+def check(model, new_press):
+    """Compression while decoding, by the claimant's mode (PARAMS["mode"]), over DECODE_STEPS greedy steps:
+    fixed-size: every layer's cache length stays the same over at least 5 consecutive steps;
+    interval: every layer is compressed at least once, to the press's target_size (or target_compression_ratio);
+    evicts: some layer holds fewer entries after the last step than after the prefill plus the steps."""
+    press = new_press()
+    run = prefill(model, press, make_prompt(TOKENS, BATCH, PROMPT_SEED), decode_steps=DECODE_STEPS)
+    curves = [list(curve) for curve in zip(*run.lengths)]  # per layer: after the prefill, then after each step
+    steps = len(curves[0]) - 1
+    mode = PARAMS.get("mode", "fixed-size")
+    if mode == "fixed-size":
+        for layer, curve in enumerate(curves):
+            flat = longest = 0
+            for before, after in zip(curve, curve[1:]):
+                flat = flat + 1 if after == before else 0
+                longest = max(longest, flat)
+            if longest < 5:
+                return (False, f"a fixed cache size over at least 5 of the {steps} decoding steps",
+                        f"layer {layer}: {curve[0]} entries after the prefill, then {curve[1:]}")
+        return True, "a fixed cache size over at least 5 steps", f"layer 0: {curves[0]}"
+    if mode == "interval":
+        target = setting(press, "target_size")
+        share = setting(press, "target_compression_ratio")
+        for layer, curve in enumerate(curves):
+            drops = [t for t in range(1, len(curve)) if curve[t] < curve[t - 1]]
+            if not drops:
+                return False, "compressed while decoding", f"layer {layer} grew: {curve}"
+            if share is not None:  # a share of every token seen: the prompt and those generated
+                target = max(1, int((run.keys[layer].shape[2] + drops[0]) * (1 - share)))
+            if target is not None and curve[drops[0]] != target:
+                return False, f"{target} entries after a compression", f"layer {layer}: {curve}"
+        return True, "every layer compressed while decoding", f"layer 0: {curves[0]}"
+    evicting = [layer for layer, curve in enumerate(curves) if curve[-1] < curve[0] + steps]
+    return bool(evicting), "some layer evicts while decoding", f"layer 0: {curves[0]}; evicting layers {evicting}"
+''')
 
 
 def _longest_flat(curve: list[int]) -> int:

@@ -5,7 +5,18 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from ..mechanism import REPEAT, CheckContext, Claimant, Mechanism, RunResult, holds, not_applicable, set_jaccard, violated
+from ..mechanism import (
+    REPEAT,
+    CheckContext,
+    Claimant,
+    Mechanism,
+    ReproRule,
+    RunResult,
+    holds,
+    not_applicable,
+    set_jaccard,
+    violated,
+)
 from ..model import NOT_APPLICABLE, ClaimCheck
 
 if TYPE_CHECKING:
@@ -97,3 +108,23 @@ class CoinFlipPress(ScorerPress):
             return not_applicable("no layer whose kept positions are known exactly")
         return holds(f"the same prompt, run again on a fresh press, keeps the same positions on all {compared} layers",
                      1.0, 1.0)
+
+    def repro_rule(self, params: dict) -> ReproRule:
+        return ReproRule('''
+def check(model, new_press):
+    """kvpress's BasePress contract: the compressed cache is a function of the prompt and the press's settings.
+    The same prompt, run again on a fresh press with torch's global random generator seeded otherwise, keeps
+    the same positions on every layer, row and KV head."""
+    ids = make_prompt(TOKENS, BATCH, PROMPT_SEED)
+    first = prefill(model, new_press(), ids)
+    again = prefill(model, new_press(), ids, seed=PROMPT_SEED + 7919)  # another global seed
+    for layer in range(len(first.keys)):
+        for row, (heads, heads_again) in enumerate(zip(kept_positions(first, layer), kept_positions(again, layer))):
+            for head, (kept, kept_again) in enumerate(zip(heads, heads_again)):
+                if kept != kept_again:
+                    jaccard = len(set(kept) & set(kept_again)) / max(1, len(set(kept) | set(kept_again)))
+                    return (False, "the same positions, run after run",
+                            f"layer {layer} row {row} head {head} keeps {len(kept)} then {len(kept_again)} positions "
+                            f"(Jaccard {jaccard:.3f})")
+    return True, "the same positions, run after run", "the same positions on every layer, row and head"
+''')

@@ -5,7 +5,18 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from ..mechanism import CheckContext, Claimant, Mechanism, RunResult, holds, not_applicable, row_name, setting, violated
+from ..mechanism import (
+    CheckContext,
+    Claimant,
+    Mechanism,
+    ReproRule,
+    RunResult,
+    holds,
+    not_applicable,
+    row_name,
+    setting,
+    violated,
+)
 
 if TYPE_CHECKING:
     from ..tracer.observations import RunObservation
@@ -122,6 +133,45 @@ class OverKeepingPress(ScorerPress):
                     gap=abs(kept - (1 - ratio)))
         return holds(f"the layers keep {measured:.1f} of {length:.0f} positions ({measured / length:.1%}) and as much "
                      f"memory, as compression_ratio {ratio:g} gives", round(1 - ratio, 4), round(measured / length, 4))
+
+    def repro_rule(self, params: dict) -> ReproRule:
+        return ReproRule('''
+def check(model, new_press):
+    """kvpress's BasePress contract: compression_ratio is the fraction of key-value pairs removed. With r the ratio
+    the press reports after the prefill, every batch row stays, attention sees L(1 - r) positions on average
+    (masked entries are dropped ones), and the cache holds 1 - r of its keys' and values' memory; one position
+    of tolerance. A press that keeps whole chunks of c keeps K*c positions (or (K-1)*c + the short last chunk),
+    K = floor or ceil of L(1 - r)/c, plus at most its observe window."""
+    press = new_press()
+    run = prefill(model, press, make_prompt(TOKENS, BATCH, PROMPT_SEED))
+    ratio = getattr(press, "compression_ratio", None)
+    if ratio is None:
+        return None, "1 - compression_ratio kept", "the press reports no compression_ratio: the rule does not apply"
+    layers = range(len(run.keys))
+    for layer in layers:
+        rows = run.cache.layers[layer].keys.shape[0]
+        if rows != BATCH:
+            return False, f"{BATCH} batch rows in every layer", f"layer {layer} holds {rows}: whole rows were dropped"
+    length = TOKENS
+    seen = [visible(run, layer, run.masked[layer], row, head) for layer in layers for row in range(BATCH)
+            for head in range(run.keys[layer].shape[1])]
+    chunk, window = setting(press, "chunk_length"), setting(press, "window_size", default=0)
+    if chunk is not None and 0 < chunk < length:  # whole chunks: each count must be explained by the chunking
+        budget, tail = length * (1 - ratio), length % chunk or chunk
+        allowed = {n for k in {math.floor(budget / chunk), math.ceil(budget / chunk)} if k > 0
+                   for n in (k * chunk, (k - 1) * chunk + tail)}
+        odd = [n for n in seen if n not in allowed and not min(allowed) <= n <= max(allowed) + window and n < length]
+        expected = f"{sorted(allowed)} positions (whole chunks of {chunk} of {budget:.1f}), plus up to {window}"
+        return not odd, expected, f"counts per layer, row and head: {sorted(set(seen))}"
+    mean = sum(seen) / len(seen)
+    expected = f"{length * (1 - ratio):.1f} of {length} positions ({1 - ratio:.1%}), compression_ratio {ratio:g}"
+    if abs(mean - length * (1 - ratio)) > 1:
+        return False, expected, f"{mean:.1f} of {length} positions on average ({mean / length:.1%})"
+    before = sum(run.keys[i].numel() + run.values[i].numel() for i in layers)
+    after = sum(run.cache.layers[i].keys.numel() + run.cache.layers[i].values.numel() for i in layers)
+    observed = f"{mean:.1f} positions on average, and {after / before:.1%} of the keys' and values' memory"
+    return abs(after / before - (1 - ratio)) * length <= 1, f"{expected}, in memory too", observed
+''')
 
     @staticmethod
     def _whole_chunks(run: RunObservation, layers: list, ratio: float, chunk: int, window: int,

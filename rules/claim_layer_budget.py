@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..mechanism import CheckContext, Claimant, Mechanism, RunResult, holds, not_applicable, ratio_of, violated
+from ..mechanism import CheckContext, Claimant, Mechanism, ReproRule, RunResult, holds, not_applicable, ratio_of, violated
 
 if TYPE_CHECKING:
     from ..tracer.observations import RunObservation
@@ -102,3 +102,25 @@ class EvenSplitPress(ScorerPress):
                             f"allocated across layers", "layers differ", "uniform", gap=0.5)
         return holds(f"one budget over all layers ({kept / entries:.1%} of the entries kept, compression_ratio "
                      f"{ratio:g}); {shares}", round(1 - ratio, 4), round(kept / entries, 4))
+
+    def repro_rule(self, params: dict) -> ReproRule:
+        return ReproRule('''
+def check(model, new_press):
+    """One budget over every layer and head: with r the ratio the press reports, the cache keeps (1 - r) of all
+    its (layer, batch row, KV head, position) entries together (masked entries and dropped rows count as
+    dropped; one per layer, row and head of tolerance), and the layers do not all keep the same number."""
+    press = new_press()
+    run = prefill(model, press, make_prompt(TOKENS, BATCH, PROMPT_SEED))
+    ratio = getattr(press, "compression_ratio", None)
+    if ratio is None:
+        return None, "one global budget", "the press reports no compression_ratio: the rule does not apply"
+    layers, heads = len(run.keys), run.keys[0].shape[1]
+    per_layer = [sum(visible(run, layer, run.masked[layer], row, head)
+                     for row in range(run.cache.layers[layer].keys.shape[0]) for head in range(heads))
+                 for layer in range(layers)]
+    entries = layers * BATCH * heads * TOKENS
+    expected = f"{entries * (1 - ratio):.0f} of {entries} entries ({1 - ratio:.1%}), the layers unequal"
+    observed = f"{sum(per_layer)} entries ({sum(per_layer) / entries:.1%}); per layer {per_layer}"
+    in_budget = abs(sum(per_layer) - entries * (1 - ratio)) <= layers * BATCH * heads
+    return in_budget and len(set(per_layer)) > 1, expected, observed
+''')

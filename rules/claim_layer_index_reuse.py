@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..mechanism import CheckContext, Claimant, Mechanism, StaticResult, format_layers
+from ..mechanism import CheckContext, Claimant, Mechanism, ReproRule, StaticResult, format_layers
 from ..model import (
     HOLDS,
     IMPLEMENTED,
@@ -174,6 +174,30 @@ class ScoringEveryLayerChunkKVPress(BasePress):
              "value_label": "Jaccard similarity (0: disjoint, 1: same indices)"},
         ]
         return check
+
+    def repro_rule(self, params: dict) -> ReproRule:
+        return ReproRule('''
+def check(model, new_press):
+    """ChunkKV, Algorithm 2: layers form groups of N_reuse; only a group's first layer calls score() and selects,
+    the others keep its indices. So ceil(layers / N_reuse) layers call score(), and a compressed layer that
+    skips score() keeps exactly the indices of the last layer that called it."""
+    press = new_press()
+    run = prefill(model, press, make_prompt(TOKENS, BATCH, PROMPT_SEED))
+    n_reuse = setting(press, "n_reuse", "N_reuse", "reuse_n", "num_reuse", default=PARAMS["n_reuse"])
+    layers = len(run.keys)
+    scoring = [layer for layer in range(layers) if run.score_calls[layer]]
+    followers, leader = [], None
+    for layer in range(layers):
+        kept = kept_positions(run, layer)
+        if run.score_calls[layer]:
+            leader = kept
+        elif leader is not None and kept == leader and len(kept[0][0]) < run.keys[layer].shape[2]:
+            followers.append(layer)
+    expected = (f"score() on ceil({layers}/{n_reuse}) = {math.ceil(layers / n_reuse)} layers; the others keep "
+                "their leader's indices")
+    observed = f"score() on {len(scoring)} layers ({scoring}); layers {followers} keep their leader's indices"
+    return len(scoring) == math.ceil(layers / n_reuse) and bool(followers), expected, observed
+''', rules=("KVA101", "KVA102", "KVA103", "KVA104"))
 
     def static_evidence(self, ctx: PressContext) -> StaticResult:
         from ..analysis.reuse import analyse_reuse

@@ -8,6 +8,7 @@ from ..mechanism import (
     CheckContext,
     Claimant,
     Mechanism,
+    ReproRule,
     RunResult,
     head_where,
     holds,
@@ -119,6 +120,34 @@ class WindowDroppingPress(ScorerPress):
             return not_applicable("no layer was compressed")
         note = f"; budget below w on {len({i for i, _ in short})} layers" if short else ""
         return holds(f"every compressed layer keeps the last {w} positions{note}", w, w)
+
+    def repro_rule(self, params: dict) -> ReproRule:
+        return ReproRule('''
+def check(model, new_press):
+    """The observation window: the last w positions (whose queries score the rest) are kept on every layer,
+    batch row and KV head that keeps at least w positions; w is the press's window_size."""
+    press = new_press()
+    run = prefill(model, press, make_prompt(TOKENS, BATCH, PROMPT_SEED))
+    w = setting(press, "window_size")
+    if w is None:
+        return None, "the last window_size positions kept", "the press has no window_size: the rule does not apply"
+    judged = 0
+    for layer in range(len(run.keys)):
+        length = run.keys[layer].shape[2]
+        for row, heads in enumerate(kept_positions(run, layer)):
+            for head, kept in enumerate(heads):
+                if len(kept) == length or len(kept) < w:
+                    continue  # not compressed, or a budget below the window (it cannot be kept whole)
+                judged += 1
+                missing = sorted(set(range(length - w, length)) - set(kept))
+                if missing:
+                    return (False, f"the last {w} positions ({length - w}-{length - 1}) kept",
+                            f"layer {layer} row {row} head {head} keeps {len(kept)} positions, {w - len(missing)} "
+                            f"of the last {w} (dropped {missing})")
+    if not judged:
+        return None, f"the last {w} positions kept", "no layer kept at least w positions: the rule does not apply"
+    return True, f"the last {w} positions kept", f"kept on all {judged} compressed heads"
+''')
 
 
 def _figure(kept: tuple[int, ...], length: int, w: int, layer: int, head: int) -> dict:

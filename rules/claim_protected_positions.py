@@ -8,6 +8,7 @@ from ..mechanism import (
     CheckContext,
     Claimant,
     Mechanism,
+    ReproRule,
     RunResult,
     head_where,
     holds,
@@ -140,3 +141,33 @@ class TailDroppingPress(ScorerPress):
             return not_applicable("no layer was compressed")
         return holds(f"every compressed layer keeps the first {first} and the last {last} positions", [first, last],
                      [first, last])
+
+    def repro_rule(self, params: dict) -> ReproRule:
+        return ReproRule('''
+def check(model, new_press):
+    """Protected positions: every compressed layer, batch row and KV head that keeps at least S + W positions
+    keeps the first S and the last W. S and W are the press's own settings (the names in PARAMS["first"] and
+    PARAMS["last"]), else the paper's values."""
+    press = new_press()
+    run = prefill(model, press, make_prompt(TOKENS, BATCH, PROMPT_SEED))
+    names_first, names_last = PARAMS.get("first", ()), PARAMS.get("last", ())
+    first = setting(press, *names_first, default=next((PARAMS[n] for n in names_first if n in PARAMS), 0))
+    last = setting(press, *names_last, default=next((PARAMS[n] for n in names_last if n in PARAMS), 0))
+    judged = 0
+    for layer in range(len(run.keys)):
+        length = run.keys[layer].shape[2]
+        protected = set(range(first)) | set(range(length - last, length))
+        for row, heads in enumerate(kept_positions(run, layer)):
+            for head, kept in enumerate(heads):
+                if len(kept) == length or len(kept) < len(protected):
+                    continue  # not compressed, or a budget below the protected positions
+                judged += 1
+                missing = sorted(protected - set(kept))
+                if missing:
+                    return (False, f"the first {first} and the last {last} positions kept",
+                            f"layer {layer} row {row} head {head} keeps {len(kept)} positions but drops {len(missing)} "
+                            f"protected ones: {missing[:12]}")
+    if not judged:
+        return None, f"the first {first} and last {last} kept", "no layer kept enough positions: the rule does not apply"
+    return True, f"the first {first} and the last {last} positions kept", f"kept on all {judged} compressed heads"
+''')

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..mechanism import CheckContext, Claimant, Mechanism, RunResult, not_applicable, ratio_of, setting, violated
+from ..mechanism import CheckContext, Claimant, Mechanism, ReproRule, RunResult, not_applicable, ratio_of, setting, violated
 from ..model import HOLDS
 
 
@@ -153,3 +153,25 @@ class FlatPyramidPress(SnapKVPress):
         return RunResult(HOLDS, f"budgets fall from {budgets[0]} (layer 0) to {budgets[-1]} (layer "
                          f"{len(layers) - 1}) and sum to {sum(budgets)} of {total:.0f}", expected, budgets,
                          figure=figure)
+
+    def repro_rule(self, params: dict) -> ReproRule:
+        return ReproRule('''
+def check(model, new_press):
+    """PyramidKV: lower layers keep more, higher layers less. Per layer budgets (entries attention sees in batch
+    row 0, averaged over KV heads) never increase with depth, the first exceeds the last, and they sum to
+    layers * L(1 - ratio) within one position per layer. The paper's pyramid runs linearly from 2k - k/beta
+    down to k/beta, k = L(1 - ratio)."""
+    press = new_press()
+    run = prefill(model, press, make_prompt(TOKENS, BATCH, PROMPT_SEED))
+    ratio = getattr(press, "compression_ratio", RATIO)
+    layers, length = len(run.keys), TOKENS
+    heads = run.keys[0].shape[1]
+    budgets = [round(sum(visible(run, layer, run.masked[layer], 0, head) for head in range(heads)) / heads)
+               for layer in range(layers)]
+    k, beta = length * (1 - ratio), setting(press, "beta", default=PARAMS["beta"])
+    pyramid = [round(2 * k - k / beta - layer * (2 * k - 2 * k / beta) / (layers - 1)) for layer in range(layers)]
+    expected = f"budgets falling with depth, summing to {layers * k:.0f} (the paper's pyramid: {pyramid})"
+    observed = f"budgets {budgets}, summing to {sum(budgets)}"
+    falling = all(later <= earlier for earlier, later in zip(budgets, budgets[1:])) and budgets[0] > budgets[-1]
+    return falling and abs(sum(budgets) - layers * k) <= layers, expected, observed
+''')

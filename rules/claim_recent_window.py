@@ -9,6 +9,7 @@ from ..mechanism import (
     CheckContext,
     Claimant,
     Mechanism,
+    ReproRule,
     RunResult,
     head_where,
     holds,
@@ -100,3 +101,26 @@ class HeavyHittersOnlyPress(ScorerPress):
         if not judged:
             return not_applicable("no layer was compressed")
         return holds(f"every compressed head keeps at least the most recent {share:g} of its budget", share, share)
+
+    def repro_rule(self, params: dict) -> ReproRule:
+        return ReproRule('''
+def check(model, new_press):
+    """H2O: the budget is split between heavy hitters and the most recent tokens (half each in the paper). Every
+    compressed layer, batch row and KV head that keeps n positions keeps the last floor(share * n) of the prompt
+    (one position of tolerance)."""
+    run = prefill(model, new_press(), make_prompt(TOKENS, BATCH, PROMPT_SEED))
+    share = PARAMS["share"]
+    for layer in range(len(run.keys)):
+        length = run.keys[layer].shape[2]
+        for row, heads in enumerate(kept_positions(run, layer)):
+            for head, kept in enumerate(heads):
+                if len(kept) == length:
+                    continue  # not compressed
+                recent = 0  # how many positions, counting back from the last, are kept without a gap
+                while length - 1 - recent in kept:
+                    recent += 1
+                if recent < math.floor(share * len(kept)) - 1:
+                    return (False, f"the last {math.floor(share * len(kept))} positions ({share:g} of {len(kept)} kept)",
+                            f"layer {layer} row {row} head {head} keeps the last {recent} positions in a row")
+    return True, f"the last {share:g} of each head's budget kept", "kept on every compressed head"
+''')

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..mechanism import CheckContext, Claimant, Mechanism, RunResult, head_where, holds, not_applicable, violated
+from ..mechanism import CheckContext, Claimant, Mechanism, ReproRule, RunResult, head_where, holds, not_applicable, violated
 
 if TYPE_CHECKING:
     from ..tracer.child.inputs import ScoreInputs
@@ -394,6 +394,161 @@ class NormInsteadPress(ScorerPress):
                             1.0, round(agreement, 4), gap=1.0 - agreement, **where)
         return holds(f"score() ranks the kept positions as the paper's {formula} formula does: at least "
                      f"{agreement:.0%} agreement on each of {judged} heads", 1.0, round(agreement, 4))
+
+    def repro_rule(self, params: dict[str, Any]) -> ReproRule | None:
+        """The check, with the claimant's formulas in plain torch (only those written below: None otherwise)."""
+        names = {str(params.get("formula") or ""), *(params.get("formula_of_press") or {}).values()}
+        needed = {name for formula in names for name in REPRO_NEEDS.get(formula, (formula,))}
+        if not names or not needed <= set(REPRO_FORMULAS):
+            return None
+        formulas = "\n\n".join(REPRO_FORMULAS[name].strip("\n") for name in sorted(needed, key=list(REPRO_FORMULAS).index))
+        table = ", ".join(f'"{name}": {name.replace("-", "_")}' for name in sorted(names))
+        return ReproRule(formulas + f"\n\n\nFORMULAS = {{{table}}}\n" + REPRO_CHECK)
+
+
+# -- the same formulas as plain code, for the standalone reproductions (kvaudit.repro) -------------
+
+REPRO_FORMULAS = {
+    "causal-attention": '''
+def causal_attention(model, run, layer, last):
+    """Softmax attention of the last `last` queries over every key, with the causal mask (per query head)."""
+    q, k = queries(model, run, layer)[:, :, -last:], run.keys[layer].double()
+    k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+    logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    length = k.shape[2]
+    future = torch.arange(length).view(1, -1) > torch.arange(length - last, length).view(-1, 1)
+    return logits.masked_fill(future, -math.inf).softmax(dim=-1)
+''',
+    "window-attention": '''
+def window_attention(model, run, layer, p):
+    """SnapKV: the attention of the last window_size queries, summed over the window, average-pooled over
+    kernel_size positions, then averaged over the query heads of each KV head; the window itself is kept."""
+    kv_heads, length = run.keys[layer].shape[1], run.keys[layer].shape[2]
+    window, kernel = min(p["window_size"], length), p["kernel_size"]
+    votes = causal_attention(model, run, layer, window)[..., :length - window].sum(dim=2)
+    pooled = torch.nn.functional.avg_pool1d(votes.flatten(0, 1).unsqueeze(1), kernel, 1, kernel // 2,
+                                            count_include_pad=True).view(*votes.shape[:2], -1)[..., :length - window]
+    scores = pooled.view(pooled.shape[0], kv_heads, -1, pooled.shape[-1]).mean(dim=2)
+    return torch.cat([scores, torch.full((*scores.shape[:2], window), math.inf, dtype=scores.dtype)], dim=-1)
+''',
+    "last-query-attention": '''
+def last_query_attention(model, run, layer, p):
+    """TOVA: each position's attention from the last query, averaged over every head of the layer (one
+    decision for the layer); the last position is the query itself, and kept."""
+    attention = causal_attention(model, run, layer, 1)[:, :, 0]
+    scores = attention.mean(dim=1, keepdim=True).expand(-1, run.keys[layer].shape[1], -1).clone()
+    scores[..., -1] = math.inf
+    return scores
+''',
+    "key-norm": '''
+def key_norm(model, run, layer, p):
+    """Knorm: keys with a low L2 norm draw attention, so the lowest norms are kept."""
+    return -run.keys[layer].double().norm(dim=-1)
+''',
+    "key-diversity": '''
+def key_diversity(model, run, layer, p):
+    """KeyDiff: minus each key's cosine similarity to the anchor, the mean of the normalised keys."""
+    k = run.keys[layer].double()
+    anchor = (k / k.norm(dim=-1, keepdim=True).clamp_min(1e-12)).mean(dim=2, keepdim=True)
+    return -torch.nn.functional.cosine_similarity(k, anchor, dim=-1)
+''',
+    "non-causal-attention": '''
+def non_causal_attention(model, run, layer, p):
+    """Compactor's attention half: within each chunk of chunk_size tokens, every query attends to every key of
+    its chunk (no causal mask, unscaled logits); a key scores the probability it receives, summed over the
+    chunk's queries and over the query heads of its KV head."""
+    q, k = queries(model, run, layer), run.keys[layer].double()
+    groups = q.shape[1] // k.shape[1]
+    k = k.repeat_interleave(groups, dim=1)
+    total = torch.zeros(q.shape[:3], dtype=torch.float64)
+    for start in range(0, q.shape[2], p["chunk_size"]):
+        stop = start + p["chunk_size"]
+        total[:, :, start:stop] = (q[:, :, start:stop] @ k[:, :, start:stop].transpose(-1, -2)).softmax(-1).sum(2)
+    return total.view(k.shape[0], -1, groups, q.shape[2]).sum(dim=2)
+''',
+    "leverage": '''
+def keys_before_rope(model, run, layer):
+    """The layer's keys before the rotary embedding (float64), as its attention computed them."""
+    module = model.model.layers[layer].self_attn
+    hidden = run.inputs[layer][0]
+    k = module.k_proj(hidden).view(*hidden.shape[:2], -1, module.head_dim)
+    if hasattr(module, "k_norm"):  # Qwen3 normalises keys per head first
+        k = module.k_norm(k)
+    return k.transpose(1, 2).double()
+
+
+def leverage(model, run, layer, p):
+    """Compactor's leverage half: the ridge leverage of each pre-rotary key, centred over the sequence,
+    [X (X^T X + regularizer I)^-1 X^T]_ii."""
+    x = keys_before_rope(model, run, layer)
+    x = x - x.mean(dim=2, keepdim=True)
+    gram = x.transpose(-1, -2) @ x + p["regularizer"] * torch.eye(x.shape[-1], dtype=x.dtype)
+    return (x * torch.linalg.solve(gram, x.transpose(-1, -2)).transpose(-1, -2)).sum(dim=-1)
+''',
+    "compactor-blend": '''
+def z_scores(scores):
+    """Per batch row, over every head and position together."""
+    flat = scores.flatten(1)
+    return (scores - flat.mean(1).view(-1, 1, 1)) / flat.std(1, unbiased=False).clamp_min(1e-12).view(-1, 1, 1)
+
+
+def compactor_blend(model, run, layer, p):
+    """Compactor: z-scored non-causal attention plus `blending` times z-scored leverage; the first
+    sink_size_start and the last sink_size_end positions are always kept."""
+    blending = p.get("blending", p["paper_blending"])
+    scores = z_scores(non_causal_attention(model, run, layer, p)) + blending * z_scores(leverage(model, run, layer, p))
+    scores[..., :p["sink_size_start"]] = math.inf
+    if p["sink_size_end"]:
+        scores[..., max(p["sink_size_start"], scores.shape[-1] - p["sink_size_end"]):] = math.inf
+    return scores
+''',
+}
+# The formulas a formula calls.
+REPRO_NEEDS = {"compactor-blend": ("non-causal-attention", "leverage", "compactor-blend"),
+               "window-attention": ("causal-attention", "window-attention"),
+               "last-query-attention": ("causal-attention", "last-query-attention")}
+
+REPRO_CHECK = '''
+
+def agreement(scores, reference, n):
+    """The smaller share of each ranking's top n that the other ranks in its top n (ties with its n-th count)."""
+    def covered(ranked, other):
+        top = ranked.sort(descending=True, stable=True).indices[:n]
+        finite = other[other.isfinite()]
+        tie = 1e-4 * (finite.max() - finite.min()).item() if len(finite) else 0.0
+        return (other[top] >= other.sort(descending=True).values[n - 1] - tie).double().mean().item()
+    return min(covered(scores, reference), covered(reference, scores))
+
+
+def check(model, new_press):
+    """The paper's score, recomputed here in float64 from what each layer's score() was given, ranks the
+    positions as score() does: on every compressed layer, batch row and KV head keeping n positions, at least
+    95% of score()'s top n are in the formula's top n (ties with its n-th count), and the other way round.
+    The press's own settings (window, chunk size, sinks, blending) replace the paper's values."""
+    press = new_press()
+    run = prefill(model, press, make_prompt(TOKENS, BATCH, PROMPT_SEED))
+    p = {**PARAMS, **{name: setting(press, name) for name in PARAMS if setting(press, name) is not None}}
+    if setting(press, "blending") is not None:
+        p["blending"] = setting(press, "blending")
+    name = p.get("formula_of_press", {}).get(type(press).__name__, p["formula"])
+    worst = None
+    for layer in range(len(run.keys)):
+        length = run.keys[layer].shape[2]
+        if run.scores[layer] is None or run.scores[layer].shape != run.keys[layer].shape[:3]:
+            continue
+        reference = FORMULAS[name](model, run, layer, p)
+        for row, heads in enumerate(kept_positions(run, layer)):
+            for head, kept in enumerate(heads):
+                if 0 < len(kept) < length:
+                    share = agreement(run.scores[layer][row, head], reference[row, head], len(kept))
+                    if worst is None or share < worst[0]:
+                        worst = (share, f"layer {layer} row {row} head {head}", len(kept))
+    if worst is None:
+        return None, f"score() ranks as the {name} formula", "no compressed layer: the rule does not apply"
+    share, where, n = worst
+    return (share >= 0.95, f"at least 95% of the {n} positions score() ranks highest are the {name} formula's top {n}",
+            f"{where}: {share:.0%} are")
+'''
 
 
 def formula_name(params: dict[str, Any], press_class: object) -> str:

@@ -145,6 +145,40 @@ class FileFlags:
     no_config: Annotated[bool, typer.Option("--no-config", help="Ignore every configuration file.")] = False
 
 
+REPRO = "Reproductions"
+
+
+@dataclass(frozen=True)
+class ReproFlags:
+    """Standalone reproductions of the findings (``trace`` and ``report``)."""
+
+    repro_dir: Annotated[Optional[Path], typer.Option(
+        "--repro-dir", metavar="DIR", file_okay=False,
+        help="Write, for each violated claim, accepted deviation and defect, DIR/<press>-<claim>.py (a script that "
+        "imports only torch, transformers and kvpress, and exits 1 while the rule is broken) and DIR/<press>-<claim>.md "
+        "(an issue draft for the press's tracker).", rich_help_panel=REPRO)] = None
+
+    def refuse_unsupported(self, options: TraceOptions | None) -> None:
+        """Exit 2 before any work when the reproductions cannot stand for the trace: the scripts rebuild the
+        random tiny model from its config, which the trained model's findings were not measured on."""
+        if self.repro_dir is not None and options is not None and options.trained:
+            raise fail("--repro-dir: the scripts rebuild kvaudit's random tiny model, not --model trained; "
+                       "trace without --model trained to write them")
+
+    def write(self, result: Any, options: TraceOptions | None, reread: Any = None) -> list[Any]:
+        """Write the reproductions of ``result`` (nothing without ``--repro-dir`` or a trace); exit 2 with one line
+        when DIR cannot be written. ``reread``: the run's file options when its static rules were off (``trace``):
+        the drafts then read the presses' source lines again."""
+        if self.repro_dir is None or options is None or result.traced is None:
+            return []
+        from ..repro import write_reproductions
+
+        try:
+            return write_reproductions(result, self.repro_dir, options, reread)
+        except OSError as error:
+            raise fail(f"--repro-dir {self.repro_dir}: cannot write: {error.strerror or error}") from None
+
+
 def with_options(defaults: dict[str, Any] | None = None, **groups: type) -> Callable[[Callable], Callable]:
     """Add each group's options to a command, which receives the group as one object under the keyword given.
 

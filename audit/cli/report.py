@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from . import app
-from .options import BAD_INPUT, Debug, FileFlags, TraceFlags, with_options
+from .options import BAD_INPUT, Debug, FileFlags, ReproFlags, TraceFlags, internal_errors, with_options
 from ..defaults import DEFAULT_TARGET
 
 if TYPE_CHECKING:  # the engine and the tracer load when the command runs, not for --help
@@ -49,20 +49,21 @@ def header_lines(options: TraceOptions | None, timestamp: bool) -> list[str]:
 
 
 def write_report(result: AuditResult, output: Path, targets: list[str], options: TraceOptions | None,
-                 timestamp: bool) -> None:
-    """Render the report (and its figures) next to ``output``."""
+                 timestamp: bool, reproductions: list | None = None) -> None:
+    """Render the report (and its figures) next to ``output``; each finding links to its ``reproductions``."""
     from ..reporters.figures import write_figures
-    from ..reporters.markdown import ReportContext, render_markdown
+    from ..reporters.markdown import ReportContext, render_markdown, reproduction_links
 
     output.parent.mkdir(parents=True, exist_ok=True)
     figures, note = write_figures(result, output.parent, output.stem)
     context = ReportContext(targets=targets, report_dir=output.parent, figures=figures, figures_note=note,
-                            header_lines=header_lines(options, timestamp))
+                            header_lines=header_lines(options, timestamp),
+                            reproductions=reproduction_links(reproductions or [], output.parent))
     output.write_text(render_markdown(result, context), encoding="utf-8")
 
 
 @app.command("report")
-@with_options(defaults={"compare_reference": True}, files=FileFlags, trace_flags=TraceFlags)
+@with_options(defaults={"compare_reference": True}, files=FileFlags, trace_flags=TraceFlags, repro=ReproFlags)
 def report(
     targets: list[str] = typer.Argument(None, help=f"Files, directories or module names. Default: {DEFAULT_TARGET}."),
     output: Path = typer.Option(..., "--output", "-o", help="The Markdown file to write; figures go beside it.",
@@ -73,6 +74,7 @@ def report(
     *,
     files: FileFlags,
     trace_flags: TraceFlags,
+    repro: ReproFlags,
 ) -> None:
     """Write a Markdown report: conformance matrix, violations with figures, static evidence, per-layer traces."""
     from ..exitcodes import exit_code
@@ -83,9 +85,12 @@ def report(
     chosen = list(targets) if targets else [DEFAULT_TARGET]
     # Said before any work, and never filed as a press failure in the report.
     stages = tracing(trace, trace_flags, "; or pass --no-trace for a static report")
+    repro.refuse_unsupported(stages.trace)
     result = run_pipeline(chosen, options, settings, stages, debug).result
+    with internal_errors(", ".join(chosen), debug):
+        reproductions = repro.write(result, stages.trace)
     try:
-        write_report(result, output, chosen, stages.trace, timestamp)
+        write_report(result, output, chosen, stages.trace, timestamp, reproductions)
     except OSError as err:
         typer.echo(f"error: cannot write {output}: {err.strerror or err}", err=True)
         raise typer.Exit(BAD_INPUT) from None

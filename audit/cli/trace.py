@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from . import app
-from .options import Debug, FileFlags, TraceFlags, fail, internal_errors, with_options
+from .options import Debug, FileFlags, ReproFlags, TraceFlags, fail, internal_errors, with_options
 
 if TYPE_CHECKING:
     from ..diff import Snapshot
@@ -32,7 +32,7 @@ class TraceFormat(str, Enum):
 
 
 @app.command("trace")
-@with_options(files=FileFlags, trace_flags=TraceFlags)
+@with_options(files=FileFlags, trace_flags=TraceFlags, repro=ReproFlags)
 def trace(
     targets: list[str] = typer.Argument(
         ...,
@@ -50,6 +50,7 @@ def trace(
     *,
     files: FileFlags,
     trace_flags: TraceFlags,
+    repro: ReproFlags,
 ) -> None:
     """Trace presses on a tiny model and check the claims of their papers, layer by layer, step by step."""
     from ..exitcodes import exit_code
@@ -58,12 +59,17 @@ def trace(
 
     options, settings = static_options(files, static_rules=False)
     options.debug = debug
-    trace_options = trace_flags.options()
-    known = _read_baseline(baseline, write_baseline, trace_options)  # a bad baseline: exit 2 before any trace
-    result = run_pipeline(list(targets), options, settings, Stages(static_rules=False, trace=trace_options),
-                          debug).result
+    stages = Stages(static_rules=False, trace=trace_flags.options())
+    repro.refuse_unsupported(stages.trace)
+    known = _read_baseline(baseline, write_baseline, stages.trace)  # a bad baseline: exit 2 before any trace
+    result = run_pipeline(list(targets), options, settings, stages, debug).result
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
+    with internal_errors(", ".join(targets), debug):
+        written = repro.write(result, stages.trace, options)
+    if written:
+        typer.echo(f"note: wrote {len(written)} reproduction(s) (a script and an issue draft each) to {repro.repro_dir}",
+                   err=True)
     with internal_errors(", ".join(targets), debug):
         if output_format is TraceFormat.json:
             from ..reporters.trace_json import render_trace_json

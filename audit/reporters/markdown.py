@@ -59,6 +59,26 @@ class ReportContext:
     figures: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # figure_key(press, claim) -> (caption, file)
     figures_note: str | None = None  # why figures are missing, when they are
     header_lines: list[str] = field(default_factory=list)  # versions, model, optional timestamp
+    # (press, claim or defect id) -> (script, issue draft), relative to the report (--repro-dir); script None: none yet
+    reproductions: dict[tuple[str, str], tuple[str | None, str]] = field(default_factory=dict)
+
+
+def reproduction_links(reproductions: Iterable, report_dir: Path) -> dict[tuple[str, str], tuple[str | None, str]]:
+    """(press, finding) -> the script and the draft of each :class:`kvaudit.repro.Reproduction`, relative to the report."""
+    def relative(path: Path) -> str:
+        return Path(os.path.relpath(path, report_dir)).as_posix()
+
+    return {(item.press, item.finding): (relative(item.script) if item.script is not None else None,
+                                         relative(item.draft)) for item in reproductions}
+
+
+def _reproduce(ctx: ReportContext, press: str, finding: str) -> str:
+    """``[reproduction](…) · [issue draft](…)`` for a finding with a reproduction, else ""."""
+    found = ctx.reproductions.get((press, finding))
+    if found is None:
+        return ""
+    script, draft = found
+    return (f"[reproduction]({script}) · " if script is not None else "") + f"[issue draft]({draft})"
 
 
 def stable_path(path: str) -> str:
@@ -228,6 +248,9 @@ def violation_sections(result: AuditResult, ctx: ReportContext) -> list[str]:
                 f"{', '.join(f'{v} {k}' for k, v in check.runs.items()) or '—'} |", ""]
         if check.accepted is not None:
             out += [f"*Accepted:* {check.accepted}", ""]
+        links = _reproduce(ctx, press.name, check.id)
+        if links:
+            out += [f"*Reproduce:* {links}", ""]
         for caption, filename in ctx.figures.get(figure_key(press.name, check.id), []):
             out += [f"![{caption}]({filename})", ""]
     return out
@@ -339,17 +362,22 @@ def overview(result: AuditResult) -> str:
     return said + told
 
 
-def defect_statements(result: AuditResult) -> list[str]:
-    """One line per dynamic defect (crash, stale-indices, batch-row-0): the tracer's KVA303 findings."""
-    return [f"- {press.name} `{defect.id}`: {defect.message}" for press in result.presses
-            if press.trace is not None for defect in press.trace.defects]
+def defect_statements(result: AuditResult, ctx: ReportContext | None = None) -> list[str]:
+    """One line per dynamic defect (crash, stale-indices, batch-row-0): the tracer's KVA303 findings; with
+    reproductions, each ends with the links to its script and issue draft."""
+    lines = []
+    for press in result.presses:
+        for defect in press.trace.defects if press.trace is not None else []:
+            links = _reproduce(ctx, press.name, defect.id) if ctx is not None else ""
+            lines.append(f"- {press.name} `{defect.id}`: {defect.message}" + (f" ({links})" if links else ""))
+    return lines
 
 
-def summary_lines(result: AuditResult) -> list[str]:
+def summary_lines(result: AuditResult, ctx: ReportContext | None = None) -> list[str]:
     """The whole ``## Summary``: the overview, the claims not met, the accepted deviations, the static
     verdicts, and the time beside the reference press; each list under its own label."""
     lines = [overview(result), "", *claim_summary(result)]
-    defects = defect_statements(result)
+    defects = defect_statements(result, ctx)
     if defects:
         lines += ["**Defects on the tiny model** (KVA303: the press crashed, kept stale indices or selected for "
                   "batch row 0 only):", "", *defects, ""]
@@ -615,7 +643,7 @@ def render_markdown(result: AuditResult, ctx: ReportContext) -> str:
     if ctx.targets:
         out.append(f"- targets: {', '.join(f'`{t}`' for t in ctx.targets)}")
     out.append("")
-    out += ["## Summary", "", *summary_lines(result)]
+    out += ["## Summary", "", *summary_lines(result, ctx)]
     out += trained_model_lines(result)
     matrix = conformance_matrix(result)
     if matrix:
