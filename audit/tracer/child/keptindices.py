@@ -17,12 +17,23 @@ from dataclasses import dataclass
 
 import torch
 
-_PROJECTION_SEED = 20250200
+_HASH_SEED = 20250200
+_BITS = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}  # an integer dtype of each float's size
 
 
-def _projection(head_dim: int, device: torch.device) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(_PROJECTION_SEED)
-    return torch.randn(head_dim, generator=generator, dtype=torch.float64).to(device)
+def _row_hashes(rows: torch.Tensor) -> torch.Tensor:
+    """(..., head_dim) -> (...) int64: a hash of each row's bits.
+
+    Integer arithmetic wraps and is associative, so a row's hash does not depend on the layout of the
+    tensor it sits in (a float projection does: its reduction order follows the strides). Identical
+    rows always hash alike; different rows collide with negligible probability, and every match is
+    checked for exact equality anyway.
+    """
+    head_dim = rows.shape[-1]
+    generator = torch.Generator().manual_seed(_HASH_SEED)
+    weights = (torch.randint(1, 2**62, (head_dim,), generator=generator, dtype=torch.int64) * 2 + 1).to(rows.device)
+    bits = rows.contiguous().view(_BITS[rows.element_size()]).to(torch.int64)
+    return (bits * weights).sum(-1)
 
 
 def match_rows(original: torch.Tensor, compressed: torch.Tensor) -> torch.Tensor:
@@ -42,30 +53,22 @@ def match_rows(original: torch.Tensor, compressed: torch.Tensor) -> torch.Tensor
 
     Notes
     -----
-    Rows are compared through a random projection (sort + binary search: O(L log L)), then every
-    candidate is checked for exact equality, so a projection tie can never produce a false match.
+    Rows are compared through a hash of their bits (sort + binary search: O(L log L), no Python loop
+    over rows), then every candidate is checked for exact equality, so a hash collision can never
+    produce a false match. A row with twins is matched to the first of them.
     """
     batch, heads, length, head_dim = original.shape
     if compressed.shape[:2] != original.shape[:2] or compressed.shape[-1] != head_dim or length == 0:
         return torch.full(compressed.shape[:3], -1, dtype=torch.long)
-    weights = _projection(head_dim, original.device)
-    projected_original = (original.to(torch.float64) * weights).sum(-1)
-    projected_compressed = (compressed.to(torch.float64) * weights).sum(-1)
-    ordered, order = projected_original.sort(dim=-1)
-    slot = torch.searchsorted(ordered.contiguous(), projected_compressed.contiguous())
-    result = torch.full(compressed.shape[:3], -1, dtype=torch.long, device=original.device)
-    # Rounding can put the twin one slot either side of the insertion point: check both.
-    for candidate_slot in (slot.clamp(max=length - 1), (slot - 1).clamp(min=0)):
-        candidate = order.gather(-1, candidate_slot)
-        rows = original.gather(2, candidate.unsqueeze(-1).expand(-1, -1, -1, head_dim))
-        exact = (rows == compressed).all(-1) & (result < 0)
-        result = torch.where(exact, candidate, result)
-    # Rare leftovers (a projection far off through reduction order): exhaustive exact search.
-    for b, h, k in (result < 0).nonzero().tolist():
-        hits = (original[b, h] == compressed[b, h, k]).all(-1).nonzero()
-        if len(hits):
-            result[b, h, k] = hits[0, 0]
-    return result.cpu()
+    if compressed.dtype != original.dtype:
+        compressed = compressed.to(original.dtype)
+    ordered, order = _row_hashes(original).sort(dim=-1, stable=True)
+    wanted = _row_hashes(compressed)
+    slot = torch.searchsorted(ordered.contiguous(), wanted.contiguous()).clamp(max=length - 1)
+    candidate = order.gather(-1, slot)
+    rows = original.gather(2, candidate.unsqueeze(-1).expand(-1, -1, -1, head_dim))
+    exact = (ordered.gather(-1, slot) == wanted) & (rows == compressed).all(-1)
+    return torch.where(exact, candidate, torch.full_like(candidate, -1)).cpu()
 
 
 def duplicated_rows(original: torch.Tensor) -> torch.Tensor:
@@ -75,19 +78,17 @@ def duplicated_rows(original: torch.Tensor) -> torch.Tensor:
     its value alone cannot tell which of the twins it came from.
     """
     batch, heads, length, head_dim = original.shape
-    result = torch.zeros((batch, heads, length), dtype=torch.bool)
     if length < 2:
-        return result
-    weights = _projection(head_dim, original.device)
-    projected = (original.to(torch.float64) * weights).sum(-1)
-    ordered, order = projected.sort(dim=-1)
+        return torch.zeros((batch, heads, length), dtype=torch.bool)
+    ordered, order = _row_hashes(original).sort(dim=-1, stable=True)
     rows = original.gather(2, order.unsqueeze(-1).expand(-1, -1, -1, head_dim))
-    twin = (rows[:, :, 1:] == rows[:, :, :-1]).all(-1).cpu()  # neighbours in projection order
-    order = order.cpu()
-    for b, h, k in twin.nonzero().tolist():
-        result[b, h, order[b, h, k]] = True
-        result[b, h, order[b, h, k + 1]] = True
-    return result
+    twin = (ordered[..., 1:] == ordered[..., :-1]) & (rows[:, :, 1:] == rows[:, :, :-1]).all(-1)  # neighbours
+    in_order = torch.zeros((batch, heads, length), dtype=torch.bool, device=original.device)
+    in_order[..., 1:] |= twin
+    in_order[..., :-1] |= twin
+    result = torch.zeros_like(in_order)
+    result.scatter_(-1, order, in_order)
+    return result.cpu()
 
 
 @dataclass
