@@ -141,7 +141,8 @@ def test_claim_overrides_add_and_drop(project: Path) -> None:
     assert [f["rule"] for f in plain["findings"]] == ["KVA101"]
     # ChunkKV's other claims stay; the reuse claim, its verdict and its findings are gone.
     legacy = presses["legacy/chunk_old.py"]
-    assert [c["id"] for c in legacy["claims"]] == ["chunk-selection", "observation-window"]
+    assert [c["id"] for c in legacy["claims"]] == ["chunk-selection", "layer-similarity", "observation-window",
+                                                    "reuse-quality"]
     assert legacy["verdicts"] == {} and legacy["findings"] == []
     assert [f["rule"] for f in presses["src/chunk.py"]["findings"]] == ["KVA101"]  # not matched: unchanged
 
