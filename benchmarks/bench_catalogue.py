@@ -64,7 +64,7 @@ def main() -> int:
     print(f"| of which worker start-up (imports, model) | {timings.get('import_s', 0) + timings.get('build_s', 0):.1f} s |")
     print(f"| presses | {len(presses)} ({sum(1 for p in presses if p['runs'])} with completed runs, {runs} runs) |")
     print(f"| claims checked | {claims}: " + ", ".join(f"{verdicts[v]} {v}" for v in
-                                                 ("holds", "violated", "not-applicable", "not-run")) + " |")
+                                                 ("holds", "violated", "not-applicable", "not-run", "not-checkable")) + " |")
     print(f"| per press with runs | {statistics.median(times) / max(1, sum(1 for p in presses if p['runs'])):.1f} s |")
     return 0
 

@@ -11,6 +11,7 @@ Static only: nothing here imports torch, transformers or kvpress.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from kvaudit.analysis.index import ProjectIndex
 from kvaudit.analysis.reuse import constructor_fields
 from kvaudit.claims import find_paper_in_hierarchy, load_registry, paper_mentions
 from kvaudit.mechanism import mechanism_by_id
-from kvaudit.model import RELATION
+from kvaudit.model import HOLDS, NOT_CHECKABLE, RELATION, VIOLATED
 from kvaudit.source import load_source
 
 # The paper each press cites (registry key), as read by hand in docs/papers.md; None: it cites none.
@@ -45,6 +46,7 @@ RELATED = {"ObservedAttentionPress": ["h2o"], "KeyRerotationPress": ["finch"], "
 # No kvpress press cites these as its method.
 RELATION_ONLY = {"tome", "d2o"}
 
+REPORTS = Path(__file__).resolve().parents[1] / "reports"
 ARXIV = re.compile(r"arxiv\.org/(?:abs|pdf)/(\d{4}\.\d{4,5})")
 OTHER_IDS = re.compile(r"doi/(10\.\d+/[\w.]+)|(openreview\.net/forum\?id=\w+)")
 
@@ -105,3 +107,31 @@ def test_defaults_name_fields_of_a_citing_press(index: ProjectIndex) -> None:
         fields = {decl.name for cls in citing for decl in constructor_fields(index, cls)}
         fields |= {fact for claim in paper.claims for fact in mechanism_by_id(claim).facts}
         assert set(paper.defaults) <= fields, (paper.key, sorted(set(paper.defaults) - fields))
+
+
+def test_the_committed_audit_checks_an_own_claim_of_most_papers_kvpress_cites() -> None:
+    """Issue 16: of the 24 arXiv papers some press cites as its method, at least 22 have one of their own claims
+    checked (holds or violated, accepted or not) on a citing press in the committed audit (its claims baseline,
+    `make kvpress-diff`); the claims of each of the rest are not-checkable, with the reason in the report."""
+    registry = {paper.key: paper for paper in load_registry()}
+    method = {registry[key].arxiv for key in CITED.values() if key and registry[key].arxiv}
+    assert len(method) == 24
+    checked: set[str] = set()
+    unchecked: dict[str, list[tuple[str, str]]] = {}
+    for press in json.loads((REPORTS / "kvpress-0.5.5.claims-baseline.json").read_text(encoding="utf-8"))["presses"]:
+        key = CITED.get(press["name"])
+        if not key or not (arxiv := registry[key].arxiv):
+            continue
+        own = [claim for claim in press["claims"] if f"arXiv {arxiv}" in claim["paper"]]
+        if any(claim["verdict"] in (HOLDS, VIOLATED) for claim in own):
+            checked.add(arxiv)
+        else:
+            unchecked.setdefault(arxiv, []).extend((claim["id"], claim["verdict"]) for claim in own)
+    assert len(checked) >= 22, sorted(method - checked)
+    report = (REPORTS / "kvpress-0.5.5.md").read_text(encoding="utf-8")
+    for arxiv in method - checked:
+        assert unchecked.get(arxiv), f"arXiv {arxiv}: no claim of its own in the audit"
+        for claim, verdict in unchecked[arxiv]:
+            assert verdict == NOT_CHECKABLE, (arxiv, claim, verdict)
+            reason = rf"- `{claim}` \([^\n]*arXiv {arxiv}\)\): \*\*not-checkable\*\*\. not checkable on a tiny model: \w"
+            assert re.search(reason, report), (arxiv, claim)

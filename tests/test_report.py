@@ -100,7 +100,11 @@ def test_committed_kvpress_audit_answers_the_seed_question() -> None:
     assert "(medians of 5 runs); the reference press with reuse scored on 4 layers" in summary
     assert "**Claims not met**" in summary and "**ChunkKV (arXiv 2502.00299)**" in summary
     matrix = text.split("## Conformance matrix", 1)[1].split("\n## ", 1)[0]
-    assert "needs files made for a named pretrained model" in matrix
+    # Presses that load learned files from the Hub run on seeded stand-ins; only the abstract base stays untraced.
+    assert "`stand-in`: checked on a press that ran with seeded stand-ins" in matrix
+    untraced = matrix.split("Presses that were not traced:", 1)[1]
+    assert [line.strip() for line in untraced.strip().splitlines()] == [
+        "- abstract press, not traced:", "- ScorerPress: NotImplementedError"]
     # every press of kvpress has a row, and every claim a verdict or a not-run reason
     rows = [line for line in matrix.splitlines() if line.startswith("| ") and not line.startswith(("| press", "| ---"))]
     assert len(rows) >= 45 and all(any(f"| {mark}" in row for mark in ("✓", "✗", "–", "not-run")) for row in rows)
@@ -308,3 +312,12 @@ def test_static_verdicts_have_their_own_label_after_the_accepted_deviations() ->
     assert "**ChunkyPress has no layer-wise index reuse**" in static_part
     accepted_part = summary.split("**Accepted deviations**", 1)[1].split("**Static verdicts**", 1)[0]
     assert "has no layer-wise index reuse" not in accepted_part
+
+
+def test_the_summary_shortens_a_message_at_its_first_clause_outside_parentheses() -> None:
+    from kvaudit.reporters.markdown import _short
+
+    assert _short("Jaccard 0.692 against 0.684 (chance 0.035; 4 prompts, spread 0.158) (512×1); 2 of 3 runs") \
+        == "Jaccard 0.692 against 0.684 (chance 0.035; 4 prompts, spread 0.158) (512×1)"
+    assert _short("layer 0 keeps 408 of 4096; more.") == "layer 0 keeps 408 of 4096"
+    assert _short("no clause at all.") == "no clause at all"

@@ -513,3 +513,17 @@ def test_class_selector_keeps_one_press_in_trace_and_check(tmp_path: Path, share
     assert [trace.name for trace in traced.traces] == ["SecondPress"]
     out = run_cli("check", f"{path}::SecondPress", "-f", "json")
     assert [press["name"] for press in out.json()["presses"]] == ["SecondPress"]
+
+
+def test_trace_and_check_agree_that_basepress_is_the_root_not_a_press(shared_worker, kvpress_presses_dir: Path) -> None:
+    """One set of presses: the traced report of kvpress once had a `## BasePress` section its static part lacked."""
+    from kvaudit.engine import run_check
+
+    path = kvpress_presses_dir / "base_press.py"
+    shared_worker.use(TraceOptions())
+    listed = shared_worker.list_classes(str(path), str(path), None)
+    assert {c.name: c.is_press for c in listed.classes}.get("BasePress") is False
+    scorer = kvpress_presses_dir / "scorer_press.py"
+    assert [c.name for c in shared_worker.list_classes(str(scorer), str(scorer), None).classes if c.is_press] \
+        == ["ScorerPress"]
+    assert [p.name for p in run_check([str(path), str(scorer)]).presses] == ["ScorerPress"]

@@ -278,8 +278,16 @@ def claim_summary(result: AuditResult) -> list[str]:
 
 
 def _short(message: str) -> str:
-    """The first clause of a check's message (its numbers), for one-line summaries."""
-    return message.split("; ", 1)[0].rstrip(".")
+    """The first clause of a check's message (its numbers), for one-line summaries.
+
+    A clause ends at the first "; " outside parentheses: "(chance 0.035; 4 prompts)" stays whole.
+    """
+    depth = 0
+    for at, char in enumerate(message):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth <= 0 and message.startswith("; ", at):
+            return message[:at].rstrip(".")
+    return message.rstrip(".")
 
 
 def static_statements(result: AuditResult) -> list[str]:

@@ -104,7 +104,9 @@ def class_entry(cls: type) -> ClassEntry:
         path = inspect.getsourcefile(cls) or ""
     except TypeError:
         path = ""
-    return ClassEntry(name=cls.__name__, line=_line_of(cls), is_press=issubclass(cls, BasePress),
+    # BasePress itself is the root the presses derive from, not a press: the static index says the same.
+    is_press = issubclass(cls, BasePress) and cls is not BasePress
+    return ClassEntry(name=cls.__name__, line=_line_of(cls), is_press=is_press,
                       mro=tuple(base.__name__ for base in cls.__mro__), path=path)
 
 

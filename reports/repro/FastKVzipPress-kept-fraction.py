@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""ObservedAttentionPress breaks the recent window (`recent-window`), as claimed by H2O (arXiv 2306.14048)
+"""FastKVzipPress departs, as it documents, from the kept fraction (`kept-fraction`), as claimed by the kvpress BasePress contract
 
 A standalone reproduction written by kvaudit (kvaudit 0.1.0; kvpress 0.5.5; transformers 5.2.0; torch
 2.13.0+cpu). It imports torch, transformers and kvpress only. It rebuilds kvaudit's tiny model from
 its config and seed, runs the press on the cell of kvaudit's grid that shows the finding, and checks
-the rule with the code that follows the constants (written by kvaudit.rules.claim_recent_window).
+the rule with the code that follows the constants (written by kvaudit.rules.claim_kept_fraction).
 
-    python ObservedAttentionPress-recent-window.py                 # the press kvaudit traced
-    python ObservedAttentionPress-recent-window.py --press "EXPR"  # another press, e.g. a fixed one (kvpress's names in scope)
+    python FastKVzipPress-kept-fraction.py                 # the press kvaudit traced
+    python FastKVzipPress-kept-fraction.py --press "EXPR"  # another press, e.g. a fixed one (kvpress's names in scope)
 
 It prints what the rule expects and what the press did (`expected`, `observed`), and exits 1 when
 the rule is broken, 0 when it holds (or does not apply), 2 when it cannot check (a bad --press).
@@ -29,20 +29,20 @@ import transformers  # noqa: E402
 from transformers import DynamicCache  # noqa: E402
 
 # -- what kvaudit traced --------------------------------------------------------------------------
-PRESS = 'ObservedAttentionPress(compression_ratio=0.5)'  # the press kvaudit traced (kvpress's names in scope)
+PRESS = 'FastKVzipPress()'  # the press kvaudit traced (kvpress's names in scope)
 PRESS_MODULE = None  # the press's own file, when not kvpress's (its names in scope too)
 RATIO_ATTRIBUTE = 'compression_ratio'  # the grid sets its ratio on this attribute
-RATIO = 0.5  # the grid cell: its compression ratio (None: the press has none)
+RATIO = 0.9  # the grid cell: its compression ratio (None: the press has none)
 TOKENS = 512  # its prompt: length
 BATCH = 1  # rows
 PROMPT_SEED = 0  # and seed
-ATTENTION = 'eager'  # the attention implementation the press ran under
+ATTENTION = 'sdpa'  # the attention implementation the press ran under
 ALSO_ATTENTION = None  # another one the tracer also ran the first prompt under (None: none)
 DECODE_STEPS = 8  # greedy decoding steps after a prefill
-DECODE_INSIDE = True  # decode inside `with press(model):`, as kvpress's pipeline
+DECODE_INSIDE = False  # decode inside `with press(model):`, as kvpress's pipeline
 PLAN = [(512, 1, 0), (4096, 1, 1), (512, 2, 2)]  # the grid's prefills, in order on one press: (tokens, rows, seed)
 RATIOS = [0.5, 0.8, 0.9]  # the grid's ratios, each on a fresh press
-PARAMS = {'share': 0.5}  # the paper's parameters, where the press has no setting of its own
+PARAMS = {}  # the paper's parameters, where the press has no setting of its own
 VOCAB_SIZE = 4096
 
 
@@ -56,26 +56,42 @@ def build_model():
     return transformers.LlamaForCausalLM(config).to(device='cpu', dtype=torch.float32).eval()
 
 
-# -- the rule (written by kvaudit.rules.claim_recent_window) -----------------------------------
+# -- the rule (written by kvaudit.rules.claim_kept_fraction) -----------------------------------
 def check(model, new_press):
-    """H2O: the budget is split between heavy hitters and the most recent tokens (half each in the paper). Every
-    compressed layer, batch row and KV head that keeps n positions keeps the last floor(share * n) of the prompt
-    (one position of tolerance)."""
-    run = prefill(model, new_press(), make_prompt(TOKENS, BATCH, PROMPT_SEED))
-    share = PARAMS["share"]
-    for layer in range(len(run.keys)):
-        length = run.keys[layer].shape[2]
-        for row, heads in enumerate(kept_positions(run, layer)):
-            for head, kept in enumerate(heads):
-                if len(kept) == length:
-                    continue  # not compressed
-                recent = 0  # how many positions, counting back from the last, are kept without a gap
-                while length - 1 - recent in kept:
-                    recent += 1
-                if recent < math.floor(share * len(kept)) - 1:
-                    return (False, f"the last {math.floor(share * len(kept))} positions ({share:g} of {len(kept)} kept)",
-                            f"layer {layer} row {row} head {head} keeps the last {recent} positions in a row")
-    return True, f"the last {share:g} of each head's budget kept", "kept on every compressed head"
+    """kvpress's BasePress contract: compression_ratio is the fraction of key-value pairs removed. With r the ratio
+    the press reports after the prefill, every batch row stays, attention sees L(1 - r) positions on average
+    (masked entries are dropped ones), and the cache holds 1 - r of its keys' and values' memory; one position
+    of tolerance. A press that keeps whole chunks of c keeps K*c positions (or (K-1)*c + the short last chunk),
+    K = floor or ceil of L(1 - r)/c, plus at most its observe window."""
+    press = new_press()
+    run = prefill(model, press, make_prompt(TOKENS, BATCH, PROMPT_SEED))
+    ratio = getattr(press, "compression_ratio", None)
+    if ratio is None:
+        return None, "1 - compression_ratio kept", "the press reports no compression_ratio: the rule does not apply"
+    layers = range(len(run.keys))
+    for layer in layers:
+        rows = run.cache.layers[layer].keys.shape[0]
+        if rows != BATCH:
+            return False, f"{BATCH} batch rows in every layer", f"layer {layer} holds {rows}: whole rows were dropped"
+    length = TOKENS
+    seen = [visible(run, layer, run.masked[layer], row, head) for layer in layers for row in range(BATCH)
+            for head in range(run.keys[layer].shape[1])]
+    chunk, window = setting(press, "chunk_length"), setting(press, "window_size", default=0)
+    if chunk is not None and 0 < chunk < length:  # whole chunks: each count must be explained by the chunking
+        budget, tail = length * (1 - ratio), length % chunk or chunk
+        allowed = {n for k in {math.floor(budget / chunk), math.ceil(budget / chunk)} if k > 0
+                   for n in (k * chunk, (k - 1) * chunk + tail)}
+        odd = [n for n in seen if n not in allowed and not min(allowed) <= n <= max(allowed) + window and n < length]
+        expected = f"{sorted(allowed)} positions (whole chunks of {chunk} of {budget:.1f}), plus up to {window}"
+        return not odd, expected, f"counts per layer, row and head: {sorted(set(seen))}"
+    mean = sum(seen) / len(seen)
+    expected = f"{length * (1 - ratio):.1f} of {length} positions ({1 - ratio:.1%}), compression_ratio {ratio:g}"
+    if abs(mean - length * (1 - ratio)) > 1:
+        return False, expected, f"{mean:.1f} of {length} positions on average ({mean / length:.1%})"
+    before = sum(run.keys[i].numel() + run.values[i].numel() for i in layers)
+    after = sum(run.cache.layers[i].keys.numel() + run.cache.layers[i].values.numel() for i in layers)
+    observed = f"{mean:.1f} positions on average, and {after / before:.1%} of the keys' and values' memory"
+    return abs(after / before - (1 - ratio)) * length <= 1, f"{expected}, in memory too", observed
 
 
 # -- the harness: the same in every reproduction kvaudit writes ----------------------------------

@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""ObservedAttentionPress departs, as it documents, from compression while decoding (`decode-compression`), as claimed by H2O (arXiv 2306.14048)
+"""LUKVPress departs, as it documents, from the kept fraction (`kept-fraction`), as claimed by the kvpress BasePress contract
 
 A standalone reproduction written by kvaudit (kvaudit 0.1.0; kvpress 0.5.5; transformers 5.2.0; torch
 2.13.0+cpu). It imports torch, transformers and kvpress only. It rebuilds kvaudit's tiny model from
 its config and seed, runs the press on the cell of kvaudit's grid that shows the finding, and checks
-the rule with the code that follows the constants (written by kvaudit.rules.claim_decode_compression).
+the rule with the code that follows the constants (written by kvaudit.rules.claim_kept_fraction).
 
-    python ObservedAttentionPress-decode-compression.py                 # the press kvaudit traced
-    python ObservedAttentionPress-decode-compression.py --press "EXPR"  # another press, e.g. a fixed one (kvpress's names in scope)
+    python LUKVPress-kept-fraction.py                 # the press kvaudit traced
+    python LUKVPress-kept-fraction.py --press "EXPR"  # another press, e.g. a fixed one (kvpress's names in scope)
 
 It prints what the rule expects and what the press did (`expected`, `observed`), and exits 1 when
 the rule is broken, 0 when it holds (or does not apply), 2 when it cannot check (a bad --press).
@@ -29,20 +29,21 @@ import transformers  # noqa: E402
 from transformers import DynamicCache  # noqa: E402
 
 # -- what kvaudit traced --------------------------------------------------------------------------
-PRESS = 'ObservedAttentionPress(compression_ratio=0.5)'  # the press kvaudit traced (kvpress's names in scope)
+# the press kvaudit traced (kvpress's names in scope)
+PRESS = 'LUKVPress(press=ExpectedAttentionPress(compression_ratio=0.0, n_future_positions=512, n_sink=4, use_covariance=True, use_vnorm=True, epsilon=0.02), compression_ratio=0.0, sink=4, window=1)'
 PRESS_MODULE = None  # the press's own file, when not kvpress's (its names in scope too)
 RATIO_ATTRIBUTE = 'compression_ratio'  # the grid sets its ratio on this attribute
 RATIO = 0.9  # the grid cell: its compression ratio (None: the press has none)
 TOKENS = 512  # its prompt: length
 BATCH = 1  # rows
 PROMPT_SEED = 0  # and seed
-ATTENTION = 'eager'  # the attention implementation the press ran under
+ATTENTION = 'sdpa'  # the attention implementation the press ran under
 ALSO_ATTENTION = None  # another one the tracer also ran the first prompt under (None: none)
 DECODE_STEPS = 8  # greedy decoding steps after a prefill
 DECODE_INSIDE = True  # decode inside `with press(model):`, as kvpress's pipeline
 PLAN = [(512, 1, 0), (4096, 1, 1), (512, 2, 2)]  # the grid's prefills, in order on one press: (tokens, rows, seed)
 RATIOS = [0.5, 0.8, 0.9]  # the grid's ratios, each on a fresh press
-PARAMS = {'mode': 'fixed-size'}  # the paper's parameters, where the press has no setting of its own
+PARAMS = {}  # the paper's parameters, where the press has no setting of its own
 VOCAB_SIZE = 4096
 
 
@@ -56,41 +57,42 @@ def build_model():
     return transformers.LlamaForCausalLM(config).to(device='cpu', dtype=torch.float32).eval()
 
 
-# -- the rule (written by kvaudit.rules.claim_decode_compression) ------------------------------
+# -- the rule (written by kvaudit.rules.claim_kept_fraction) -----------------------------------
 def check(model, new_press):
-    """Compression while decoding, by the claimant's mode (PARAMS["mode"]), over DECODE_STEPS greedy steps:
-    fixed-size: every layer's cache length stays the same over at least 5 consecutive steps;
-    interval: every layer is compressed at least once, to the press's target_size (or target_compression_ratio);
-    evicts: some layer holds fewer entries after the last step than after the prefill plus the steps."""
+    """kvpress's BasePress contract: compression_ratio is the fraction of key-value pairs removed. With r the ratio
+    the press reports after the prefill, every batch row stays, attention sees L(1 - r) positions on average
+    (masked entries are dropped ones), and the cache holds 1 - r of its keys' and values' memory; one position
+    of tolerance. A press that keeps whole chunks of c keeps K*c positions (or (K-1)*c + the short last chunk),
+    K = floor or ceil of L(1 - r)/c, plus at most its observe window."""
     press = new_press()
-    run = prefill(model, press, make_prompt(TOKENS, BATCH, PROMPT_SEED), decode_steps=DECODE_STEPS)
-    curves = [list(curve) for curve in zip(*run.lengths)]  # per layer: after the prefill, then after each step
-    steps = len(curves[0]) - 1
-    mode = PARAMS.get("mode", "fixed-size")
-    if mode == "fixed-size":
-        for layer, curve in enumerate(curves):
-            flat = longest = 0
-            for before, after in zip(curve, curve[1:]):
-                flat = flat + 1 if after == before else 0
-                longest = max(longest, flat)
-            if longest < 5:
-                return (False, f"a fixed cache size over at least 5 of the {steps} decoding steps",
-                        f"layer {layer}: {curve[0]} entries after the prefill, then {curve[1:]}")
-        return True, "a fixed cache size over at least 5 steps", f"layer 0: {curves[0]}"
-    if mode == "interval":
-        target = setting(press, "target_size")
-        share = setting(press, "target_compression_ratio")
-        for layer, curve in enumerate(curves):
-            drops = [t for t in range(1, len(curve)) if curve[t] < curve[t - 1]]
-            if not drops:
-                return False, "compressed while decoding", f"layer {layer} grew: {curve}"
-            if share is not None:  # a share of every token seen: the prompt and those generated
-                target = max(1, int((run.keys[layer].shape[2] + drops[0]) * (1 - share)))
-            if target is not None and curve[drops[0]] != target:
-                return False, f"{target} entries after a compression", f"layer {layer}: {curve}"
-        return True, "every layer compressed while decoding", f"layer 0: {curves[0]}"
-    evicting = [layer for layer, curve in enumerate(curves) if curve[-1] < curve[0] + steps]
-    return bool(evicting), "some layer evicts while decoding", f"layer 0: {curves[0]}; evicting layers {evicting}"
+    run = prefill(model, press, make_prompt(TOKENS, BATCH, PROMPT_SEED))
+    ratio = getattr(press, "compression_ratio", None)
+    if ratio is None:
+        return None, "1 - compression_ratio kept", "the press reports no compression_ratio: the rule does not apply"
+    layers = range(len(run.keys))
+    for layer in layers:
+        rows = run.cache.layers[layer].keys.shape[0]
+        if rows != BATCH:
+            return False, f"{BATCH} batch rows in every layer", f"layer {layer} holds {rows}: whole rows were dropped"
+    length = TOKENS
+    seen = [visible(run, layer, run.masked[layer], row, head) for layer in layers for row in range(BATCH)
+            for head in range(run.keys[layer].shape[1])]
+    chunk, window = setting(press, "chunk_length"), setting(press, "window_size", default=0)
+    if chunk is not None and 0 < chunk < length:  # whole chunks: each count must be explained by the chunking
+        budget, tail = length * (1 - ratio), length % chunk or chunk
+        allowed = {n for k in {math.floor(budget / chunk), math.ceil(budget / chunk)} if k > 0
+                   for n in (k * chunk, (k - 1) * chunk + tail)}
+        odd = [n for n in seen if n not in allowed and not min(allowed) <= n <= max(allowed) + window and n < length]
+        expected = f"{sorted(allowed)} positions (whole chunks of {chunk} of {budget:.1f}), plus up to {window}"
+        return not odd, expected, f"counts per layer, row and head: {sorted(set(seen))}"
+    mean = sum(seen) / len(seen)
+    expected = f"{length * (1 - ratio):.1f} of {length} positions ({1 - ratio:.1%}), compression_ratio {ratio:g}"
+    if abs(mean - length * (1 - ratio)) > 1:
+        return False, expected, f"{mean:.1f} of {length} positions on average ({mean / length:.1%})"
+    before = sum(run.keys[i].numel() + run.values[i].numel() for i in layers)
+    after = sum(run.cache.layers[i].keys.numel() + run.cache.layers[i].values.numel() for i in layers)
+    observed = f"{mean:.1f} positions on average, and {after / before:.1%} of the keys' and values' memory"
+    return abs(after / before - (1 - ratio)) * length <= 1, f"{expected}, in memory too", observed
 
 
 # -- the harness: the same in every reproduction kvaudit writes ----------------------------------
