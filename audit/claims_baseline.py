@@ -34,26 +34,25 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from . import __version__
 from .codec import CodecError, from_data, to_data
 from .diff import BETTER, PRESS_ADDED, WORSE, AuditDiff, DiffInputError, Snapshot, compare, keyed, mismatches, read_document
-from .model import AuditResult, ClaimCheck, Defect, Failure, PressTrace
+from .model import AuditResult, ClaimCheck, ClaimVerdict, Defect, Failure, PressTrace
 
 if TYPE_CHECKING:
     from .tracer.options import TraceOptions
 
 SCHEMA = "kvaudit.claims-baseline/1"
 
-Verdict = Literal["holds", "violated", "not-applicable", "not-run"]  # kvaudit.model.CLAIM_VERDICTS
 
 
 @dataclass
 class BaselineClaim:
     id: str
     paper: str
-    verdict: Verdict
+    verdict: ClaimVerdict
     accepted: Optional[str] = None  # the acceptance's reason, when one covered the violation
 
 

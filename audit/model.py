@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Literal, get_args
 
 from .codec import UNSET, UnsetType
 
@@ -35,7 +35,10 @@ HOLDS, VIOLATED, NOT_APPLICABLE, NOT_RUN = "holds", "violated", "not-applicable"
 # A claim a tiny model cannot show (it needs trained weights, a real tokenizer, a paper kvaudit could not
 # read): said with the reason, never silently absent, never a verdict from an absent structure.
 NOT_CHECKABLE = "not-checkable"
-CLAIM_VERDICTS = (HOLDS, VIOLATED, NOT_APPLICABLE, NOT_RUN, NOT_CHECKABLE)
+# The verdicts as a type, for typed records on disk (the claims baseline), and as a tuple, in this order.
+ClaimVerdict = Literal["holds", "violated", "not-applicable", "not-run", "not-checkable"]
+CLAIM_VERDICTS: tuple[str, ...] = get_args(ClaimVerdict)
+assert CLAIM_VERDICTS == (HOLDS, VIOLATED, NOT_APPLICABLE, NOT_RUN, NOT_CHECKABLE)
 
 # Static verdicts for layer-index-reuse.
 IMPLEMENTED, PARTIAL, MISSING = "implemented", "partial", "missing"

@@ -10,7 +10,7 @@ cold tracer-worker start-ups (torch, transformers and kvpress imports); the suit
 Cold starts are counted with a ``sitecustomize`` on ``PYTHONPATH`` that appends one line to a file
 when a ``kvaudit.tracer.worker`` process first imports torch (nothing in kvaudit changes).
 
-Run: ``.venv/bin/python benchmarks/bench_suite.py [--runs 1] [--quick-only]``
+Run: ``.venv/bin/python benchmarks/bench_suite.py [--runs 1] [--quick-only | --make-test-only]``
 """
 
 from __future__ import annotations
@@ -79,12 +79,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--quick-only", action="store_true", help='only -m "not slow"')
+    parser.add_argument("--make-test-only", action="store_true", help="only the whole suite as `make test` runs it")
     args = parser.parse_args()
     print(f"machine: {machine()}\n")
     print("| suite | wall s | CPU s (process tree) | cold trace workers (torch imported) | pytest exit |")
     print("| --- | --- | --- | --- | --- |")
     variants = [("-m 'not slow'", ["-m", "not slow"])] + ([] if args.quick_only else [
         ("whole, one process", []), ("whole, as `make test` runs it", MAKE_TEST_ARGS)])
+    if args.make_test_only:
+        variants = variants[-1:]
     status = 0
     for label, extra in variants:
         for _ in range(args.runs):

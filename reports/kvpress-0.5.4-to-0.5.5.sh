@@ -57,13 +57,17 @@ kvaudit diff kvpress-0.5.4.json kvpress-0.5.5.json --format markdown --title "kv
 
 `make kvpress-diff` (`reports/kvpress-0.5.4-to-0.5.5.sh`) does all of it, venv included.
 
-**What it shows** (as committed, 2026-12-07). The 43 presses both versions have keep every verdict, number
-and defect. The one thing that got worse is a new press: 0.5.5's `EntropyGatedChunkKVPress` breaks ChunkKV's
-layer-wise reuse and observation window and has ChunkKVPress's batch-row-0 defect (its chunk selection is an
-accepted deviation). `KVComposePress` now keeps at least one entry on every layer (0.5.5's
-`kvcompose_press.py` clamps each layer's count at `max(1, keep_token_lower_bound)`), where 0.5.4 left the
-last layers empty at ratios 0.8 and 0.9. `KVzipPress` has a new `chunk_size` parameter. A separate plain-Python
-comparison of the two JSON documents (every claim whole, every run without its timings, defects, messages and
-configurations) finds these differences and no other.
+**What it shows** (as committed, 2026-12-07). Of the 42 presses both versions have, 40 keep every verdict,
+number and defect. The one thing that got worse is a new press: 0.5.5's `EntropyGatedChunkKVPress` breaks
+ChunkKV's layer-wise reuse and observation window and batch independence, and has ChunkKVPress's batch-row-0
+defect (its chunk selection is an accepted deviation). `KVComposePress` now keeps at least one entry on
+every layer (0.5.5's `kvcompose_press.py` clamps each layer's count at `max(1, keep_token_lower_bound)`),
+where 0.5.4 left the last layers empty; its `batch-independence` went from violated to not-applicable,
+because 0.5.5 drops whole batch rows (its `kept-fraction` finding), so no row's kept positions are known
+exactly. `KVzipPress` has a new `chunk_size` parameter, and on its seeded stand-ins its layers keep a few
+positions more or fewer (up to 3 per layer on the first prefill); the cause inside KVzip was not traced
+further. `KVgradPress` and `RestoreKVPress`, new in 0.5.5, run on stand-ins for their Hub files. A separate
+plain-Python comparison of the two JSON documents (every claim whole, every run without its timings,
+defects, messages and configurations) finds these differences and no other.
 END
 echo "wrote $report"

@@ -195,3 +195,5 @@ def test_the_committed_kvpress_baseline_reads_back_to_the_same_bytes() -> None:
     chunkkv = next(press for press in baseline.presses if press.name == "ChunkKVPress")
     assert {c.id: c.verdict for c in chunkkv.claims}["layer-index-reuse"] == "violated"  # the flagship finding
     assert load_claims_baseline(path).presses["ChunkKVPress"].defects[0].id == "batch-row-0"
+    # every verdict kind reads back, not-checkable included (a baseline holding one was once refused)
+    assert {c.verdict for press in baseline.presses for c in press.claims} >= {"holds", "violated", "not-checkable"}

@@ -36,6 +36,8 @@ PER_FILE_S = 60.0  # a hang guard, not a speed test
 # (KVAUDIT_FUZZ_EXAMPLES set) explores new cases on each run.
 FUZZ = settings(deadline=None, database=None, suppress_health_check=list(HealthCheck),
                 max_examples=EXAMPLES or 80, derandomize=EXAMPLES is None)
+# hypothesmith builds a LALR parser of Python's grammar per strategy (seconds): deferred, it is built by the
+# worker that runs the test, not at collection by every pytest-xdist worker.
 
 
 def _seeds() -> list[str]:
@@ -76,14 +78,14 @@ def _check_file(source: str | bytes) -> None:
 # -- generated Python --------------------------------------------------------------------------------
 @pytest.mark.slow
 @FUZZ
-@given(code=hypothesmith.from_grammar())
+@given(code=st.deferred(hypothesmith.from_grammar))
 def test_generated_modules(code: str) -> None:
     _check_file(code)
 
 
 @pytest.mark.slow
 @settings(FUZZ, max_examples=EXAMPLES or 80)
-@given(code=hypothesmith.from_grammar(start="file_input"))
+@given(code=st.deferred(lambda: hypothesmith.from_grammar(start="file_input")))
 def test_generated_code_inside_a_press_method(code: str) -> None:
     body = "".join(" " * 8 + line + "\n" for line in code.splitlines()) or "        pass\n"
     _check_file(PRESS_HEADER + body + "        return self.score(module, keys)\n")

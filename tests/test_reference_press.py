@@ -8,6 +8,7 @@ kept key vector is matched to its position among them.
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 
@@ -277,3 +278,17 @@ def test_tensors_stay_on_the_keys_device():
     model = build_tiny_model("llama", layers=2, device="cuda")
     cache = prefill(model, ChunkKVReusePress(SnapKVPress(0.5, window_size=8)), make_input_ids(64).cuda())
     assert all(layer.keys.device.type == "cuda" for layer in cache.layers)
+
+
+def test_the_reference_press_needs_only_kvpress_base_classes() -> None:
+    """kvpress 0.5.4 has no `kvpress.utils.compute_n_kept`: a reference press that imported it could not run beside
+    kvpress 0.5.4, and `make kvpress-diff` compared ChunkKVPress with no reference on that side."""
+    import ast
+
+    import kvaudit.reference.chunkkv_reuse_press as module
+
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert {name for name in imported if name.startswith("kvpress")} == {
+        "kvpress.presses.base_press", "kvpress.presses.scorer_press"}

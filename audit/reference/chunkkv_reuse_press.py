@@ -25,7 +25,15 @@ from transformers import PreTrainedModel
 
 from kvpress.presses.base_press import BasePress
 from kvpress.presses.scorer_press import ScorerPress
-from kvpress.utils import compute_n_kept
+
+
+def _n_kept(kv_len: int, ratio: float) -> int:
+    """Positions kept at ``ratio``: none at 1.0, else at least one (kvpress 0.5.5's rule, ``compute_n_kept``).
+
+    Written here rather than imported: kvpress 0.5.4 has no ``compute_n_kept``, and the reference press must
+    run beside every kvpress version that ``kvaudit diff`` compares.
+    """
+    return 0 if ratio >= 1.0 else max(1, int(kv_len * (1 - ratio)))
 
 
 @dataclass
@@ -251,7 +259,7 @@ class ChunkKVReusePress(BasePress):
         n_complete, r = divmod(kv_len, c)
         if n_complete == 0:
             # No complete chunk: token-wise, per head, exactly as ScorerPress.compress (kvpress delegates).
-            n_kept = compute_n_kept(kv_len, ratio)
+            n_kept = _n_kept(kv_len, ratio)
             if window > 0:
                 n_kept = max(n_kept, window)
                 scores = scores.clone()
