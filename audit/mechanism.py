@@ -45,8 +45,10 @@ ALONE = "alone"  # each row of the batch prompt on its own: does a row keep what
 SIMILAR, SIMILAR_TOKEN = "similarity", "similarity-token"
 # On a model with learned attention only: the next-token loss of a held-out continuation after the prefix was
 # kept whole (QUALITY_FULL), compressed by the press (QUALITY_PRESS), and by the press with reuse switched off
-# (QUALITY_NO_REUSE); the loss is the probe's ``facts["loss"]``.
+# (QUALITY_NO_REUSE) and with twice its reuse (QUALITY_MORE_REUSE: n_reuse 4 for ChunkKV's 2); the loss is the
+# probe's ``facts["loss"]`` and, for the reuse variants, the reuse parameter it ran with ``facts["n_reuse"]``.
 QUALITY_FULL, QUALITY_PRESS, QUALITY_NO_REUSE = "quality-full", "quality-press", "quality-no-reuse"
+QUALITY_MORE_REUSE = "quality-more-reuse"
 
 
 @dataclass(frozen=True)

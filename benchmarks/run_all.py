@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 SCRIPTS = ("bench_startup.py", "bench_check.py", "bench_trace.py", "bench_reference.py", "bench_corpus.py",
-           "bench_suite.py", "bench_linear.py", "bench_terminal.py", "bench_scale.py", "bench_catalogue.py")
+           "bench_suite.py", "bench_linear.py", "bench_terminal.py", "bench_scale.py", "bench_catalogue.py",
+           "bench_reuse_quality.py", "bench_repro.py")
 
 
 def main() -> int:

@@ -359,9 +359,11 @@ def reuse_observation(runs: Sequence[RunObservation], n_reuse: int | None = None
     else:
         parts.append("no score() call was seen")
     if uncompressed:
-        parts.append(f"layers {format_layers(uncompressed)} were left uncompressed (not reuse)")
+        were = "layer {} was" if len(uncompressed) == 1 else "layers {} were"
+        parts.append(f"{were.format(format_layers(uncompressed))} left uncompressed (not reuse)")
     if independent:
-        parts.append(f"layers {format_layers(independent)} keep the same positions whatever the prompt (not reuse)")
+        keep = "layer {} keeps" if len(independent) == 1 else "layers {} keep"
+        parts.append(f"{keep.format(format_layers(independent))} the same positions whatever the prompt (not reuse)")
     others = "no other compressed layer" if independent else "no compressed layer"
     parts.append(f"{others} keeps an earlier layer's indices in every prefill")
     return NOT_OBSERVED, "; ".join(parts)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..mechanism import (
     QUALITY_FULL,
+    QUALITY_MORE_REUSE,
     QUALITY_NO_REUSE,
     QUALITY_PRESS,
     CheckContext,
@@ -36,8 +37,10 @@ class ReuseQuality(Mechanism):
     Invariant, per compression ratio, on 4 held-out prompts: the next-token loss of a 64-token
     continuation, after the prefix was compressed by the press, exceeds the loss after the same press
     with its reuse parameter set to 1 (no reuse) by at most the run-to-run spread plus 1%. The losses
-    with the prefix kept whole and compressed without reuse are reported beside it. A press with no
-    reuse parameter has no reuse to price: not applicable, its loss against the whole prefix said.
+    with the prefix kept whole, compressed without reuse and with twice the press's reuse (``n_reuse``
+    4 for ChunkKV's 2) are reported beside it, and kept per ratio in the check's figure (the report's
+    reuse-quality table). A press with no reuse parameter has no reuse to price: not applicable, its
+    loss against the whole prefix said.
     """
 
     id = "reuse-quality"
@@ -95,12 +98,14 @@ class CarelessReusePress(ScorerPress):
         firsts: dict = {}
         for run in ctx.runs:
             firsts.setdefault(run.ratio, run)
-        return super().check(replace(ctx, runs=list(firsts.values())), paper)
+        check = super().check(replace(ctx, runs=list(firsts.values())), paper)
+        figure = _loss_figure(ctx, list(firsts))
+        if figure is not None:
+            check.figures = [figure]
+        return check
 
     def check_run(self, run: RunObservation, ctx: CheckContext) -> RunResult:
-        losses = {kind: {p.seed: p.facts["loss"] for p in ctx.probes
-                         if p.probe == kind and p.ratio == run.ratio and p.ok and "loss" in p.facts}
-                  for kind in (QUALITY_FULL, QUALITY_PRESS, QUALITY_NO_REUSE)}
+        losses = _losses(ctx, run.ratio)
         full, press, plain = losses[QUALITY_FULL], losses[QUALITY_PRESS], losses[QUALITY_NO_REUSE]
         seeds = sorted(set(full) & set(press))
         if len(seeds) < 2:
@@ -116,8 +121,51 @@ class CarelessReusePress(ScorerPress):
         base = statistics.mean(plain[s] for s in paired)
         numbers = (f"{told}; {base:.3f} without reuse: reuse adds {gap:+.3f} (spread {spread:.3f}, {len(paired)} "
                    "held-out prompts)")
+        more = losses[QUALITY_MORE_REUSE]
+        if len(more) >= 2:
+            numbers += f"; {statistics.mean(more.values()):.3f} with twice the reuse"
         allowed = spread + RELATIVE_COST * base
         if gap > allowed:
             return violated(f"reuse costs more than the paper's small change: {numbers}", round(base + allowed, 4),
                             round(base + gap, 4), gap=gap - allowed)
         return holds(f"reuse costs little: {numbers}", round(base + allowed, 4), round(base + gap, 4))
+
+
+QUALITY_KINDS = (QUALITY_FULL, QUALITY_PRESS, QUALITY_NO_REUSE, QUALITY_MORE_REUSE)
+
+
+def _losses(ctx: CheckContext, ratio: float | None) -> dict[str, dict[int, float]]:
+    """The continuation loss of each held-out prompt (by seed), per variant, at ``ratio``."""
+    return {kind: {p.seed: p.facts["loss"] for p in ctx.probes
+                   if p.probe == kind and p.ratio == ratio and p.ok and "loss" in p.facts}
+            for kind in QUALITY_KINDS}
+
+
+def _loss_figure(ctx: CheckContext, ratios: list[float | None]) -> dict | None:
+    """Mean loss (and its spread over prompts) per reuse parameter and ratio, beside the whole prefix's.
+
+    ``x`` holds the reuse parameters (1, the press's, twice it); ``series`` the mean loss per ratio, ``spread``
+    their standard deviations, ``whole`` the loss with the prefix kept whole: the report's reuse-quality table.
+    """
+    reuse = {p.probe: p.facts["n_reuse"] for p in ctx.probes if p.probe in QUALITY_KINDS and "n_reuse" in p.facts}
+    if QUALITY_NO_REUSE not in reuse:  # no reuse parameter: nothing to compare by it
+        return None
+    kinds = (QUALITY_NO_REUSE, QUALITY_PRESS, QUALITY_MORE_REUSE)  # always three columns; None where none ran
+    series, spread, whole = {}, {}, {}
+    for ratio in ratios:
+        losses = _losses(ctx, ratio)
+        label = f"ratio {ratio:g}" if ratio is not None else "as built"
+        series[label] = [_mean(losses[kind]) for kind in kinds]
+        spread[label] = [_sd(losses[kind]) for kind in kinds]
+        whole[label] = _mean(losses[QUALITY_FULL])
+    return {"title": "next-token loss of a held-out continuation by reuse parameter", "kind": "bar",
+            "x_label": "reuse parameter (n_reuse)", "y_label": "loss (nats/token)", "x": [reuse.get(k) for k in kinds],
+            "series": series, "spread": spread, "whole": whole}
+
+
+def _mean(values: dict[int, float]) -> float | None:
+    return round(statistics.mean(values.values()), 4) if values else None
+
+
+def _sd(values: dict[int, float]) -> float | None:
+    return round(statistics.stdev(values.values()), 4) if len(values) > 1 else None

@@ -158,6 +158,32 @@ def run_isolated(jobs: list[tuple[Path, list[str]]], tmp: Path) -> dict[tuple[st
     return results
 
 
+def test_a_press_on_stand_ins_gets_a_draft_that_says_why_and_no_script(tmp_path: Path) -> None:
+    """A script without kvaudit cannot rebuild the seeded stand-ins of a press's Hub files: it would only stop
+    where the press asks the Hub (kvpress 0.5.5's KVzipPress and five more did, exit 2)."""
+    from kvaudit.codec import UNSET
+    from kvaudit.model import VIOLATED, AuditResult, ClaimCheck, PressReport, PressTrace
+    from kvaudit.repro import plan_reproductions
+    from kvaudit.reporters.draft import render_draft
+    from kvaudit.tracer import TraceOptions
+
+    def report(stand_in) -> PressReport:
+        check = ClaimCheck("kept-fraction", "the kvpress BasePress contract", VIOLATED, "the cache still holds it all",
+                           accepted="masks entries")
+        return PressReport("KVzipPress", "kvpress/presses/kvzip_press.py", 23,
+                           trace=PressTrace("KVzipPress", "kvpress/presses/kvzip_press.py", "ok", stand_in=stand_in,
+                                            claims=[check]))
+
+    (on_stand_ins,) = plan_reproductions(AuditResult(presses=[report("a local byte-level tokenizer")]), tmp_path,
+                                         TraceOptions())
+    assert on_stand_ins.script is None
+    draft = render_draft(on_stand_ins, on_stand_ins.report, "versions")
+    assert ("No standalone reproduction: KVzipPress loads learned files from the Hugging Face Hub, and kvaudit ran it "
+            "on seeded stand-ins for them (a local byte-level tokenizer)") in draft
+    (plain,) = plan_reproductions(AuditResult(presses=[report(UNSET)]), tmp_path, TraceOptions())
+    assert plain.script == tmp_path / "KVzipPress-kept-fraction.py"
+
+
 def test_a_python_without_kvaudit_cannot_import_it(tmp_path: Path) -> None:
     site = site_without_kvaudit(tmp_path / "site")
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(site)}

@@ -75,3 +75,23 @@ def test_on_random_weights_the_claim_is_not_applicable(trace_session, tmp_path: 
     (trace,) = run.traces
     check = trace.claim(similarity.id)
     assert check.verdict == NOT_APPLICABLE and "random weights" in check.message
+
+
+def test_reuse_quality_is_measured_at_no_reuse_as_built_and_twice_the_reuse(traced) -> None:
+    """Issue 18: the reference press's loss at n_reuse 1, 2 and 4 (its VALID example reuses in pairs), beside the
+    whole prefix's, kept in the check's figure and shown by the report's reuse-quality table."""
+    from kvaudit.model import AuditResult, PressReport
+    from kvaudit.reporters.markdown import reuse_quality_lines
+    from kvaudit.source import display_path
+
+    by_path = {t.path: t for t in traced["run"].traces}
+    (valid,) = [path for kind, owner, path in traced["cases"] if owner == "reuse-quality" and kind == "valid"]
+    trace = by_path[display_path(valid)]
+    (figure,) = trace.claim("reuse-quality").figures
+    assert figure["x"] == [1, 2, 4]
+    means, spreads = figure["series"]["ratio 0.8"], figure["spread"]["ratio 0.8"]
+    assert all(isinstance(v, float) and 0 < v < 10 for v in [*means, *spreads[:1], figure["whole"]["ratio 0.8"]])
+    assert len(set(means)) == 3  # three presses measured, not one number copied
+    lines = reuse_quality_lines(AuditResult(presses=[PressReport(trace.name, trace.path, 1, trace=trace)]))
+    (row,) = [line for line in lines if line.startswith(f"| {trace.name} | ratio 0.8 |")]
+    assert f"| 1 / 2 / 4 | {means[0]:.3f} ± {spreads[0]:.3f} |" in row

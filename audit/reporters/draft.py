@@ -51,7 +51,11 @@ def render_draft(item: Reproduction, static: PressReport | None, versions: str) 
         out += [f"- {_cell(defect.message)}" for defect in item.defects] + [""]
     out += ["## Source lines responsible", "", *source_lines(item, static), ""]
     out += ["## Reproduction", ""]
-    if item.script is None:
+    if item.stand_in is not None:
+        out += [f"No standalone reproduction: {item.press} loads learned files from the Hugging Face Hub, and kvaudit "
+                f"ran it on seeded stand-ins for them ({item.stand_in}), which a script without kvaudit cannot "
+                f"rebuild. kvaudit's own trace shows it: `kvaudit trace <module>::{item.press}`.", ""]
+    elif item.script is None:
         out += [f"No standalone reproduction yet: the rule of `{item.finding}` has no plain-code form in kvaudit "
                 "(its module defines no `repro_rule`). kvaudit's own trace shows it: "
                 f"`kvaudit trace <module>::{item.press}`.", ""]

@@ -641,7 +641,44 @@ def trained_model_lines(result: AuditResult) -> list[str]:
         "(`layer-similarity`, `reuse-quality`) are judged here. It has no attention sinks and no induction heads: "
         "claims whose paper relies on them are `not-checkable`, with that reason, never judged from an absent "
         "structure. Everything else is judged as on random weights.", "",
+        *reuse_quality_lines(result),
     ]
+
+
+def reuse_quality_lines(result: AuditResult) -> list[str]:
+    """The reuse-quality table: continuation loss by reuse parameter, for each press (and reference press) whose
+    check measured it (on the trained model), from the check's own figure data; nothing when none did."""
+    rows = []
+    for press in result.presses:
+        trace = press.trace
+        if trace is None:
+            continue
+        for who, traced in ((press.name, trace), (f"reference beside {press.name}", trace.reference or None)):
+            check = next((c for c in traced.claims if c.id == "reuse-quality" and c.figures), None) if traced else None
+            if check is None:
+                continue
+            figure = check.figures[0]
+            reuse = " / ".join("—" if n is None else str(n) for n in figure["x"])
+            for label, means in figure["series"].items():
+                spreads = figure["spread"][label]
+                cells = " | ".join(_loss_cell(m, sd) for m, sd in zip(means, spreads))
+                rows.append(f"| {who} | {label} | {_loss_cell(figure['whole'][label], None)} | {reuse} | {cells} | "
+                            f"{check.verdict} |")
+    if not rows:
+        return []
+    return ["### Reuse quality", "",
+            "Next-token loss (nats/token, mean ± standard deviation over the held-out prompts) of a 64-token "
+            "continuation after the prefix was compressed, with the press's reuse parameter set to 1 (no reuse), "
+            "as built, and doubled; the whole prefix beside it. The `reuse-quality` verdict compares the press as "
+            "built with no reuse (`benchmarks/bench_reuse_quality.py` measures the reference press on more prompts).",
+            "", "| press | ratio | prefix whole | n_reuse | no reuse | as built | twice the reuse | verdict |",
+            "| --- | --- | ---: | --- | ---: | ---: | ---: | --- |", *rows, ""]
+
+
+def _loss_cell(mean: float | None, sd: float | None) -> str:
+    if mean is None:
+        return "—"
+    return f"{mean:.3f}" + (f" ± {sd:.3f}" if sd is not None else "")
 
 
 def render_markdown(result: AuditResult, ctx: ReportContext) -> str:

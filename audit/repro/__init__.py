@@ -34,7 +34,7 @@ VIOLATED_KIND, ACCEPTED_KIND, DEFECT_KIND = "violated", "accepted", "defect"
 @dataclass
 class Reproduction:
     """One finding's script and issue draft (paths as written); ``script`` is None when the finding's rule has
-    no plain-code form yet (the draft says so)."""
+    no plain-code form yet, or when the press ran on kvaudit's stand-ins for its Hub files (the draft says so)."""
 
     press: str
     finding: str  # a claim id or a defect id
@@ -52,6 +52,8 @@ class Reproduction:
     statement: str = ""  # the rule in one line
     expression: str = ""
     cell: Cell | None = None
+    # The seeded stand-ins the press ran on (PressTrace.stand_in): a script without kvaudit cannot rebuild them.
+    stand_in: str | None = None
 
 
 def is_kvpress(report: PressReport) -> bool:
@@ -176,7 +178,10 @@ def plan_reproductions(result: AuditResult, directory: Path, options: TraceOptio
             item.statement = STATEMENTS.get(finding, finding)
             item.cell = defect_cell(finding, report, options)
             item.rule_from = defect_rules_module
-        if item.rule is not None:
+        trace = report.trace
+        if trace is not None and isinstance(trace.stand_in, str):
+            item.stand_in = trace.stand_in
+        elif item.rule is not None:
             item.script = directory / f"{stem}.py"
         planned.append(item)
     return planned

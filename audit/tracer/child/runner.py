@@ -31,7 +31,7 @@ from .claimcheck import ClaimToCheck, channel_function, check_claims, needs, not
 from .instrument import Instrumentation, RunRecorder, attention_modules
 from .keptindices import map_rows
 from ..observations import LayerObservation, RunObservation, StepObservation
-from ...mechanism import QUALITY_FULL, QUALITY_NO_REUSE, QUALITY_PRESS, SIMILAR, SIMILAR_TOKEN
+from ...mechanism import QUALITY_FULL, QUALITY_MORE_REUSE, QUALITY_NO_REUSE, QUALITY_PRESS, SIMILAR, SIMILAR_TOKEN
 from ...rules.claim_layer_index_reuse import REUSE_PARAMETERS
 from ..options import RunSpec, TraceOptions, probe_plan, run_plan
 from .settings import PressSettings
@@ -407,14 +407,28 @@ def _similarity_probes(model: nn.Module, factory: PressFactory, options: TraceOp
 QUALITY_PROMPTS, CONTINUATION = 4, 64
 
 
-def without_reuse(press: Any) -> Any | None:
-    """The press with its layer-index reuse switched off (its reuse parameter set to 1); None when it has none."""
+def _reuse_parameter(press: Any) -> tuple[Any, str] | None:
+    """The (press or nested press, attribute) holding the layer-index reuse parameter (``n_reuse`` or an alias)."""
     for holder in reachable_presses(press):
         for name in REUSE_PARAMETERS:
             if isinstance(getattr(holder, name, None), int):
-                setattr(holder, name, 1)
-                return press
+                return holder, name
     return None
+
+
+def reuse_of(press: Any) -> int | None:
+    """The press's reuse parameter; None when it has none."""
+    found = _reuse_parameter(press)
+    return getattr(*found) if found is not None else None
+
+
+def with_reuse(press: Any, n_reuse: int) -> Any | None:
+    """The press with its reuse parameter set to ``n_reuse`` (1: reuse switched off); None when it has none."""
+    found = _reuse_parameter(press)
+    if found is None:
+        return None
+    setattr(*found, n_reuse)
+    return press
 
 
 def continuation_loss(model: nn.Module, press: Any | None, ids: torch.Tensor, prefix: int) -> float:
@@ -445,14 +459,18 @@ def _quality_probes(model: nn.Module, factory: PressFactory, options: TraceOptio
         seed = options.seed + 2000 + number
         ids = heldout_prompts(options.tokens + CONTINUATION, 1, seed).long().to(next(model.parameters()).device)
         try:
-            variants = [(QUALITY_FULL, None), (QUALITY_PRESS, _build(factory, setup.settings.ratio, ratio)),
-                        (QUALITY_NO_REUSE, without_reuse(_build(factory, setup.settings.ratio, ratio)))]
+            built = _build(factory, setup.settings.ratio, ratio)
+            reuse = reuse_of(built)
+            variants = [(QUALITY_FULL, None), (QUALITY_PRESS, built)]
+            if reuse is not None:  # the same press without reuse, and with twice its reuse
+                variants += [(QUALITY_NO_REUSE, with_reuse(_build(factory, setup.settings.ratio, ratio), 1)),
+                             (QUALITY_MORE_REUSE, with_reuse(_build(factory, setup.settings.ratio, ratio), 2 * reuse))]
         except BuildError:
             return found
         for kind, press in variants:
-            if kind == QUALITY_NO_REUSE and press is None:
-                continue
             observation = RunObservation(tokens=options.tokens, batch=1, seed=seed, ratio=ratio, probe=kind)
+            if press is not None and (n_reuse := reuse_of(press)) is not None:
+                observation.facts["n_reuse"] = n_reuse
             try:
                 observation.facts["loss"] = continuation_loss(model, press, ids, options.tokens)
             except Exception as error:  # noqa: BLE001 - the press's failure here is the grid's to report
