@@ -13,11 +13,12 @@ from ..mechanism import (
     ReproRule,
     RunResult,
     holds,
+    mechanism_by_id,
     not_applicable,
     set_jaccard,
     violated,
 )
-from ..model import NOT_APPLICABLE, ClaimCheck
+from ..model import NOT_APPLICABLE, VIOLATED, ClaimCheck
 
 if TYPE_CHECKING:
     from ..tracer.observations import RunObservation
@@ -86,6 +87,12 @@ class PooledBatchNormPress(ScorerPress):
         batches = [run for run in ctx.runs if run.batch > 1]
         if ctx.runs and not batches:
             return ClaimCheck(self.id, paper, NOT_APPLICABLE, "no batch prefill (the press accepts a batch of one)")
+        # A press that keeps other positions for the very same prompt: a row that differs in the batch cannot be
+        # told from the press's own randomness (the `deterministic` contract reports that, with its numbers).
+        if mechanism_by_id("deterministic").check(ctx, paper).verdict == VIOLATED:
+            return ClaimCheck(self.id, paper, NOT_APPLICABLE,
+                              "not applicable: the same prompt run twice keeps other positions (`deterministic` is "
+                              "violated), so a batch row's difference cannot be told from the press's randomness")
         return super().check(replace(ctx, runs=batches), paper)
 
     def check_run(self, run: RunObservation, ctx: CheckContext) -> RunResult:
@@ -126,6 +133,11 @@ def check(model, new_press):
     as many positions, and the same ones (Jaccard at least 0.95: batched and single forwards may round
     differently and swap near-tied positions at the edge of the budget)."""
     ids = make_prompt(TOKENS, BATCH, PROMPT_SEED)
+    first, again = (prefill(model, new_press(), ids[:1], seed=seed) for seed in (PROMPT_SEED, PROMPT_SEED + 7919))
+    if any(kept_positions(first, layer) != kept_positions(again, layer) for layer in range(len(first.keys))):
+        return (None, "each row keeps what it keeps alone",
+                "the same prompt run twice keeps other positions: a row's difference in the batch cannot be told "
+                "from the press's randomness, so the rule does not apply")
     together = prefill(model, new_press(), ids)
     batch_kept = [kept_positions(together, layer) for layer in range(len(together.keys))]
     worst = None

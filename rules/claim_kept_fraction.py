@@ -42,8 +42,11 @@ class KeptFraction(Mechanism):
     for ``K`` = ``⌊B/c⌋`` (Algorithm 1 of ChunkKV) or ``⌈B/c⌉``, the prompt's last chunk holding
     ``r = L mod c`` tokens. So every layer, row and head keeps ``K·c`` positions, or ``(K − 1)·c + r``
     when the short last chunk is among them; a press that also keeps its observe window of ``w``
-    positions (Algorithm 1 keeps it beside the chunks) may keep up to ``w`` more. Any other count is
-    not explained by the chunking and is a violation.
+    positions (Algorithm 1 keeps it beside the chunks) may keep up to ``w`` more. A press that instead
+    scores each chunk of ``c`` positions on its own (``⌈L/c⌉`` ``score()`` calls on the layer, as FINCH's
+    ChunkPress does) applies the ratio to each chunk: it keeps ``Σᵢ cᵢ(1 − ρ)`` rounded chunk by chunk,
+    any count from ``Σᵢ ⌊cᵢ(1 − ρ)⌋`` to ``Σᵢ ⌈cᵢ(1 − ρ)⌉``. Any other count is not explained by the
+    chunking and is a violation.
     """
 
     id = "kept-fraction"
@@ -141,7 +144,8 @@ def check(model, new_press):
     the press reports after the prefill, every batch row stays, attention sees L(1 - r) positions on average
     (masked entries are dropped ones), and the cache holds 1 - r of its keys' and values' memory; one position
     of tolerance. A press that keeps whole chunks of c keeps K*c positions (or (K-1)*c + the short last chunk),
-    K = floor or ceil of L(1 - r)/c, plus at most its observe window."""
+    K = floor or ceil of L(1 - r)/c, plus at most its observe window; one that scores each chunk on its own
+    (ceil(L/c) score() calls on a layer) keeps 1 - r of each chunk, rounded chunk by chunk."""
     press = new_press()
     run = prefill(model, press, make_prompt(TOKENS, BATCH, PROMPT_SEED))
     ratio = getattr(press, "compression_ratio", None)
@@ -158,10 +162,17 @@ def check(model, new_press):
     chunk, window = setting(press, "chunk_length"), setting(press, "window_size", default=0)
     if chunk is not None and 0 < chunk < length:  # whole chunks: each count must be explained by the chunking
         budget, tail = length * (1 - ratio), length % chunk or chunk
-        allowed = {n for k in {math.floor(budget / chunk), math.ceil(budget / chunk)} if k > 0
-                   for n in (k * chunk, (k - 1) * chunk + tail)}
+        if run.score_calls[0] == math.ceil(length / chunk) > 1:  # each chunk scored, so compressed, on its own
+            sizes = [min(chunk, length - start) for start in range(0, length, chunk)]
+            low = sum(math.floor(n * (1 - ratio)) for n in sizes)
+            allowed = set(range(low, sum(math.ceil(n * (1 - ratio)) for n in sizes) + 1))
+            how = f"each chunk of {chunk} keeps its own {1 - ratio:.0%}"
+        else:
+            allowed = {n for k in {math.floor(budget / chunk), math.ceil(budget / chunk)} if k > 0
+                       for n in (k * chunk, (k - 1) * chunk + tail)}
+            how = f"whole chunks of {chunk} of {budget:.1f}"
         odd = [n for n in seen if n not in allowed and not min(allowed) <= n <= max(allowed) + window and n < length]
-        expected = f"{sorted(allowed)} positions (whole chunks of {chunk} of {budget:.1f}), plus up to {window}"
+        expected = f"{sorted(allowed)} positions ({how}), plus up to {window}"
         return not odd, expected, f"counts per layer, row and head: {sorted(set(seen))}"
     mean = sum(seen) / len(seen)
     expected = f"{length * (1 - ratio):.1f} of {length} positions ({1 - ratio:.1%}), compression_ratio {ratio:g}"
@@ -178,14 +189,23 @@ def check(model, new_press):
                       source: str) -> RunResult:
         """Each layer, row and head keeps a whole number of chunks of the budget (see the class docstring)."""
         measured_all: list[int] = []
+        partitioned = False
         for index, layer in enumerate(run.layers):
             if not layer.original_length:
                 continue
             length = layer.original_length
             budget = length * (1 - ratio)
             tail = length % chunk or chunk
-            allowed = {count for k in {math.floor(budget / chunk), math.ceil(budget / chunk)} if k > 0
-                       for count in (k * chunk, (k - 1) * chunk + tail)}
+            if layer.score_calls == math.ceil(length / chunk) > 1:  # each chunk scored, so compressed, on its own
+                partitioned = True
+                low, high = per_chunk_range(length, chunk, ratio)
+                allowed = set(range(low, high + 1))
+                gives = f"compresses each chunk of {chunk} on its own, which gives {low}" + (
+                    f"–{high}" if high > low else "")
+            else:
+                allowed = {count for k in {math.floor(budget / chunk), math.ceil(budget / chunk)} if k > 0
+                           for count in (k * chunk, (k - 1) * chunk + tail)}
+                gives = f"keeps whole chunks of {chunk}, which gives {' or '.join(str(n) for n in sorted(allowed))}"
             for row, heads in enumerate(layer.lengths):
                 for head, kept in enumerate(heads):
                     measured_all.append(kept)
@@ -194,8 +214,7 @@ def check(model, new_press):
                         beside = f", plus up to {window} of its observe window" if window else ""
                         return violated(
                             f"layer {index}{row_name(row, run.batch)} head {head} keeps {kept} of {length} positions; "
-                            f"the press {source} compression_ratio {ratio:g} (budget {budget:.1f}) and keeps whole "
-                            f"chunks of {chunk}, which gives {' or '.join(str(n) for n in sorted(allowed))}{beside}: "
+                            f"the press {source} compression_ratio {ratio:g} (budget {budget:.1f}) and {gives}{beside}: "
                             "the count is not explained by the chunking", sorted(allowed), kept,
                             gap=min(abs(kept - n) for n in allowed) / length, layer=index, head=head)
         if not measured_all:
@@ -203,6 +222,14 @@ def check(model, new_press):
         length = layers[0].original_length
         mean = sum(measured_all) / len(measured_all)
         beside = f" and its observe window of {window}" if window else ""
-        return holds(f"every layer keeps whole chunks of {chunk} of the budget of compression_ratio {ratio:g}{beside} "
-                     f"({mean:.1f} of {length} positions on average, {mean / length:.1%}: explained by the chunking)",
-                     round(1 - ratio, 4), round(mean / length, 4))
+        how = (f"keeps 1 − compression_ratio {ratio:g} of each chunk of {chunk}, which it compresses on its own"
+               if partitioned else f"keeps whole chunks of {chunk} of the budget of compression_ratio {ratio:g}{beside}")
+        return holds(f"every layer {how} ({mean:.1f} of {length} positions on average, {mean / length:.1%}: "
+                     "explained by the chunking)", round(1 - ratio, 4), round(mean / length, 4))
+
+
+def per_chunk_range(length: int, chunk: int, ratio: float) -> tuple[int, int]:
+    """The positions kept when each chunk of ``chunk`` (the last one shorter) keeps its own ``1 − ratio``, rounded
+    down in every chunk and up in every chunk: the least and the most a chunk-by-chunk rounding can give."""
+    sizes = [min(chunk, length - start) for start in range(0, length, chunk)]
+    return sum(math.floor(n * (1 - ratio)) for n in sizes), sum(math.ceil(n * (1 - ratio)) for n in sizes)

@@ -5,6 +5,8 @@ Pure Python, no torch: the checks of rules/claim_*.py read plain observations.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from kvaudit.claims import load_registry
@@ -276,6 +278,17 @@ def test_kept_fraction_of_a_chunked_press_is_judged_by_whole_chunks() -> None:
     assert check("kept-fraction", [run([layer(range(11))], facts={**facts, "window_size": 2})]).verdict == HOLDS
 
 
+def test_kept_fraction_of_a_press_that_compresses_each_chunk_on_its_own_is_rounded_chunk_by_chunk() -> None:
+    # FINCH's ChunkPress scores each chunk of 3 separately (6 score() calls for L = 16): chunks 3,3,3,3,3,1 at
+    # ratio 0.5 keep 1 or 2 each and 0 or 1 of the last, so 5 to 11 in all (kvpress 0.5.5: 408 of 4096 at 0.9).
+    facts = {"chunk_length": 3}
+    for kept in (range(5), range(8), range(11)):
+        result = check("kept-fraction", [run([replace(layer(kept), score_calls=6)], facts=facts)])
+        assert result.verdict == HOLDS and "compresses on its own" in result.message, list(kept)
+    result = check("kept-fraction", [run([replace(layer(range(4)), score_calls=6)], facts=facts)])
+    assert result.verdict == VIOLATED and "compresses each chunk of 3 on its own, which gives 5–11" in result.message
+
+
 # -- batch-independence and deterministic (contracts read the probes) --------------------------
 
 
@@ -309,6 +322,19 @@ def test_deterministic_compares_the_first_prompt_run_again() -> None:
     assert same.verdict == HOLDS
     other = mechanism.check(CheckContext(runs=[first], probes=[probe("repeat", [layer(range(4, 12))])]), "P")
     assert other.verdict == VIOLATED and other.measured == round(4 / 12, 4) and "take a seed" in other.message
+
+
+def test_batch_independence_does_not_judge_a_press_that_is_random_for_the_same_prompt() -> None:
+    # RandomPress, Compactor's sketches: the batch row differs from the row alone, but so does the row run twice
+    first = run([layer(range(8))])
+    copied = run([layer([[0, 1, 2, 3], [4, 5, 6, 7]], rows=2)], batch=2)
+    alone = [probe("alone", [layer([[8, 9, 10, 11], [12, 13, 14, 15]])], rows=(0,))]
+    mechanism = mechanism_by_id("batch-independence")
+    random = [*alone, probe("repeat", [layer(range(4, 12))])]
+    result = mechanism.check(CheckContext(runs=[first, copied], probes=random), "P")
+    assert result.verdict == NOT_APPLICABLE and "`deterministic` is violated" in result.message
+    steady = [*alone, probe("repeat", [layer(range(8))])]
+    assert mechanism.check(CheckContext(runs=[first, copied], probes=steady), "P").verdict == VIOLATED
 
 
 # -- score-formula ------------------------------------------------------------------------------

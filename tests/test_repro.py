@@ -106,6 +106,25 @@ def test_the_scripts_model_and_prompts_are_kvaudits() -> None:
         assert torch.equal(namespace["make_prompt"](tokens, batch, seed), make_input_ids(tokens, batch, seed))
 
 
+def test_a_rule_that_does_not_apply_exits_0_not_1(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """A rule returns None when it does not apply to the press (no compression_ratio, no layer compressed...):
+    the script says so and exits 0; it used to print "the rule is broken" and exit 1."""
+    pytest.importorskip("torch")
+    namespace: dict = {"__name__": "repro_check"}
+    setup = ("import importlib.util, math, os, sys, contextlib, argparse, traceback\n"
+             "import torch, transformers, kvpress\nfrom transformers import DynamicCache\n"
+             "PRESS = 'SnapKVPress()'; PRESS_MODULE = None; RATIO = 0.5; RATIO_ATTRIBUTE = 'compression_ratio'\n"
+             "ATTENTION = 'sdpa'; VOCAB_SIZE = 4096; PROMPT_SEED = 0; DECODE_INSIDE = True\n"
+             "def build_model():\n    return None\n")
+    exec(setup + harness(), namespace)  # noqa: S102
+    for verdict, code, said in ((None, 0, "the rule does not apply"), (True, 0, "the rule holds"),
+                                (False, 1, "the rule is broken")):
+        namespace["check"] = lambda model, new_press, verdict=verdict: (verdict, "e", "o")
+        monkeypatch.setattr(sys, "argv", ["repro.py"])
+        assert namespace["main"]() == code
+        assert capsys.readouterr().out.splitlines()[-1] == said
+
+
 # -----------------------------------------------------------------------------------------------
 # Running the scripts where kvaudit cannot be imported
 # -----------------------------------------------------------------------------------------------
