@@ -151,6 +151,11 @@ def setting(run: RunObservation, params: dict[str, Any], *names: str, default: A
     return default
 
 
+def layers_missing_rows(run: RunObservation) -> list[int]:
+    """Layers whose cache holds fewer batch rows than the prompt had: the press dropped whole rows."""
+    return [index for index, layer in enumerate(run.layers) if layer.kept and len(layer.lengths) < run.batch]
+
+
 def ratio_of(run: RunObservation) -> float | None:
     """The compression ratio the press reports after the prefill, else the one the run set."""
     reported = run.facts.get("compression_ratio")

@@ -12,6 +12,7 @@ from ..mechanism import (
     ReproRule,
     RunResult,
     holds,
+    layers_missing_rows,
     not_applicable,
     row_name,
     setting,
@@ -101,7 +102,7 @@ class OverKeepingPress(ScorerPress):
         layers = [layer for layer in run.layers if layer.original_length]
         if not layers:
             return not_applicable("no layer was observed")
-        lost = [i for i, layer in enumerate(run.layers) if layer.kept and len(layer.lengths) < run.batch]
+        lost = layers_missing_rows(run)
         if lost:  # a cache with fewer batch rows than the prompt: whole rows were dropped
             rows = len(run.layers[lost[0]].lengths)
             return violated(f"layer {lost[0]} holds {rows} of the {run.batch} batch rows after the prefill: whole rows "

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..mechanism import CheckContext, Claimant, Mechanism, ReproRule, RunResult, holds, not_applicable, ratio_of, violated
+from ..mechanism import (CheckContext, Claimant, Mechanism, ReproRule, RunResult, holds, layers_missing_rows,
+                         not_applicable, ratio_of, violated)
 
 if TYPE_CHECKING:
     from ..tracer.observations import RunObservation
@@ -83,9 +84,12 @@ class EvenSplitPress(ScorerPress):
         layers = [layer for layer in run.layers if layer.original_length]
         if ratio is None or not layers:
             return not_applicable("the press reports no compression_ratio" if ratio is None else "no layer observed")
+        lost = layers_missing_rows(run)
+        if lost:  # the kept-fraction contract reports it; the budget's allocation cannot be read from what is left
+            return not_applicable(f"layer {lost[0]} holds fewer than the {run.batch} batch rows: the press dropped whole "
+                                  "rows (see kept-fraction), so how it allocates its budget cannot be read here")
         seen = [[n for row in layer.lengths for n in row] for layer in layers]
         heads = max((len(row) for layer in layers for row in layer.lengths), default=0)
-        # Every row of the batch counts: a row the press dropped kept nothing.
         entries = sum(layer.original_length * run.batch * heads for layer in layers)
         kept = sum(sum(counts) for counts in seen)
         expected = entries * (1 - ratio)
@@ -107,14 +111,17 @@ class EvenSplitPress(ScorerPress):
         return ReproRule('''
 def check(model, new_press):
     """One budget over every layer and head: with r the ratio the press reports, the cache keeps (1 - r) of all
-    its (layer, batch row, KV head, position) entries together (masked entries and dropped rows count as
-    dropped; one per layer, row and head of tolerance), and the layers do not all keep the same number."""
+    its (layer, batch row, KV head, position) entries together (masked entries count as dropped; one per layer,
+    row and head of tolerance), and the layers do not all keep the same number. A press that dropped whole
+    batch rows breaks another rule (kept-fraction): this one does not apply."""
     press = new_press()
     run = prefill(model, press, make_prompt(TOKENS, BATCH, PROMPT_SEED))
     ratio = getattr(press, "compression_ratio", None)
     if ratio is None:
         return None, "one global budget", "the press reports no compression_ratio: the rule does not apply"
     layers, heads = len(run.keys), run.keys[0].shape[1]
+    if any(run.cache.layers[layer].keys.shape[0] < BATCH for layer in range(layers)):
+        return None, "one global budget", "the press dropped whole batch rows (kept-fraction): the rule does not apply"
     per_layer = [sum(visible(run, layer, run.masked[layer], row, head)
                      for row in range(run.cache.layers[layer].keys.shape[0]) for head in range(heads))
                  for layer in range(layers)]

@@ -18,6 +18,7 @@ from ..mechanism import (
     spans,
     violated,
 )
+from ..model import NOT_APPLICABLE, ClaimCheck
 
 if TYPE_CHECKING:
     from ..tracer.observations import RunObservation
@@ -46,7 +47,13 @@ class ProtectedPositions(Mechanism):
                               "non_causal_attn_scores: protected_first_tokens / protected_last_tokens set to inf; "
                               "compression_config.py: 16 and 64)",
                               {"first": ("sink_size_start",), "last": ("sink_size_end",), "sink_size_start": 16,
-                               "sink_size_end": 64}),
+                               "sink_size_end": 64,
+                               # kvpress's presses of one of the method's scorers: in the authors' code the
+                               # method (CompactorCompression) asks for the protection; neither scorer function
+                               # protects by itself (approximate_leverage_scores has no such parameter, and
+                               # non_causal_attn_scores protects only the counts it is passed, None by default).
+                               "scorer_parts": {"LeverageScorePress": "approximate_leverage_scores",
+                                                "NonCausalAttnPress": "non_causal_attn_scores"}}),
         "lukv": Claimant("the budget curve keeps the first sink and the last window tokens (kvpress's LU-KV "
                          "port, lukv_press.py; the curve files' names: sink 4, window 1)",
                          {"first": ("sink",), "last": ("window",), "sink": 4, "window": 1}),
@@ -106,6 +113,17 @@ class TailDroppingPress(ScorerPress):
         value = setting(run, params, *tuple(names or ()))
         return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
+    def check(self, ctx: CheckContext, paper: str) -> ClaimCheck:
+        """A press of one scorer of the paper's method is not held to the positions the method protects."""
+        parts = ctx.params.get("scorer_parts") or {}
+        press_class = next((run.facts.get("press_class") for run in ctx.runs), None)
+        if press_class in parts:
+            return ClaimCheck(self.id, paper, NOT_APPLICABLE,
+                              f"not applicable: {press_class} is one scorer of the paper's method (the authors' "
+                              f"{parts[press_class]}), which protects no position by itself; the method protects "
+                              "them around its scorers")
+        return super().check(ctx, paper)
+
     def check_run(self, run: RunObservation, ctx: CheckContext) -> RunResult:
         first = self._count(run, ctx.params, ctx.params.get("first"))
         last = self._count(run, ctx.params, ctx.params.get("last"))
@@ -149,6 +167,11 @@ def check(model, new_press):
     keeps the first S and the last W. S and W are the press's own settings (the names in PARAMS["first"] and
     PARAMS["last"]), else the paper's values."""
     press = new_press()
+    part = PARAMS.get("scorer_parts", {}).get(type(press).__name__)
+    if part is not None:
+        return (None, "the method's protected positions",
+                f"the press is one scorer of the method ({part}), which protects no position by itself: the rule "
+                "does not apply")
     run = prefill(model, press, make_prompt(TOKENS, BATCH, PROMPT_SEED))
     names_first, names_last = PARAMS.get("first", ()), PARAMS.get("last", ())
     first = setting(press, *names_first, default=next((PARAMS[n] for n in names_first if n in PARAMS), 0))

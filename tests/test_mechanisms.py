@@ -374,6 +374,14 @@ def test_protected_positions() -> None:
     assert check("protected-positions", [run([layer([0, 1, 5, 9, 13, 14, 15])], facts=facts)], params).verdict == HOLDS
     lost = check("protected-positions", [run([layer([0, 5, 6, 9, 13, 14, 15])], facts=facts)], params)
     assert lost.verdict == VIOLATED and (lost.expected, lost.measured) == ([2, 3], [1, 3]) and "1" in lost.message
+    # a press of one of the method's scorers (Compactor's LeverageScorePress) is not held to the method's positions
+    parts = {**params, "scorer_parts": {"LeverageScorePress": "approximate_leverage_scores"}}
+    scorer = check("protected-positions", [run([layer([0, 5, 6, 9, 13, 14, 15])],
+                                               facts={**facts, "press_class": "LeverageScorePress"})], parts)
+    assert scorer.verdict == NOT_APPLICABLE and "approximate_leverage_scores" in scorer.message
+    method = check("protected-positions", [run([layer([0, 5, 6, 9, 13, 14, 15])],
+                                               facts={**facts, "press_class": "CompactorPress"})], parts)
+    assert method.verdict == VIOLATED
 
 
 def test_layer_budget() -> None:
@@ -383,6 +391,9 @@ def test_layer_budget() -> None:
     assert even.verdict == VIOLATED and "split evenly" in even.message
     over = check("layer-budget", [run([layer(range(12)), layer(range(10))])])
     assert over.verdict == VIOLATED and over.measured == round(22 / 32, 4)
+    # a batch of 2 of which the press kept one row: kept-fraction's finding, not a budget the rule can read
+    dropped = check("layer-budget", [run([layer(range(10)), layer(range(6))], batch=2)])
+    assert dropped.verdict == NOT_APPLICABLE and "dropped whole rows" in dropped.message
 
 
 # -- channel-pruning --------------------------------------------------------------------------
