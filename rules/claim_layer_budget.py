@@ -86,8 +86,8 @@ class EvenSplitPress(ScorerPress):
             return not_applicable("the press reports no compression_ratio" if ratio is None else "no layer observed")
         lost = layers_missing_rows(run)
         if lost:  # the kept-fraction contract reports it; the budget's allocation cannot be read from what is left
-            return not_applicable(f"layer {lost[0]} holds fewer than the {run.batch} batch rows: the press dropped whole "
-                                  "rows (see kept-fraction), so how it allocates its budget cannot be read here")
+            return not_applicable(f"layer {lost[0]} holds fewer than the {run.batch} batch rows: the press dropped "
+                                  "whole rows (see kept-fraction), so how it allocates its budget cannot be read here")
         seen = [[n for row in layer.lengths for n in row] for layer in layers]
         heads = max((len(row) for layer in layers for row in layer.lengths), default=0)
         entries = sum(layer.original_length * run.batch * heads for layer in layers)
