@@ -337,6 +337,27 @@ def test_batch_independence_does_not_judge_a_press_that_is_random_for_the_same_p
     assert mechanism.check(CheckContext(runs=[first, copied], probes=steady), "P").verdict == VIOLATED
 
 
+def test_layer_similarity_holds_breaks_or_says_inconclusive_by_the_spread() -> None:
+    def similarity(kind: str, seed: int, layers) -> RunObservation:
+        observation = run([layer(kept) for kept in layers])
+        observation.probe, observation.seed = kind, seed
+        return observation
+
+    same, apart, overlap = [range(8), range(8)], [range(8), range(8, 16)], [range(8), range(4, 12)]  # J 1, 0, 1/3
+    first = run([layer(range(8))], facts={"trained_weights": True})
+
+    def verdict(press_layers, token_layers):
+        probes = [similarity("similarity", seed, press_layers[seed]) for seed in range(4)]
+        probes += [similarity("similarity-token", seed, token_layers[seed]) for seed in range(4)]
+        return mechanism_by_id("layer-similarity").check(CheckContext(runs=[first], probes=probes), "P")
+
+    assert verdict([same] * 4, [apart] * 4).verdict == HOLDS
+    assert verdict([apart] * 4, [same] * 4).verdict == VIOLATED
+    # gaps +2/3, -1/3, +2/3, -1/3: a mean inside the spread is no verdict either way
+    mixed = verdict([same, apart, same, apart], [overlap] * 4)
+    assert mixed.verdict == NOT_APPLICABLE and "inconclusive" in mixed.message
+
+
 # -- score-formula ------------------------------------------------------------------------------
 
 
