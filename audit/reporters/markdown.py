@@ -653,9 +653,10 @@ def reuse_quality_lines(result: AuditResult) -> list[str]:
         trace = press.trace
         if trace is None:
             continue
-        for who, traced in ((press.name, trace), (f"reference beside {press.name}", trace.reference or None)):
-            check = next((c for c in traced.claims if c.id == "reuse-quality" and c.figures), None) if traced else None
-            if check is None:
+        traced = [(press.name, trace)] + ([(f"reference beside {press.name}", trace.reference)] if trace.reference else [])
+        for who, measured in traced:
+            check = measured.claim("reuse-quality")
+            if check is None or not check.figures:
                 continue
             figure = check.figures[0]
             reuse = " / ".join("—" if n is None else str(n) for n in figure["x"])

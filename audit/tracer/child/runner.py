@@ -461,15 +461,15 @@ def _quality_probes(model: nn.Module, factory: PressFactory, options: TraceOptio
         try:
             built = _build(factory, setup.settings.ratio, ratio)
             reuse = reuse_of(built)
-            variants = [(QUALITY_FULL, None), (QUALITY_PRESS, built)]
+            variants = [(QUALITY_FULL, None, None), (QUALITY_PRESS, built, reuse)]
             if reuse is not None:  # the same press without reuse, and with twice its reuse
-                variants += [(QUALITY_NO_REUSE, with_reuse(_build(factory, setup.settings.ratio, ratio), 1)),
-                             (QUALITY_MORE_REUSE, with_reuse(_build(factory, setup.settings.ratio, ratio), 2 * reuse))]
+                variants += [(kind, with_reuse(_build(factory, setup.settings.ratio, ratio), n), n)
+                             for kind, n in ((QUALITY_NO_REUSE, 1), (QUALITY_MORE_REUSE, 2 * reuse))]
         except BuildError:
             return found
-        for kind, press in variants:
+        for kind, press, n_reuse in variants:
             observation = RunObservation(tokens=options.tokens, batch=1, seed=seed, ratio=ratio, probe=kind)
-            if press is not None and (n_reuse := reuse_of(press)) is not None:
+            if n_reuse is not None:
                 observation.facts["n_reuse"] = n_reuse
             try:
                 observation.facts["loss"] = continuation_loss(model, press, ids, options.tokens)
